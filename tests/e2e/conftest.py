@@ -142,6 +142,19 @@ class Proc:
         return p.returncode
 
 
+def _die_with_parent() -> None:
+    """preexec_fn: start a new session and ask the kernel to SIGKILL the child if the
+    test runner dies (e.g. killed from outside), so no process outlives the run."""
+    os.setsid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def spawn(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> Proc:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
@@ -156,7 +169,7 @@ def spawn(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None 
         stderr=subprocess.STDOUT,
         env=full_env,
         cwd=str(cwd) if cwd else None,
-        start_new_session=True,  # own process group: teardown can sweep it by id
+        preexec_fn=_die_with_parent,  # own process group: teardown can sweep it by id
     )
     fh.close()
     return Proc(name, popen, log)
