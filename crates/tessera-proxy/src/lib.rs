@@ -1,1 +1,45 @@
-//! placeholder
+//! Tessera's MCP data path.
+//!
+//! A proxied call flows one way: front end ([`frontend`]) → caller context ([`caller`]) →
+//! [`router`] → the client's upstream session ([`upstream`]) and back. Messages stay JSON
+//! ([`jsonrpc`]): only the envelope and the one field the gateway rewrites are ever parsed.
+
+pub mod caller;
+pub mod catalog;
+pub mod error;
+pub mod frontend;
+pub mod gateway;
+pub mod jsonrpc;
+pub mod router;
+pub mod session;
+pub mod upstream;
+
+pub use gateway::Gateway;
+
+use std::future::Future;
+use std::sync::Arc;
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish and stops every upstream session (and child process).
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    gateway.start();
+    let app = frontend::router(gateway.clone());
+    // Without TCP_NODELAY, small responses wait for the peer's delayed ACK (~40 ms per call).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let stopping = gateway.shutdown.clone();
+    let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        // Long-lived streams (GET /mcp, /sse) would hold graceful shutdown open forever.
+        stopping.cancel();
+    });
+    let result = served.await;
+    gateway.stop().await;
+    result
+}

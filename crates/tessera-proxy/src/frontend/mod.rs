@@ -1,0 +1,113 @@
+//! MCP front ends and operational endpoints, mounted on one axum router.
+
+pub mod legacy_sse;
+pub mod streamable;
+
+use crate::gateway::Gateway;
+use crate::jsonrpc;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::Arc;
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route(
+            "/mcp",
+            post(streamable::post)
+                .get(streamable::get)
+                .delete(streamable::delete),
+        )
+        .route("/sse", get(legacy_sse::open))
+        .route("/message", post(legacy_sse::message))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(gw)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    let (ready, body) = gw.readiness();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+pub(crate) fn rpc_error_response(status: StatusCode, code: i64, message: &str) -> Response {
+    json_response(status, jsonrpc::error(None, code, message, None))
+}
+
+/// Whether the Accept header admits `mime` (`*/*` and a missing header admit everything).
+pub(crate) fn accepts(headers: &HeaderMap, mime: &str) -> bool {
+    let mut any = false;
+    for value in headers.get_all(header::ACCEPT) {
+        any = true;
+        let Ok(v) = value.to_str() else { continue };
+        for part in v.split(',') {
+            let m = part.split(';').next().unwrap_or("").trim();
+            if m.eq_ignore_ascii_case(mime) || m == "*/*" {
+                return true;
+            }
+        }
+    }
+    !any
+}
+
+/// DNS-rebinding defence: a browser page may only reach the gateway from an allowed origin —
+/// loopback origins, the origin of `public_url`, and `allowed_origins`. Requests without an
+/// Origin header (non-browser clients) pass.
+pub(crate) fn check_origin(gw: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    if origin_allowed(gw, origin) {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::FORBIDDEN,
+            format!("Forbidden: Origin {origin:?} is not allowed (add it to allowed_origins)"),
+        )
+            .into_response())
+    }
+}
+
+fn origin_allowed(gw: &Gateway, origin: &str) -> bool {
+    let Ok(url) = url::Url::parse(origin) else {
+        return false;
+    };
+    let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    if loopback && matches!(url.scheme(), "http" | "https") {
+        return true;
+    }
+    let normalised = url.origin().ascii_serialization();
+    if gw
+        .config
+        .public_url
+        .as_ref()
+        .is_some_and(|p| p.origin().ascii_serialization() == normalised)
+    {
+        return true;
+    }
+    gw.config
+        .allowed_origins
+        .iter()
+        .any(|a| a.trim_end_matches('/') == normalised)
+}

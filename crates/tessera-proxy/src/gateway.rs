@@ -1,0 +1,454 @@
+//! The gateway's shared state: configured upstreams with their discovered catalogs and health,
+//! the client sessions, and the discovery loop that keeps each catalog current.
+
+use crate::caller::Caller;
+use crate::catalog::{ListKind, ServerCatalog};
+use crate::jsonrpc::{self, Envelope, RawObject};
+use crate::session::{ClientSession, FrontEnd};
+use crate::upstream::{Connect, Downstream, LATEST_VERSION, Outbound, UpstreamSession};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, Instant};
+use tessera_config::{Config, ServerConfig};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// Health of one upstream as discovery sees it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    Connecting,
+    Ready,
+    Down,
+    Disabled,
+}
+
+struct ServerState {
+    health: Health,
+    error: Option<String>,
+    catalog: Arc<ServerCatalog>,
+}
+
+/// One configured upstream server.
+pub struct ServerEntry {
+    pub config: Arc<ServerConfig>,
+    pub call_timeout: Duration,
+    pub init_timeout: Duration,
+    state: RwLock<ServerState>,
+    /// Poked when any session of this server reports a list change.
+    refresh: Notify,
+}
+
+impl ServerEntry {
+    pub fn catalog(&self) -> Arc<ServerCatalog> {
+        self.state
+            .read()
+            .map(|s| s.catalog.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn health(&self) -> (Health, Option<String>) {
+        self.state
+            .read()
+            .map(|s| (s.health.clone(), s.error.clone()))
+            .unwrap_or((Health::Down, None))
+    }
+
+    fn set_health(&self, health: Health, error: Option<String>) {
+        if let Ok(mut s) = self.state.write() {
+            s.health = health;
+            s.error = error;
+        }
+    }
+
+    pub fn request_refresh(&self) {
+        self.refresh.notify_one();
+    }
+}
+
+pub struct Gateway {
+    pub config: Arc<Config>,
+    /// The one pooled HTTP client for every HTTP upstream.
+    pub http: reqwest::Client,
+    pub servers: Vec<Arc<ServerEntry>>,
+    by_name: HashMap<String, usize>,
+    sessions: RwLock<HashMap<String, Arc<ClientSession>>>,
+    pub shutdown: CancellationToken,
+    pub started: Instant,
+}
+
+impl Gateway {
+    pub fn new(config: Config) -> Result<Arc<Self>, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(256)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        let config = Arc::new(config);
+        let servers: Vec<Arc<ServerEntry>> = config
+            .servers
+            .iter()
+            .map(|s| {
+                Arc::new(ServerEntry {
+                    config: Arc::new(s.clone()),
+                    call_timeout: s.call_timeout.unwrap_or(config.call_tool_timeout),
+                    init_timeout: s.init_timeout.unwrap_or(config.init_timeout),
+                    state: RwLock::new(ServerState {
+                        health: if s.enabled {
+                            Health::Connecting
+                        } else {
+                            Health::Disabled
+                        },
+                        error: None,
+                        catalog: Arc::default(),
+                    }),
+                    refresh: Notify::new(),
+                })
+            })
+            .collect();
+        let by_name = servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.config.name.clone(), i))
+            .collect();
+        Ok(Arc::new(Gateway {
+            config,
+            http,
+            servers,
+            by_name,
+            sessions: RwLock::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            started: Instant::now(),
+        }))
+    }
+
+    /// Starts one discovery loop per enabled upstream.
+    pub fn start(self: &Arc<Self>) {
+        for entry in self.servers.iter().filter(|s| s.config.enabled) {
+            tokio::spawn(discovery_loop(Arc::downgrade(self), entry.clone()));
+        }
+    }
+
+    pub fn server(&self, name: &str) -> Option<&Arc<ServerEntry>> {
+        self.by_name
+            .get(name)
+            .and_then(|&i| self.servers.get(i))
+            .filter(|s| s.config.enabled)
+    }
+
+    pub fn create_session(
+        self: &Arc<Self>,
+        front_end: FrontEnd,
+        caller: Caller,
+    ) -> Arc<ClientSession> {
+        let session = ClientSession::new(Arc::downgrade(self), front_end, caller);
+        if let Ok(mut sessions) = self.sessions.write() {
+            sessions.insert(session.id.clone(), session.clone());
+        }
+        session
+    }
+
+    pub fn session(&self, id: &str) -> Option<Arc<ClientSession>> {
+        self.sessions.read().ok().and_then(|s| s.get(id).cloned())
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.read().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Ends a client session and its upstream sessions.
+    pub async fn end_session(&self, id: &str) -> bool {
+        let removed = self.sessions.write().ok().and_then(|mut s| s.remove(id));
+        match removed {
+            Some(session) => {
+                session.close().await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends a notification to every client session's server-to-client stream.
+    pub fn broadcast(&self, text: &str) {
+        let sessions: Vec<Arc<ClientSession>> = self
+            .sessions
+            .read()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default();
+        for s in sessions {
+            if s.is_initialized() {
+                s.send_standalone(text.to_owned());
+            }
+        }
+    }
+
+    /// The merged items of one list kind over all ready upstreams, in config order.
+    pub fn merged(&self, kind: ListKind) -> Vec<Arc<ServerCatalog>> {
+        self.servers
+            .iter()
+            .filter(|s| s.config.enabled)
+            .map(|s| s.catalog())
+            .filter(|c| !c.items(kind).is_empty())
+            .collect()
+    }
+
+    /// Graceful stop: ends every client session (and so every upstream session and child).
+    pub async fn stop(&self) {
+        self.shutdown.cancel();
+        let sessions: Vec<String> = self
+            .sessions
+            .read()
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default();
+        let ends = sessions.iter().map(|id| self.end_session(id));
+        futures::future::join_all(ends).await;
+    }
+
+    /// `/readyz` body and whether every enabled upstream is ready.
+    pub fn readiness(&self) -> (bool, serde_json::Value) {
+        let mut upstreams = serde_json::Map::new();
+        let mut ready = true;
+        for s in &self.servers {
+            let (health, error) = s.health();
+            if s.config.enabled && health != Health::Ready {
+                ready = false;
+            }
+            let c = s.catalog();
+            upstreams.insert(
+                s.config.name.clone(),
+                serde_json::json!({ "state": health, "error": error, "tools": c.tools.len(), "prompts": c.prompts.len(), "resources": c.resources.len() }),
+            );
+        }
+        (
+            ready,
+            serde_json::json!({ "ready": ready, "sessions": self.session_count(), "upstreams": upstreams }),
+        )
+    }
+}
+
+/// The gateway's own `initialize` params for discovery sessions.
+pub fn gateway_init_params() -> RawObject {
+    let mut obj = RawObject::default();
+    obj.set("capabilities", jsonrpc::raw("{}"));
+    obj.set(
+        "clientInfo",
+        jsonrpc::to_raw(
+            &serde_json::json!({ "name": "tessera", "version": env!("CARGO_PKG_VERSION") }),
+        ),
+    );
+    obj
+}
+
+/// Receives what a discovery session's upstream originates: list changes trigger a refresh;
+/// requests are refused (no user is behind a discovery session).
+struct DiscoveryDownstream {
+    entry: Weak<ServerEntry>,
+    closed: Notify,
+}
+
+impl Downstream for DiscoveryDownstream {
+    fn upstream_request(
+        &self,
+        from: &Arc<UpstreamSession>,
+        id: Box<RawValue>,
+        message: &Envelope,
+        _related: Option<mpsc::Sender<Outbound>>,
+    ) {
+        let from = from.clone();
+        let answer = if message.method() == "ping" {
+            jsonrpc::response(&id, Some(&jsonrpc::raw("{}")), None)
+        } else {
+            jsonrpc::error(
+                Some(&id),
+                jsonrpc::METHOD_NOT_FOUND,
+                "the gateway's discovery session cannot answer this",
+                None,
+            )
+        };
+        tokio::spawn(async move {
+            let _ = from.send_raw(answer).await;
+        });
+    }
+
+    fn upstream_notification(
+        &self,
+        _from: &Arc<UpstreamSession>,
+        message: &Envelope,
+        _raw: &str,
+        _related: Option<mpsc::Sender<Outbound>>,
+    ) {
+        if message.method().ends_with("/list_changed") {
+            if let Some(entry) = self.entry.upgrade() {
+                entry.request_refresh();
+            }
+        }
+    }
+
+    fn upstream_closed(&self, _from: &Arc<UpstreamSession>, _reason: &str) {
+        self.closed.notify_one();
+    }
+}
+
+/// Keeps one upstream's catalog current: connect, list everything, wait for a change or a
+/// failure, reconnect with exponential backoff (1 s … 30 s) while the gateway runs.
+async fn discovery_loop(gateway: Weak<Gateway>, entry: Arc<ServerEntry>) {
+    let name = entry.config.name.clone();
+    let mut failures: u32 = 0;
+    loop {
+        let Some(gw) = gateway.upgrade() else { return };
+        let shutdown = gw.shutdown.clone();
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let downstream = Arc::new(DiscoveryDownstream {
+            entry: Arc::downgrade(&entry),
+            closed: Notify::new(),
+        });
+        let weak_down: Weak<dyn Downstream> = {
+            let d: Arc<dyn Downstream> = downstream.clone();
+            Arc::downgrade(&d)
+        };
+        let connect = UpstreamSession::connect(Connect {
+            server: entry.config.clone(),
+            http: &gw.http,
+            downstream: weak_down,
+            init_params: gateway_init_params(),
+            protocol_version: LATEST_VERSION,
+            init_timeout: entry.init_timeout,
+            call_timeout: entry.init_timeout.max(entry.call_timeout),
+        });
+        let session = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            s = connect => s,
+        };
+        drop(gw);
+        match session {
+            Ok(session) => {
+                failures = 0;
+                let mut first = true;
+                loop {
+                    match refresh_catalog(&session, &entry, &gateway).await {
+                        Ok(changed) => {
+                            entry.set_health(Health::Ready, None);
+                            if !first {
+                                if let Some(gw) = gateway.upgrade() {
+                                    for kind in changed {
+                                        gw.broadcast(&jsonrpc::notification(
+                                            kind.changed_notification(),
+                                            None,
+                                        ));
+                                    }
+                                }
+                            }
+                            first = false;
+                            tracing::info!(server = %name, tools = entry.catalog().tools.len(), "upstream ready");
+                        }
+                        Err(e) => {
+                            tracing::warn!(server = %name, error = %e, "listing upstream capabilities failed");
+                            entry.set_health(Health::Down, Some(e.to_string()));
+                            break;
+                        }
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {
+                            session.close("gateway shutting down").await;
+                            return;
+                        }
+                        _ = entry.refresh.notified() => continue,
+                        _ = downstream.closed.notified() => break,
+                    }
+                }
+                session.close("discovery session ended").await;
+                if entry.health().0 == Health::Ready {
+                    entry.set_health(Health::Down, Some("upstream session ended".into()));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(server = %name, error = %e, "upstream unavailable");
+                entry.set_health(Health::Down, Some(e.to_string()));
+            }
+        }
+        failures = failures.saturating_add(1);
+        let backoff = Duration::from_secs(1u64 << failures.min(5).saturating_sub(1))
+            .min(Duration::from_secs(30));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+    }
+}
+
+/// Lists every kind the upstream supports (following cursors) and swaps in the new catalog.
+/// Returns the kinds whose contents changed.
+async fn refresh_catalog(
+    session: &Arc<UpstreamSession>,
+    entry: &ServerEntry,
+    gateway: &Weak<Gateway>,
+) -> Result<Vec<ListKind>, crate::error::UpstreamError> {
+    let separator = gateway
+        .upgrade()
+        .map(|g| g.config.tool_separator.clone())
+        .unwrap_or_else(|| "__".into());
+    let caps = session.info().capabilities;
+    let old = entry.catalog();
+    let mut catalog = ServerCatalog::default();
+    let mut changed = Vec::new();
+    for kind in [
+        ListKind::Tools,
+        ListKind::Prompts,
+        ListKind::Resources,
+        ListKind::Templates,
+    ] {
+        if caps.get(kind.capability()).is_none() {
+            continue;
+        }
+        let items = list_all(session, kind).await?;
+        catalog.set(kind, &entry.config.name, &separator, items);
+        let same = old.items(kind).len() == catalog.items(kind).len()
+            && old
+                .items(kind)
+                .iter()
+                .zip(catalog.items(kind))
+                .all(|(a, b)| a.get() == b.get());
+        if !same {
+            changed.push(kind);
+        }
+    }
+    if let Ok(mut s) = entry.state.write() {
+        s.catalog = Arc::new(catalog);
+    }
+    Ok(changed)
+}
+
+async fn list_all(
+    session: &Arc<UpstreamSession>,
+    kind: ListKind,
+) -> Result<Vec<Box<RawValue>>, crate::error::UpstreamError> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    // A bound on pages protects against an upstream that cycles its cursors.
+    for _ in 0..1000 {
+        let params = cursor
+            .as_ref()
+            .map(|c| jsonrpc::to_raw(&serde_json::json!({ "cursor": c })));
+        let result = session.request(kind.method(), params).await?;
+        let obj = RawObject::parse(result.get())
+            .map_err(|e| crate::error::UpstreamError::Protocol(e.to_string()))?;
+        if let Some(items) = obj.get(kind.field()) {
+            let items: Vec<Box<RawValue>> = serde_json::from_str(items.get())
+                .map_err(|e| crate::error::UpstreamError::Protocol(e.to_string()))?;
+            out.extend(items);
+        }
+        cursor = obj.get_str("nextCursor");
+        if cursor.is_none() {
+            return Ok(out);
+        }
+    }
+    Err(crate::error::UpstreamError::Protocol(format!(
+        "{} did not end after 1000 pages",
+        kind.method()
+    )))
+}

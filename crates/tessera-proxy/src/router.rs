@@ -1,0 +1,486 @@
+//! Decides what happens to each client message: answered by the gateway (initialize, ping,
+//! merged lists), routed to one upstream (tools/call, prompts/get, resources/read, ...), or
+//! handled as a notification/response (cancellation, answers to upstream requests).
+
+use crate::catalog::{self, ListKind};
+use crate::gateway::Gateway;
+use crate::jsonrpc::{self, Envelope, Kind, RawObject};
+use crate::session::{ClientSession, Negotiated};
+use crate::upstream::{LATEST_VERSION, Outbound, SUPPORTED_VERSIONS, UpstreamSession};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// The gateway's answer to one client request.
+pub enum Reply {
+    /// Known at once.
+    Now(String),
+    /// Being served by an upstream; related messages then the response arrive through the handle.
+    Call(CallHandle),
+}
+
+/// A client request in flight at an upstream.
+pub struct CallHandle {
+    rx: mpsc::Receiver<Outbound>,
+    upstream: Arc<UpstreamSession>,
+    upstream_id: u64,
+    deadline: Instant,
+    client_id: Box<RawValue>,
+    client_key: String,
+    session: Arc<ClientSession>,
+    done: bool,
+}
+
+impl CallHandle {
+    /// The next message for the client; `Outbound::Final` is the last. `None` means the call
+    /// ended without a response for the client (it cancelled the request).
+    pub async fn next(&mut self) -> Option<Outbound> {
+        if self.done {
+            return None;
+        }
+        match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+            Ok(Some(Outbound::Final(text))) => {
+                self.done = true;
+                self.session.untrack_call(&self.client_key);
+                Some(Outbound::Final(text))
+            }
+            Ok(Some(message)) => Some(message),
+            Ok(None) => {
+                self.done = true;
+                if self.session.untrack_call(&self.client_key) {
+                    let reason = "upstream session ended";
+                    let message = format!(
+                        "upstream server '{}' failed: {reason}",
+                        self.upstream.server.name
+                    );
+                    Some(Outbound::Final(jsonrpc::error(
+                        Some(&self.client_id),
+                        jsonrpc::UPSTREAM_UNAVAILABLE,
+                        &message,
+                        None,
+                    )))
+                } else {
+                    None // cancelled by the client: no response is due
+                }
+            }
+            Err(_) => {
+                self.done = true;
+                self.session.untrack_call(&self.client_key);
+                let timeout = self.upstream.call_timeout;
+                self.upstream
+                    .cancel(self.upstream_id, "timed out at the gateway")
+                    .await;
+                let message = format!(
+                    "upstream server '{}' did not answer within {}s",
+                    self.upstream.server.name,
+                    timeout.as_secs_f64()
+                );
+                let data =
+                    serde_json::json!({ "server": self.upstream.server.name, "reason": "timeout" });
+                Some(Outbound::Final(jsonrpc::error(
+                    Some(&self.client_id),
+                    jsonrpc::UPSTREAM_TIMEOUT,
+                    &message,
+                    Some(data),
+                )))
+            }
+        }
+    }
+}
+
+impl Drop for CallHandle {
+    fn drop(&mut self) {
+        if !self.done {
+            // The client went away before the answer: nobody can receive it any more.
+            self.upstream.forget(self.upstream_id);
+            self.session.untrack_call(&self.client_key);
+        }
+    }
+}
+
+/// Handles a client request.
+pub async fn request(gw: &Arc<Gateway>, session: &Arc<ClientSession>, env: Envelope) -> Reply {
+    let Some(id) = env.id.as_deref() else {
+        return Reply::Now(jsonrpc::error(
+            None,
+            jsonrpc::INVALID_REQUEST,
+            "request without id",
+            None,
+        ));
+    };
+    let method = env.method();
+    if method == "initialize" {
+        return Reply::Now(initialize(session, id, env.params_str()));
+    }
+    if !session.is_initialized() {
+        return Reply::Now(jsonrpc::error(
+            Some(id),
+            jsonrpc::INVALID_REQUEST,
+            "session not initialized: send initialize first",
+            None,
+        ));
+    }
+    match method {
+        "ping" => Reply::Now(jsonrpc::response(id, Some(&jsonrpc::raw("{}")), None)),
+        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
+            let kind = ListKind::from_method(method).unwrap_or(ListKind::Tools);
+            Reply::Now(list(gw, kind, id, env.params.as_deref()))
+        }
+        "tools/call" | "prompts/get" => route_by_name(gw, session, &env, id).await,
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            route_by_uri(gw, session, &env, id).await
+        }
+        "completion/complete" => route_completion(gw, session, &env, id).await,
+        "logging/setLevel" => {
+            let params = env.params.clone().unwrap_or_else(|| jsonrpc::raw("{}"));
+            session.set_log_level(params.clone());
+            for upstream in session.open_upstreams() {
+                let params = params.clone();
+                tokio::spawn(async move {
+                    let _ = upstream.request("logging/setLevel", Some(params)).await;
+                });
+            }
+            Reply::Now(jsonrpc::response(id, Some(&jsonrpc::raw("{}")), None))
+        }
+        other => Reply::Now(jsonrpc::error(
+            Some(id),
+            jsonrpc::METHOD_NOT_FOUND,
+            &format!("method not found: {other}"),
+            None,
+        )),
+    }
+}
+
+/// Handles a client notification.
+pub async fn notification(session: &Arc<ClientSession>, env: Envelope) {
+    match env.method() {
+        "notifications/cancelled" => {
+            let Ok(params) = RawObject::parse(env.params_str()) else {
+                return;
+            };
+            let Some(request_id) = params.get("requestId") else {
+                return;
+            };
+            let reason = params
+                .get_str("reason")
+                .unwrap_or_else(|| "cancelled by the client".into());
+            session
+                .cancel_call(&jsonrpc::id_key(request_id), &reason)
+                .await;
+        }
+        "notifications/roots/list_changed" => {
+            let text = jsonrpc::notification(env.method(), env.params.as_deref());
+            for upstream in session.open_upstreams() {
+                let _ = upstream.send_raw(text.clone()).await;
+            }
+        }
+        // `initialized`, progress for server requests the gateway forwarded, and anything else:
+        // nothing to do at the gateway.
+        _ => {}
+    }
+}
+
+/// Handles any client message; returns the reply for requests.
+pub async fn message(
+    gw: &Arc<Gateway>,
+    session: &Arc<ClientSession>,
+    env: Envelope,
+) -> Option<Reply> {
+    match env.kind() {
+        Kind::Request => Some(request(gw, session, env).await),
+        Kind::Notification => {
+            notification(session, env).await;
+            None
+        }
+        Kind::Response => {
+            session.answer_server_request(&env).await;
+            None
+        }
+        Kind::Invalid => Some(Reply::Now(jsonrpc::error(
+            env.id.as_deref(),
+            jsonrpc::INVALID_REQUEST,
+            "not a JSON-RPC 2.0 request, notification or response",
+            None,
+        ))),
+    }
+}
+
+fn initialize(session: &Arc<ClientSession>, id: &RawValue, params: &str) -> String {
+    let Ok(client_params) = RawObject::parse(params) else {
+        return jsonrpc::error(
+            Some(id),
+            jsonrpc::INVALID_PARAMS,
+            "initialize params must be an object",
+            None,
+        );
+    };
+    let requested = client_params.get_str("protocolVersion").unwrap_or_default();
+    let version = if SUPPORTED_VERSIONS.contains(&requested.as_str()) {
+        requested
+    } else {
+        LATEST_VERSION.to_owned()
+    };
+    if !session.negotiate(Negotiated {
+        protocol_version: version.clone(),
+        client_params,
+    }) {
+        return jsonrpc::error(
+            Some(id),
+            jsonrpc::INVALID_REQUEST,
+            "session already initialized",
+            None,
+        );
+    }
+    let result = serde_json::json!({
+        "protocolVersion": version,
+        "capabilities": {
+            "tools": { "listChanged": true },
+            "prompts": { "listChanged": true },
+            "resources": { "subscribe": true, "listChanged": true },
+            "logging": {},
+            "completions": {}
+        },
+        "serverInfo": { "name": "tessera", "title": "Tessera MCP gateway", "version": env!("CARGO_PKG_VERSION") }
+    });
+    jsonrpc::result(id, &result)
+}
+
+fn list(gw: &Gateway, kind: ListKind, id: &RawValue, params: Option<&RawValue>) -> String {
+    let cursor = params
+        .and_then(|p| RawObject::parse(p.get()).ok())
+        .and_then(|p| p.get_str("cursor"));
+    let offset = match catalog::parse_cursor(cursor.as_deref()) {
+        Ok(o) => o,
+        Err(e) => return jsonrpc::error(Some(id), jsonrpc::INVALID_PARAMS, &e, None),
+    };
+    let catalogs = gw.merged(kind);
+    let items: Vec<&RawValue> = catalogs
+        .iter()
+        .flat_map(|c| c.items(kind).iter().map(|b| b.as_ref()))
+        .collect();
+    let page = catalog::page(kind, &items, offset, gw.config.list_page_size);
+    jsonrpc::response(id, Some(&page), None)
+}
+
+/// The error a client gets for a name or URI the gateway cannot route.
+fn unknown(id: &RawValue, what: &str, name: &str) -> Reply {
+    let data = serde_json::json!({ "name": name });
+    Reply::Now(jsonrpc::error(
+        Some(id),
+        jsonrpc::INVALID_PARAMS,
+        &format!("unknown {what}: {name}"),
+        Some(data),
+    ))
+}
+
+async fn route_by_name(
+    gw: &Arc<Gateway>,
+    session: &Arc<ClientSession>,
+    env: &Envelope,
+    id: &RawValue,
+) -> Reply {
+    let what = if env.method() == "tools/call" {
+        "tool"
+    } else {
+        "prompt"
+    };
+    let Ok(mut params) = RawObject::parse(env.params_str()) else {
+        return Reply::Now(jsonrpc::error(
+            Some(id),
+            jsonrpc::INVALID_PARAMS,
+            "params must be an object",
+            None,
+        ));
+    };
+    let Some(exposed) = params.get_str("name") else {
+        return Reply::Now(jsonrpc::error(
+            Some(id),
+            jsonrpc::INVALID_PARAMS,
+            "params.name is required",
+            None,
+        ));
+    };
+    let Some((server, name)) = exposed.split_once(gw.config.tool_separator.as_str()) else {
+        return unknown(id, what, &exposed);
+    };
+    let Some(entry) = gw.server(server) else {
+        return unknown(id, what, &exposed);
+    };
+    let catalog = entry.catalog();
+    let known = if what == "tool" {
+        &catalog.tool_names
+    } else {
+        &catalog.prompt_names
+    };
+    if !known.contains(name) {
+        let (health, error) = entry.health();
+        if health != crate::gateway::Health::Ready {
+            let reason = error.unwrap_or_else(|| "not connected yet".into());
+            let message = format!("upstream server '{server}' is unavailable: {reason}");
+            let data = serde_json::json!({ "server": server, "reason": reason });
+            return Reply::Now(jsonrpc::error(
+                Some(id),
+                jsonrpc::UPSTREAM_UNAVAILABLE,
+                &message,
+                Some(data),
+            ));
+        }
+        return unknown(id, what, &exposed);
+    }
+    params.set_str("name", name);
+    forward(session, server, env.method(), &params, id).await
+}
+
+async fn route_by_uri(
+    gw: &Arc<Gateway>,
+    session: &Arc<ClientSession>,
+    env: &Envelope,
+    id: &RawValue,
+) -> Reply {
+    let Ok(mut params) = RawObject::parse(env.params_str()) else {
+        return Reply::Now(jsonrpc::error(
+            Some(id),
+            jsonrpc::INVALID_PARAMS,
+            "params must be an object",
+            None,
+        ));
+    };
+    let Some(uri) = params.get_str("uri") else {
+        return Reply::Now(jsonrpc::error(
+            Some(id),
+            jsonrpc::INVALID_PARAMS,
+            "params.uri is required",
+            None,
+        ));
+    };
+    let Some((server, original)) = catalog::split_uri(&uri) else {
+        return unknown(id, "resource", &uri);
+    };
+    if gw.server(server).is_none() {
+        return unknown(id, "resource", &uri);
+    }
+    let (server, original) = (server.to_owned(), original.to_owned());
+    params.set_str("uri", &original);
+    forward(session, &server, env.method(), &params, id).await
+}
+
+async fn route_completion(
+    gw: &Arc<Gateway>,
+    session: &Arc<ClientSession>,
+    env: &Envelope,
+    id: &RawValue,
+) -> Reply {
+    let Ok(mut params) = RawObject::parse(env.params_str()) else {
+        return Reply::Now(jsonrpc::error(
+            Some(id),
+            jsonrpc::INVALID_PARAMS,
+            "params must be an object",
+            None,
+        ));
+    };
+    let Some(mut reference) = params
+        .get("ref")
+        .and_then(|r| RawObject::parse(r.get()).ok())
+    else {
+        return Reply::Now(jsonrpc::error(
+            Some(id),
+            jsonrpc::INVALID_PARAMS,
+            "params.ref is required",
+            None,
+        ));
+    };
+    let server = match reference.get_str("type").as_deref() {
+        Some("ref/prompt") => {
+            let Some(name) = reference.get_str("name") else {
+                return unknown(id, "prompt", "");
+            };
+            let Some((server, prompt)) = name.split_once(gw.config.tool_separator.as_str()) else {
+                return unknown(id, "prompt", &name);
+            };
+            reference.set_str("name", prompt);
+            server.to_owned()
+        }
+        Some("ref/resource") => {
+            let Some(uri) = reference.get_str("uri") else {
+                return unknown(id, "resource", "");
+            };
+            let Some((server, original)) = catalog::split_uri(&uri) else {
+                return unknown(id, "resource", &uri);
+            };
+            reference.set_str("uri", original);
+            server.to_owned()
+        }
+        _ => {
+            return Reply::Now(jsonrpc::error(
+                Some(id),
+                jsonrpc::INVALID_PARAMS,
+                "params.ref.type must be ref/prompt or ref/resource",
+                None,
+            ));
+        }
+    };
+    if gw.server(&server).is_none() {
+        return unknown(id, "server", &server);
+    }
+    params.set("ref", reference.to_raw());
+    forward(session, &server, env.method(), &params, id).await
+}
+
+/// Sends a (rewritten) request to the client's session with `server`.
+async fn forward(
+    session: &Arc<ClientSession>,
+    server: &str,
+    method: &str,
+    params: &RawObject,
+    id: &RawValue,
+) -> Reply {
+    let upstream = match session.upstream(server).await {
+        Ok(u) => u,
+        Err(e) => {
+            let message = format!("upstream server '{server}' is unavailable: {e}");
+            let data = serde_json::json!({ "server": server, "reason": e.to_string() });
+            return Reply::Now(jsonrpc::error(
+                Some(id),
+                jsonrpc::UPSTREAM_UNAVAILABLE,
+                &message,
+                Some(data),
+            ));
+        }
+    };
+    let progress_token = params
+        .get("_meta")
+        .and_then(|m| RawObject::parse(m.get()).ok())
+        .and_then(|m| m.get("progressToken").map(|t| t.get().to_owned()));
+    let (tx, rx) = mpsc::channel(32);
+    let client_key = jsonrpc::id_key(id);
+    let params = params.to_raw();
+    match upstream
+        .start_call(method, Some(&params), id.to_owned(), progress_token, tx)
+        .await
+    {
+        Ok(upstream_id) => {
+            session.track_call(client_key.clone(), &upstream, upstream_id);
+            Reply::Call(CallHandle {
+                rx,
+                deadline: Instant::now() + upstream.call_timeout,
+                upstream,
+                upstream_id,
+                client_id: id.to_owned(),
+                client_key,
+                session: session.clone(),
+                done: false,
+            })
+        }
+        Err(e) => {
+            let message = format!("upstream server '{server}' failed: {e}");
+            let data = serde_json::json!({ "server": server, "reason": e.to_string() });
+            Reply::Now(jsonrpc::error(
+                Some(id),
+                jsonrpc::UPSTREAM_UNAVAILABLE,
+                &message,
+                Some(data),
+            ))
+        }
+    }
+}

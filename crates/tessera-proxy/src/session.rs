@@ -1,0 +1,414 @@
+//! A client session: one MCP client connected to the gateway, with its own upstream session per
+//! server (opened on first use), the map of its in-flight calls, the requests upstreams sent it
+//! that await its answer, and its server-to-client stream.
+
+use crate::caller::Caller;
+use crate::catalog::{self};
+use crate::error::UpstreamError;
+use crate::gateway::Gateway;
+use crate::jsonrpc::{self, Envelope, RawObject};
+use crate::upstream::{Connect, Downstream, Outbound, UpstreamSession};
+use serde_json::value::RawValue;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use tokio::sync::{OnceCell, mpsc};
+
+/// Messages kept for a client that has no server-to-client stream open yet.
+const BACKLOG: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontEnd {
+    /// Streamable HTTP (2025-03-26 and later) at `/mcp`.
+    Streamable,
+    /// Legacy HTTP+SSE (2024-11-05) at `/sse`: every message to the client goes down the stream.
+    LegacySse,
+}
+
+/// What `initialize` established.
+#[derive(Debug)]
+pub struct Negotiated {
+    pub protocol_version: String,
+    /// The client's own initialize params (capabilities, clientInfo, anything else), replayed to
+    /// each upstream so it sees the real client.
+    pub client_params: RawObject,
+}
+
+type UpstreamCell = Arc<OnceCell<Arc<UpstreamSession>>>;
+
+#[derive(Default)]
+struct Standalone {
+    tx: Option<mpsc::Sender<String>>,
+    backlog: VecDeque<String>,
+}
+
+pub struct ClientSession {
+    pub id: String,
+    pub front_end: FrontEnd,
+    pub caller: Caller,
+    gateway: Weak<Gateway>,
+    negotiated: OnceLock<Negotiated>,
+    upstreams: Mutex<HashMap<String, UpstreamCell>>,
+    /// Client request id (JSON text) → the upstream call serving it.
+    inflight: Mutex<HashMap<String, (Weak<UpstreamSession>, u64)>>,
+    /// Gateway-assigned id (JSON text) → the upstream request it stands for.
+    server_requests: Mutex<HashMap<String, (Weak<UpstreamSession>, Box<RawValue>)>>,
+    next_server_request: AtomicU64,
+    standalone: Mutex<Standalone>,
+    log_level: Mutex<Option<Box<RawValue>>>,
+    me: Weak<ClientSession>,
+}
+
+impl ClientSession {
+    pub fn new(gateway: Weak<Gateway>, front_end: FrontEnd, caller: Caller) -> Arc<Self> {
+        Arc::new_cyclic(|me| ClientSession {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            front_end,
+            caller,
+            gateway,
+            negotiated: OnceLock::new(),
+            upstreams: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            server_requests: Mutex::new(HashMap::new()),
+            next_server_request: AtomicU64::new(1),
+            standalone: Mutex::new(Standalone::default()),
+            log_level: Mutex::new(None),
+            me: me.clone(),
+        })
+    }
+
+    pub fn negotiate(&self, n: Negotiated) -> bool {
+        self.negotiated.set(n).is_ok()
+    }
+
+    pub fn negotiated(&self) -> Option<&Negotiated> {
+        self.negotiated.get()
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        self.negotiated.get().is_some()
+    }
+
+    pub fn gateway(&self) -> Option<Arc<Gateway>> {
+        self.gateway.upgrade()
+    }
+
+    /// This client's session with `server`, opened on first use. Concurrent first calls share
+    /// one connection attempt; a failed or closed session is replaced on the next call.
+    pub async fn upstream(&self, server: &str) -> Result<Arc<UpstreamSession>, UpstreamError> {
+        for _ in 0..2 {
+            let cell = {
+                let mut map = self
+                    .upstreams
+                    .lock()
+                    .map_err(|_| UpstreamError::Closed("lock poisoned".into()))?;
+                map.entry(server.to_owned()).or_default().clone()
+            };
+            if let Some(s) = cell.get() {
+                if !s.is_closed() {
+                    return Ok(s.clone());
+                }
+                self.drop_upstream(server, &cell);
+                continue;
+            }
+            let result = cell.get_or_try_init(|| self.connect(server)).await;
+            match result {
+                Ok(s) if !s.is_closed() => return Ok(s.clone()),
+                Ok(_) => self.drop_upstream(server, &cell),
+                Err(e) => {
+                    self.drop_upstream(server, &cell);
+                    return Err(e);
+                }
+            }
+        }
+        Err(UpstreamError::Closed(
+            "upstream session closed while opening".into(),
+        ))
+    }
+
+    fn drop_upstream(&self, server: &str, cell: &UpstreamCell) {
+        if let Ok(mut map) = self.upstreams.lock() {
+            if map.get(server).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+                map.remove(server);
+            }
+        }
+    }
+
+    async fn connect(&self, server: &str) -> Result<Arc<UpstreamSession>, UpstreamError> {
+        let gw = self
+            .gateway()
+            .ok_or_else(|| UpstreamError::Closed("gateway stopped".into()))?;
+        let entry = gw
+            .server(server)
+            .ok_or_else(|| UpstreamError::Config(format!("unknown server {server}")))?
+            .clone();
+        let negotiated = self
+            .negotiated()
+            .ok_or_else(|| UpstreamError::Protocol("client session not initialized".into()))?;
+        let downstream: Weak<dyn Downstream> = self.me.clone();
+        let session = UpstreamSession::connect(Connect {
+            server: entry.config.clone(),
+            http: &gw.http,
+            downstream,
+            init_params: negotiated.client_params.clone(),
+            protocol_version: &negotiated.protocol_version,
+            init_timeout: entry.init_timeout,
+            call_timeout: entry.call_timeout,
+        })
+        .await?;
+        let level = self.log_level.lock().ok().and_then(|l| l.clone());
+        if let Some(level) = level {
+            let _ = session.request("logging/setLevel", Some(level)).await;
+        }
+        Ok(session)
+    }
+
+    /// The upstream sessions open now.
+    pub fn open_upstreams(&self) -> Vec<Arc<UpstreamSession>> {
+        self.upstreams
+            .lock()
+            .map(|m| m.values().filter_map(|c| c.get().cloned()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn set_log_level(&self, params: Box<RawValue>) {
+        if let Ok(mut l) = self.log_level.lock() {
+            *l = Some(params);
+        }
+    }
+
+    pub fn track_call(&self, client_key: String, upstream: &Arc<UpstreamSession>, id: u64) {
+        if let Ok(mut m) = self.inflight.lock() {
+            m.insert(client_key, (Arc::downgrade(upstream), id));
+        }
+    }
+
+    /// Forgets a call; returns whether it was still tracked (false after a cancellation).
+    pub fn untrack_call(&self, client_key: &str) -> bool {
+        self.inflight
+            .lock()
+            .map(|mut m| m.remove(client_key).is_some())
+            .unwrap_or(false)
+    }
+
+    /// The client cancelled one of its requests: tell the upstream serving it.
+    pub async fn cancel_call(&self, client_key: &str, reason: &str) {
+        let entry = self
+            .inflight
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(client_key));
+        if let Some((upstream, id)) = entry {
+            if let Some(upstream) = upstream.upgrade() {
+                upstream.cancel(id, reason).await;
+            }
+        }
+    }
+
+    /// The client answered a request an upstream made: route the answer back under the
+    /// upstream's own id.
+    pub async fn answer_server_request(&self, env: &Envelope) {
+        let Some(id) = env.id.as_deref() else { return };
+        let entry = self
+            .server_requests
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&jsonrpc::id_key(id)));
+        let Some((upstream, upstream_id)) = entry else {
+            tracing::debug!(session = %self.id, "response to an unknown server request; dropped");
+            return;
+        };
+        if let Some(upstream) = upstream.upgrade() {
+            if let Err(e) = upstream
+                .respond(&upstream_id, env.result.as_deref(), env.error.as_deref())
+                .await
+            {
+                tracing::warn!(server = %upstream.server.name, error = %e, "could not deliver the client's answer upstream");
+            }
+        }
+    }
+
+    /// Queues a message on the server-to-client stream (GET stream or legacy SSE stream); kept in
+    /// a bounded backlog while no stream is open.
+    pub fn send_standalone(&self, text: String) {
+        let Ok(mut s) = self.standalone.lock() else {
+            return;
+        };
+        if let Some(tx) = &s.tx {
+            match tx.try_send(text) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(text)) => {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let _ = tx.send(text).await;
+                    });
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(text)) => {
+                    s.tx = None;
+                    s.backlog.push_back(text);
+                }
+            }
+        } else {
+            s.backlog.push_back(text);
+        }
+        if s.backlog.len() > BACKLOG {
+            s.backlog.pop_front();
+            tracing::warn!(session = %self.id, "client has no stream open; oldest queued message dropped");
+        }
+    }
+
+    /// Attaches a server-to-client stream. Fails if one is already open (streamable HTTP allows one).
+    pub fn attach_stream(&self, capacity: usize) -> Option<mpsc::Receiver<String>> {
+        let mut s = self.standalone.lock().ok()?;
+        if s.tx.as_ref().is_some_and(|tx| !tx.is_closed()) {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(capacity.max(BACKLOG + 16));
+        while let Some(m) = s.backlog.pop_front() {
+            let _ = tx.try_send(m);
+        }
+        s.tx = Some(tx);
+        Some(rx)
+    }
+
+    /// Ends the session's upstream sessions.
+    pub async fn close(&self) {
+        let cells: Vec<UpstreamCell> = self
+            .upstreams
+            .lock()
+            .map(|mut m| m.drain().map(|(_, c)| c).collect())
+            .unwrap_or_default();
+        let closes = cells
+            .iter()
+            .filter_map(|c| c.get())
+            .map(|s| s.close("client session ended"));
+        futures::future::join_all(closes).await;
+        if let Ok(mut s) = self.standalone.lock() {
+            s.tx = None;
+        }
+    }
+
+    fn deliver(&self, text: String, related: Option<mpsc::Sender<Outbound>>) {
+        if self.front_end == FrontEnd::Streamable {
+            if let Some(tx) = related {
+                match tx.try_send(Outbound::Message(text)) {
+                    Ok(()) => return,
+                    Err(mpsc::error::TrySendError::Full(Outbound::Message(text))) => {
+                        tokio::spawn(async move {
+                            let _ = tx.send(Outbound::Message(text)).await;
+                        });
+                        return;
+                    }
+                    Err(e) => {
+                        // The request's stream is gone; use the session stream instead.
+                        let (Outbound::Message(text) | Outbound::Final(text)) = e.into_inner();
+                        self.send_standalone(text);
+                        return;
+                    }
+                }
+            }
+        }
+        self.send_standalone(text);
+    }
+}
+
+impl Downstream for ClientSession {
+    fn upstream_request(
+        &self,
+        from: &Arc<UpstreamSession>,
+        id: Box<RawValue>,
+        message: &Envelope,
+        related: Option<mpsc::Sender<Outbound>>,
+    ) {
+        if message.method() == "ping" {
+            let from = from.clone();
+            tokio::spawn(async move {
+                let _ = from.respond(&id, Some(&jsonrpc::raw("{}")), None).await;
+            });
+            return;
+        }
+        let gateway_id = self.next_server_request.fetch_add(1, Ordering::Relaxed);
+        let gateway_id_text = format!("\"tessera-{gateway_id}\"");
+        if let Ok(mut m) = self.server_requests.lock() {
+            m.insert(gateway_id_text.clone(), (Arc::downgrade(from), id));
+        }
+        let text = jsonrpc::request(
+            &jsonrpc::raw(&gateway_id_text),
+            message.method(),
+            message.params.as_deref(),
+        );
+        self.deliver(text, related);
+    }
+
+    fn upstream_notification(
+        &self,
+        from: &Arc<UpstreamSession>,
+        message: &Envelope,
+        raw: &str,
+        related: Option<mpsc::Sender<Outbound>>,
+    ) {
+        let method = message.method();
+        if method.ends_with("/list_changed") {
+            // The gateway re-lists and tells every client once the catalog has changed.
+            if let Some(entry) = self
+                .gateway()
+                .and_then(|g| g.server(&from.server.name).cloned())
+            {
+                entry.request_refresh();
+            }
+            return;
+        }
+        let text = match method {
+            "notifications/resources/updated" => {
+                let Ok(mut params) = RawObject::parse(message.params_str()) else {
+                    return;
+                };
+                let Some(uri) = params.get_str("uri") else {
+                    return;
+                };
+                params.set_str("uri", &catalog::namespace_uri(&from.server.name, &uri));
+                jsonrpc::notification(method, Some(&params.to_raw()))
+            }
+            "notifications/cancelled" => {
+                // The upstream withdrew a request it made to the client: use the gateway's id.
+                let Ok(mut params) = RawObject::parse(message.params_str()) else {
+                    return;
+                };
+                let Some(upstream_id) = params.get("requestId").map(|v| v.get().to_owned()) else {
+                    return;
+                };
+                let found = self.server_requests.lock().ok().and_then(|mut m| {
+                    let key = m
+                        .iter()
+                        .find(|(_, (s, uid))| {
+                            uid.get() == upstream_id
+                                && s.upgrade().is_some_and(|s| Arc::ptr_eq(&s, from))
+                        })
+                        .map(|(k, _)| k.clone())?;
+                    m.remove(&key);
+                    Some(key)
+                });
+                let Some(gateway_id) = found else { return };
+                params.set("requestId", jsonrpc::raw(&gateway_id));
+                jsonrpc::notification(method, Some(&params.to_raw()))
+            }
+            _ => raw.to_owned(),
+        };
+        self.deliver(text, related);
+    }
+
+    fn upstream_closed(&self, from: &Arc<UpstreamSession>, reason: &str) {
+        tracing::debug!(session = %self.id, server = %from.server.name, reason, "upstream session closed");
+        if let Ok(mut map) = self.upstreams.lock() {
+            let name = &from.server.name;
+            if map
+                .get(name)
+                .and_then(|c| c.get())
+                .is_some_and(|s| Arc::ptr_eq(s, from))
+            {
+                map.remove(name);
+            }
+        }
+    }
+}
