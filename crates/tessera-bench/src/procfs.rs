@@ -1,0 +1,64 @@
+//! CPU time and resident memory of a process, from Linux `/proc`.
+
+use std::io;
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), 100 if unknown.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a configuration value; it has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|t| *t > 0).unwrap_or(100)
+}
+
+/// User + system CPU time of `pid` (all its threads) in clock ticks: fields 14 and 15 of `/proc/<pid>/stat`.
+pub fn cpu_ticks(pid: u32) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_cpu_ticks(&stat)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad /proc/{pid}/stat")))
+}
+
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may contain spaces: count fields after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace().skip(11); // field 3 (state) is index 0; utime is field 14
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// CPU time of `pid` in microseconds.
+pub fn cpu_micros(pid: u32) -> io::Result<f64> {
+    Ok(cpu_ticks(pid)? as f64 * 1e6 / clock_ticks_per_second() as f64)
+}
+
+/// Resident set size of `pid` in KiB (`VmRSS` in `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("no VmRSS in /proc/{pid}/status"),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_utime_and_stime_after_a_name_with_spaces() {
+        let stat = "1234 (a b) c) S 1 2 3 4 5 6 7 8 9 10 70 30 0 0 20 0 1 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(100));
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let pid = std::process::id();
+        cpu_ticks(pid).unwrap();
+        assert!(rss_kib(pid).unwrap() > 0);
+    }
+}
