@@ -229,10 +229,13 @@ impl Gateway {
     }
 }
 
-/// The gateway's own `initialize` params for discovery sessions.
+/// The gateway's own `initialize` params for discovery sessions. They declare every client
+/// capability the gateway can forward, because upstreams may list some tools only to clients
+/// that can serve them (server-everything lists its sampling and elicitation triggers only to
+/// such clients); each client's own session still declares exactly that client's capabilities.
 pub fn gateway_init_params() -> RawObject {
     let mut obj = RawObject::default();
-    obj.set("capabilities", jsonrpc::raw("{}"));
+    obj.set("capabilities", jsonrpc::raw(r#"{"sampling":{},"elicitation":{},"roots":{"listChanged":true}}"#));
     obj.set(
         "clientInfo",
         jsonrpc::to_raw(
