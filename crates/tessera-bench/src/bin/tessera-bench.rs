@@ -78,6 +78,8 @@ struct ModeResult {
     proxy_cpu_us_per_call: Option<f64>,
     /// CPU µs per call of the upstream in the flat-out run.
     upstream_cpu_us_per_call: Option<f64>,
+    /// CPU µs per call of the load generator itself (this process) in the flat-out run.
+    load_cpu_us_per_call: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -316,7 +318,10 @@ async fn measure(
 
     let mut modes: Vec<ModeResult> = Vec::new();
     for (mode, url, tool, proxy_pid) in plan {
-        let mut cpu_pids = vec![("upstream".to_owned(), upstream_pid)];
+        let mut cpu_pids = vec![
+            ("upstream".to_owned(), upstream_pid),
+            ("load generator".to_owned(), std::process::id()),
+        ];
         if let Some(pid) = proxy_pid {
             cpu_pids.push(("proxy".to_owned(), pid));
         }
@@ -355,6 +360,7 @@ async fn measure(
             tool: tool.to_owned(),
             proxy_cpu_us_per_call: flat_out.cpu_of("proxy"),
             upstream_cpu_us_per_call: flat_out.cpu_of("upstream"),
+            load_cpu_us_per_call: flat_out.cpu_of("load generator"),
             flat_out,
             fixed_rate,
             ratio_vs_direct: None,
@@ -489,14 +495,14 @@ fn to_markdown(r: &BenchReport) -> String {
         r.sessions, r.payload_bytes, r.duration_s, r.warmup_s, r.cpus
     );
     s.push_str(&format!(
-        "| mode | calls/s | vs direct | vs bare hop | p50 µs | p90 µs | p99 µs | max µs | added p50 @{0}/s | added p99 @{0}/s | proxy CPU µs/call | upstream CPU µs/call | errors |\n",
+        "| mode | calls/s | vs direct | vs bare hop | p50 µs | p90 µs | p99 µs | max µs | added p50 @{0}/s | added p99 @{0}/s | proxy CPU µs/call | upstream CPU µs/call | load gen CPU µs/call | errors |\n",
         r.rate
     ));
-    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for m in &r.modes {
         let f = &m.flat_out;
         s.push_str(&format!(
-            "| {} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} |\n",
+            "| {} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
             m.mode,
             f.calls_per_s,
             opt(m.ratio_vs_direct, 2, "×"),
@@ -509,11 +515,12 @@ fn to_markdown(r: &BenchReport) -> String {
             opt(m.added_p99_us, 0, " µs"),
             opt(m.proxy_cpu_us_per_call, 1, ""),
             opt(m.upstream_cpu_us_per_call, 1, ""),
+            opt(m.load_cpu_us_per_call, 1, ""),
             f.errors + m.fixed_rate.errors,
         ));
     }
     if r.tessera_skipped {
-        s.push_str("| tessera | pending (--skip-tessera) | | | | | | | | | | | |\n");
+        s.push_str("| tessera | pending (--skip-tessera) | | | | | | | | | | | | |\n");
     }
     s.push_str(&format!(
         "\nFixed rate, {} calls/s:\n\n| mode | calls/s | p50 µs | p90 µs | p99 µs | max µs |\n|---|---|---|---|---|---|\n",
