@@ -20,7 +20,8 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Every problem found in a configuration file, in file order. Displays one line per problem.
+/// Every problem found in a configuration file, in the order the walk met them (per object: key
+/// problems first, then values). Displays one line per problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors(pub Vec<Problem>);
 
