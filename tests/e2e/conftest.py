@@ -386,6 +386,23 @@ def gateway(session_registry: ProcessRegistry, tmp_path_factory: pytest.TempPath
     server-everything over streamable HTTP, SSE and stdio; the Python upstream over
     the same three transports; tessera-upstream (lossless) over stdio.
     """
+    global _GATEWAY_FAILURE
+    if _GATEWAY_FAILURE is not None:  # pytest retries a failed session fixture per test: fail fast
+        pytest.fail(f"(shared gateway failed to start earlier)\n{_GATEWAY_FAILURE}", pytrace=False)
+    try:
+        return _start_shared_gateway(session_registry, tmp_path_factory, py_state_dir)
+    except (Exception, pytest.fail.Exception) as exc:
+        _GATEWAY_FAILURE = str(exc)
+        session_registry.stop_all()
+        raise
+
+
+_GATEWAY_FAILURE: str | None = None
+
+
+def _start_shared_gateway(
+    session_registry: ProcessRegistry, tmp_path_factory: pytest.TempPathFactory, py_state_dir: Path
+) -> Gateway:
     tmp = tmp_path_factory.mktemp("gateway")
     logs = tmp / "logs"
     _, ev_http = start_everything(session_registry, "streamableHttp", logs)

@@ -1,13 +1,15 @@
 """`tessera config validate` and `tessera serve` on the broken configs of
 crates/tessera-config/tests/broken/*.json.
 
-Each broken config has a sibling `<name>.paths` that lists, one per line, the JSON
-paths of the problems `config validate` must report (as `<json path>: <message>`).
+Each broken config has a sibling `<name>.paths` that lists, one per line and in order,
+the JSON paths of the problems `config validate` must report, one line per problem,
+as `<json path>: <message>`; `<file>` stands for the config's own path.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -46,19 +48,28 @@ def listen_port(config: Path) -> int | None:
     return None
 
 
+def clean_env() -> dict[str, str]:
+    """The environment without TESSERA_TEST_SURELY_UNSET_* (see broken/README.md)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("TESSERA_TEST_SURELY_UNSET_")}
+
+
 @pytest.mark.parametrize("config", broken_params())
 def test_config_validate_reports_paths(config: Path | None) -> None:
     assert config is not None, f"no broken configs found in {BROKEN_DIR}"
     require_file(TESSERA_BIN, "build it with `cargo build --release --workspace`")
-    want = expected_paths(config)
+    # `<file>` stands for the path the file was loaded from (as given on the command line).
+    want = [path.replace("<file>", str(config)) for path in expected_paths(config)]
     assert want, f"{config.with_suffix('.paths')} lists no paths"
-    p = subprocess.run([str(TESSERA_BIN), "config", "validate", str(config)], capture_output=True, text=True, timeout=30)
-    out = (p.stdout + p.stderr).splitlines()
-    assert p.returncode == 1, f"exit code {p.returncode}, expected 1; output:\n" + "\n".join(out)
-    reported = [line for line in out if ": " in line]
-    for path in want:
-        assert any(line.startswith(f"{path}: ") for line in reported), (
-            f"no line '{path}: <message>' in the output:\n" + "\n".join(out)
+    p = subprocess.run(
+        [str(TESSERA_BIN), "config", "validate", str(config)], capture_output=True, text=True, timeout=30, env=clean_env()
+    )
+    shown = f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}"
+    assert p.returncode == 1, f"exit code {p.returncode}, expected 1\n{shown}"
+    lines = [line for line in p.stdout.splitlines() if line.strip()]
+    assert len(lines) == len(want), f"expected one line per problem ({len(want)}), got {len(lines)}\n{shown}"
+    for line, path in zip(lines, want):
+        assert line.startswith(f"{path}: ") and line[len(path) + 2 :].strip(), (
+            f"expected '{path}: <message>', got {line!r}\n{shown}"
         )
 
 
@@ -76,6 +87,7 @@ def test_serve_refuses_broken_config(config: Path | None, tmp_path: Path) -> Non
             stdout=fh,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
+            env=clean_env(),
         )
     try:
         deadline = time.monotonic() + 20
