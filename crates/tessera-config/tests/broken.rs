@@ -25,7 +25,8 @@ fn broken_configs_report_exactly_the_expected_paths() {
         let expected: Vec<String> = std::fs::read_to_string(case.with_extension("paths"))
             .unwrap_or_else(|e| panic!("{file}: missing .paths sibling: {e}"))
             .lines()
-            .filter(|l| !l.trim().is_empty())
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(str::trim)
             .map(|l| l.replace("<file>", &file))
             .collect();
         let errors = match tessera_config::load_file(&case) {
