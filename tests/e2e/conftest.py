@@ -65,6 +65,10 @@ def port_accepts(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+class Abort(Exception):
+    """Raised by a polled condition to stop waiting at once (e.g. the process died)."""
+
+
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
     """Poll cond() until it returns a truthy value; fail after timeout seconds."""
     deadline = time.monotonic() + timeout
@@ -74,6 +78,8 @@ def wait_until(cond: Callable[[], Any], timeout: float, what: str, interval: flo
             value = cond()
             if value:
                 return value
+        except Abort:
+            raise
         except Exception as exc:  # noqa: BLE001 - reported on timeout
             last_exc = exc
         if time.monotonic() > deadline:
@@ -95,6 +101,8 @@ async def await_until(cond: Callable[[], Any], timeout: float, what: str, interv
                 value = await value
             if value:
                 return value
+        except Abort:
+            raise
         except Exception as exc:  # noqa: BLE001
             last_exc = exc
         if time.monotonic() > deadline:
@@ -229,7 +237,7 @@ def start_py_upstream(reg: ProcessRegistry, transport: str, log_dir: Path, state
 def wait_for_port(proc: Proc, port: int) -> None:
     def ready() -> bool:
         if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{tail(proc.log)}")
+            raise Abort(f"{proc.name} exited with {proc.popen.returncode}")
         return port_accepts(port)
 
     try:
@@ -332,7 +340,7 @@ def wait_gateway_ready(gw: Gateway, timeout: float = STARTUP_TIMEOUT) -> None:
     def ready() -> bool:
         nonlocal last
         if not gw.proc.alive():
-            raise RuntimeError(f"tessera exited with {gw.proc.popen.returncode}")
+            raise Abort(f"tessera exited with {gw.proc.popen.returncode}")
         if not port_accepts(gw.port):
             return False
         last = gw.readyz()
