@@ -235,7 +235,10 @@ impl Gateway {
 /// such clients); each client's own session still declares exactly that client's capabilities.
 pub fn gateway_init_params() -> RawObject {
     let mut obj = RawObject::default();
-    obj.set("capabilities", jsonrpc::raw(r#"{"sampling":{},"elicitation":{},"roots":{"listChanged":true}}"#));
+    obj.set(
+        "capabilities",
+        jsonrpc::raw(r#"{"sampling":{},"elicitation":{},"roots":{"listChanged":true}}"#),
+    );
     obj.set(
         "clientInfo",
         jsonrpc::to_raw(
@@ -283,10 +286,10 @@ impl Downstream for DiscoveryDownstream {
         _raw: &str,
         _related: Option<mpsc::Sender<Outbound>>,
     ) {
-        if message.method().ends_with("/list_changed") {
-            if let Some(entry) = self.entry.upgrade() {
-                entry.request_refresh();
-            }
+        if message.method().ends_with("/list_changed")
+            && let Some(entry) = self.entry.upgrade()
+        {
+            entry.request_refresh();
         }
     }
 
@@ -336,14 +339,12 @@ async fn discovery_loop(gateway: Weak<Gateway>, entry: Arc<ServerEntry>) {
                     match refresh_catalog(&session, &entry, &gateway).await {
                         Ok(changed) => {
                             entry.set_health(Health::Ready, None);
-                            if !first {
-                                if let Some(gw) = gateway.upgrade() {
-                                    for kind in changed {
-                                        gw.broadcast(&jsonrpc::notification(
-                                            kind.changed_notification(),
-                                            None,
-                                        ));
-                                    }
+                            if !first && let Some(gw) = gateway.upgrade() {
+                                for kind in changed {
+                                    gw.broadcast(&jsonrpc::notification(
+                                        kind.changed_notification(),
+                                        None,
+                                    ));
                                 }
                             }
                             first = false;

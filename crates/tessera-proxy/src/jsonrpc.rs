@@ -83,14 +83,18 @@ impl Envelope {
 }
 
 /// Serialises a request with a fresh (gateway-assigned) id.
-pub fn request(id: &impl Serialize, method: &str, params: Option<&RawValue>) -> String {
+pub fn request<P: Serialize + ?Sized>(
+    id: &impl Serialize,
+    method: &str,
+    params: Option<&P>,
+) -> String {
     #[derive(Serialize)]
-    struct Req<'a, I: Serialize> {
+    struct Req<'a, I: Serialize, P: Serialize + ?Sized> {
         jsonrpc: &'static str,
         id: &'a I,
         method: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
-        params: Option<&'a RawValue>,
+        params: Option<&'a P>,
     }
     to_string(&Req {
         jsonrpc: "2.0",

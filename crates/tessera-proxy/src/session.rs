@@ -35,6 +35,8 @@ pub struct Negotiated {
 }
 
 type UpstreamCell = Arc<OnceCell<Arc<UpstreamSession>>>;
+/// A request an upstream made: the session it came from and its id there.
+type ServerRequest = (Weak<UpstreamSession>, Box<RawValue>);
 
 #[derive(Default)]
 struct Standalone {
@@ -52,7 +54,7 @@ pub struct ClientSession {
     /// Client request id (JSON text) → the upstream call serving it.
     inflight: Mutex<HashMap<String, (Weak<UpstreamSession>, u64)>>,
     /// Gateway-assigned id (JSON text) → the upstream request it stands for.
-    server_requests: Mutex<HashMap<String, (Weak<UpstreamSession>, Box<RawValue>)>>,
+    server_requests: Mutex<HashMap<String, ServerRequest>>,
     next_server_request: AtomicU64,
     standalone: Mutex<Standalone>,
     log_level: Mutex<Option<Box<RawValue>>>,
@@ -127,10 +129,10 @@ impl ClientSession {
     }
 
     fn drop_upstream(&self, server: &str, cell: &UpstreamCell) {
-        if let Ok(mut map) = self.upstreams.lock() {
-            if map.get(server).is_some_and(|c| Arc::ptr_eq(c, cell)) {
-                map.remove(server);
-            }
+        if let Ok(mut map) = self.upstreams.lock()
+            && map.get(server).is_some_and(|c| Arc::ptr_eq(c, cell))
+        {
+            map.remove(server);
         }
     }
 
@@ -198,10 +200,10 @@ impl ClientSession {
             .lock()
             .ok()
             .and_then(|mut m| m.remove(client_key));
-        if let Some((upstream, id)) = entry {
-            if let Some(upstream) = upstream.upgrade() {
-                upstream.cancel(id, reason).await;
-            }
+        if let Some((upstream, id)) = entry
+            && let Some(upstream) = upstream.upgrade()
+        {
+            upstream.cancel(id, reason).await;
         }
     }
 
@@ -218,13 +220,12 @@ impl ClientSession {
             tracing::debug!(session = %self.id, "response to an unknown server request; dropped");
             return;
         };
-        if let Some(upstream) = upstream.upgrade() {
-            if let Err(e) = upstream
+        if let Some(upstream) = upstream.upgrade()
+            && let Err(e) = upstream
                 .respond(&upstream_id, env.result.as_deref(), env.error.as_deref())
                 .await
-            {
-                tracing::warn!(server = %upstream.server.name, error = %e, "could not deliver the client's answer upstream");
-            }
+        {
+            tracing::warn!(server = %upstream.server.name, error = %e, "could not deliver the client's answer upstream");
         }
     }
 
@@ -290,22 +291,22 @@ impl ClientSession {
     }
 
     fn deliver(&self, text: String, related: Option<mpsc::Sender<Outbound>>) {
-        if self.front_end == FrontEnd::Streamable {
-            if let Some(tx) = related {
-                match tx.try_send(Outbound::Message(text)) {
-                    Ok(()) => return,
-                    Err(mpsc::error::TrySendError::Full(Outbound::Message(text))) => {
-                        tokio::spawn(async move {
-                            let _ = tx.send(Outbound::Message(text)).await;
-                        });
-                        return;
-                    }
-                    Err(e) => {
-                        // The request's stream is gone; use the session stream instead.
-                        let (Outbound::Message(text) | Outbound::Final(text)) = e.into_inner();
-                        self.send_standalone(text);
-                        return;
-                    }
+        if self.front_end == FrontEnd::Streamable
+            && let Some(tx) = related
+        {
+            match tx.try_send(Outbound::Message(text)) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(Outbound::Message(text))) => {
+                    tokio::spawn(async move {
+                        let _ = tx.send(Outbound::Message(text)).await;
+                    });
+                    return;
+                }
+                Err(e) => {
+                    // The request's stream is gone; use the session stream instead.
+                    let (Outbound::Message(text) | Outbound::Final(text)) = e.into_inner();
+                    self.send_standalone(text);
+                    return;
                 }
             }
         }

@@ -103,12 +103,11 @@ impl HttpTransport {
         if !status.is_success() {
             return Err(UpstreamError::Status(status.as_u16()));
         }
-        if !self.has_session() {
-            if let Some(sid) = response.headers().get(MCP_SESSION_ID) {
-                if let Ok(mut slot) = self.session_id.write() {
-                    *slot = Some(sid.clone());
-                }
-            }
+        if !self.has_session()
+            && let Some(sid) = response.headers().get(MCP_SESSION_ID)
+            && let Ok(mut slot) = self.session_id.write()
+        {
+            *slot = Some(sid.clone());
         }
         if status == reqwest::StatusCode::ACCEPTED || status == reqwest::StatusCode::NO_CONTENT {
             return Ok(());

@@ -305,10 +305,10 @@ impl UpstreamSession {
 
     /// Starts a client's call. Its related messages and final response arrive on `tx`.
     /// Returns the upstream-side id (for cancellation).
-    pub async fn start_call(
+    pub async fn start_call<P: serde::Serialize + ?Sized>(
         self: &Arc<Self>,
         method: &str,
-        params: Option<&RawValue>,
+        params: Option<&P>,
         client_id: Box<RawValue>,
         progress_token: Option<String>,
         tx: mpsc::Sender<Outbound>,
@@ -396,11 +396,11 @@ impl UpstreamSession {
         match env.kind() {
             Kind::Response => self.complete(env),
             Kind::Notification => {
-                if env.method() == "notifications/progress" {
-                    if let Some(tx) = self.progress_target(&env) {
-                        let _ = tx.try_send(Outbound::Message(text.to_owned()));
-                        return;
-                    }
+                if env.method() == "notifications/progress"
+                    && let Some(tx) = self.progress_target(&env)
+                {
+                    let _ = tx.try_send(Outbound::Message(text.to_owned()));
+                    return;
                 }
                 let related_tx = related
                     .and_then(|id| self.client_tx(id))
