@@ -11,6 +11,7 @@ pub(crate) const TOP: &[&str] = &[
     "init_timeout",
     "list_page_size",
     "allowed_origins",
+    "session_idle_timeout",
     "mcpServers",
 ];
 

@@ -45,6 +45,8 @@ pub mod defaults {
     pub const INIT_TIMEOUT: Duration = Duration::from_secs(30);
     /// `list_page_size`
     pub const LIST_PAGE_SIZE: usize = 100;
+    /// `session_idle_timeout`
+    pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
     /// `mcpServers.*.enabled`
     pub const SERVER_ENABLED: bool = true;
     /// `mcpServers.*.auth_broker.header`
@@ -70,6 +72,9 @@ pub struct Config {
     pub init_timeout: Duration,
     /// Page size of aggregated `*/list` results; 0 disables pagination.
     pub list_page_size: usize,
+    /// A client session with no request, no open stream and no call in flight for this long is
+    /// ended (with its upstream sessions).
+    pub session_idle_timeout: Duration,
     /// Extra `Origin` values allowed on `/mcp`, normalised to `scheme://host[:port]`.
     pub allowed_origins: Vec<String>,
     /// The upstream servers from `mcpServers`, in file order, enabled and disabled alike.
@@ -89,6 +94,7 @@ impl Default for Config {
             call_tool_timeout: defaults::CALL_TOOL_TIMEOUT,
             init_timeout: defaults::INIT_TIMEOUT,
             list_page_size: defaults::LIST_PAGE_SIZE,
+            session_idle_timeout: defaults::SESSION_IDLE_TIMEOUT,
             allowed_origins: Vec::new(),
             servers: Vec::new(),
             ignored: Vec::new(),

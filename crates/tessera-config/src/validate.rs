@@ -444,6 +444,11 @@ impl Cx<'_> {
         {
             config.init_timeout = d;
         }
+        if let Some(node) = f.get("session_idle_timeout")
+            && let Some(d) = self.duration("session_idle_timeout", node)
+        {
+            config.session_idle_timeout = d;
+        }
         if let Some(node) = f.get("list_page_size")
             && let Some(n) = self.page_size("list_page_size", node)
         {

@@ -130,6 +130,12 @@ impl Gateway {
         for entry in self.servers.iter().filter(|s| s.config.enabled) {
             tokio::spawn(discovery_loop(Arc::downgrade(self), entry.clone()));
         }
+        tokio::spawn(reap_idle_sessions(Arc::downgrade(self)));
+    }
+
+    /// Milliseconds since the gateway started (the clock of session activity).
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     pub fn server(&self, name: &str) -> Option<&Arc<ServerEntry>> {
@@ -145,14 +151,18 @@ impl Gateway {
         caller: Caller,
     ) -> Arc<ClientSession> {
         let session = ClientSession::new(Arc::downgrade(self), front_end, caller);
+        session.touch(self.now_ms());
         if let Ok(mut sessions) = self.sessions.write() {
             sessions.insert(session.id.clone(), session.clone());
         }
         session
     }
 
+    /// The session with this id; counts as activity on it.
     pub fn session(&self, id: &str) -> Option<Arc<ClientSession>> {
-        self.sessions.read().ok().and_then(|s| s.get(id).cloned())
+        let session = self.sessions.read().ok().and_then(|s| s.get(id).cloned())?;
+        session.touch(self.now_ms());
+        Some(session)
     }
 
     pub fn session_count(&self) -> usize {
@@ -226,6 +236,40 @@ impl Gateway {
             ready,
             serde_json::json!({ "ready": ready, "sessions": self.session_count(), "upstreams": upstreams }),
         )
+    }
+}
+
+/// Ends client sessions that went quiet (clients that vanished without DELETE), so that their
+/// upstream sessions and child processes do not accumulate.
+async fn reap_idle_sessions(gateway: Weak<Gateway>) {
+    let Some(gw) = gateway.upgrade() else { return };
+    let idle = gw.config.session_idle_timeout;
+    let shutdown = gw.shutdown.clone();
+    drop(gw);
+    let every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let Some(gw) = gateway.upgrade() else { return };
+        let cutoff = gw
+            .now_ms()
+            .saturating_sub(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX));
+        let stale: Vec<String> = gw
+            .sessions
+            .read()
+            .map(|s| {
+                s.values()
+                    .filter(|c| c.idle_since(cutoff))
+                    .map(|c| c.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in stale {
+            tracing::info!(session = %id, "ending idle client session");
+            gw.end_session(&id).await;
+        }
     }
 }
 

@@ -58,6 +58,8 @@ pub struct ClientSession {
     next_server_request: AtomicU64,
     standalone: Mutex<Standalone>,
     log_level: Mutex<Option<Box<RawValue>>>,
+    /// Milliseconds since the gateway started, at the last message from the client.
+    last_active: AtomicU64,
     me: Weak<ClientSession>,
 }
 
@@ -75,8 +77,26 @@ impl ClientSession {
             next_server_request: AtomicU64::new(1),
             standalone: Mutex::new(Standalone::default()),
             log_level: Mutex::new(None),
+            last_active: AtomicU64::new(0),
             me: me.clone(),
         })
+    }
+
+    /// Records client activity at `now_ms` (milliseconds since the gateway started).
+    pub fn touch(&self, now_ms: u64) {
+        self.last_active.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Whether the session has been idle since before `cutoff_ms`: no message, no open stream,
+    /// no call in flight.
+    pub fn idle_since(&self, cutoff_ms: u64) -> bool {
+        let streaming = self
+            .standalone
+            .lock()
+            .map(|s| s.tx.as_ref().is_some_and(|tx| !tx.is_closed()))
+            .unwrap_or(false);
+        let busy = self.inflight.lock().map(|m| !m.is_empty()).unwrap_or(true);
+        self.last_active.load(Ordering::Relaxed) < cutoff_ms && !streaming && !busy
     }
 
     pub fn negotiate(&self, n: Negotiated) -> bool {
