@@ -56,8 +56,13 @@ impl ServerEntry {
             .unwrap_or((Health::Down, None))
     }
 
+    /// Records discovery's view of the upstream. A server that is down lists nothing, so that
+    /// clients do not see tools they cannot call.
     fn set_health(&self, health: Health, error: Option<String>) {
         if let Ok(mut s) = self.state.write() {
+            if health == Health::Down {
+                s.catalog = Arc::default();
+            }
             s.health = health;
             s.error = error;
         }
@@ -347,6 +352,8 @@ impl Downstream for DiscoveryDownstream {
 async fn discovery_loop(gateway: Weak<Gateway>, entry: Arc<ServerEntry>) {
     let name = entry.config.name.clone();
     let mut failures: u32 = 0;
+    // Clients connected before the first listing need no change notice; later changes do.
+    let mut first = true;
     loop {
         let Some(gw) = gateway.upgrade() else { return };
         let shutdown = gw.shutdown.clone();
@@ -378,17 +385,16 @@ async fn discovery_loop(gateway: Weak<Gateway>, entry: Arc<ServerEntry>) {
         match session {
             Ok(session) => {
                 failures = 0;
-                let mut first = true;
                 loop {
                     match refresh_catalog(&session, &entry, &gateway).await {
                         Ok(changed) => {
                             entry.set_health(Health::Ready, None);
                             if !first && let Some(gw) = gateway.upgrade() {
-                                for kind in changed {
-                                    gw.broadcast(&jsonrpc::notification(
-                                        kind.changed_notification(),
-                                        None,
-                                    ));
+                                let mut notices: Vec<&str> =
+                                    changed.iter().map(|k| k.changed_notification()).collect();
+                                notices.dedup();
+                                for notice in notices {
+                                    gw.broadcast(&jsonrpc::notification(notice, None));
                                 }
                             }
                             first = false;
@@ -412,6 +418,12 @@ async fn discovery_loop(gateway: Weak<Gateway>, entry: Arc<ServerEntry>) {
                 session.close("discovery session ended").await;
                 if entry.health().0 == Health::Ready {
                     entry.set_health(Health::Down, Some("upstream session ended".into()));
+                }
+                // Its tools, prompts and resources are gone from the lists until it is back.
+                if let Some(gw) = gateway.upgrade() {
+                    for kind in [ListKind::Tools, ListKind::Prompts, ListKind::Resources] {
+                        gw.broadcast(&jsonrpc::notification(kind.changed_notification(), None));
+                    }
                 }
             }
             Err(e) => {
