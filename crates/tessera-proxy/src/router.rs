@@ -187,6 +187,15 @@ pub async fn message(
     session: &Arc<ClientSession>,
     env: Envelope,
 ) -> Option<Reply> {
+    if env.jsonrpc.as_deref() != Some("2.0") {
+        let message = "jsonrpc must be \"2.0\"";
+        return Some(Reply::Now(jsonrpc::error(
+            env.id.as_deref(),
+            jsonrpc::INVALID_REQUEST,
+            message,
+            None,
+        )));
+    }
     match env.kind() {
         Kind::Request => Some(request(gw, session, env).await),
         Kind::Notification => {
