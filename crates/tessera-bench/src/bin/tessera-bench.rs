@@ -115,12 +115,19 @@ struct BenchReport {
     tessera_skipped: bool,
 }
 
-/// Removes its directory on drop.
-struct TempDir(PathBuf);
+/// Removes its directory on drop, unless `keep` was set (after a failure, so the gateway's log can be read).
+struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if self.keep {
+            eprintln!("kept {} for inspection", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 
@@ -137,7 +144,7 @@ impl Processes {
         self.hop.ensure_running()?;
         if let Some((gw, dir)) = &mut self.gateway {
             gw.ensure_running()
-                .with_context(|| format!("see {}", dir.0.join("tessera.log").display()))?;
+                .with_context(|| format!("see {}", dir.path.join("tessera.log").display()))?;
         }
         Ok(())
     }
@@ -204,10 +211,11 @@ async fn start_tessera(path: &Path, upstream_url: &str) -> Result<(ChildProc, Te
             )
         })?
     };
-    let dir = TempDir(
-        std::env::temp_dir().join(format!("tessera-bench-{}", uuid::Uuid::new_v4().simple())),
-    );
-    let data_dir = dir.0.join("data");
+    let mut dir = TempDir {
+        path: std::env::temp_dir().join(format!("tessera-bench-{}", uuid::Uuid::new_v4().simple())),
+        keep: false,
+    };
+    let data_dir = dir.path.join("data");
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let port = free_port()?;
@@ -216,10 +224,10 @@ async fn start_tessera(path: &Path, upstream_url: &str) -> Result<(ChildProc, Te
         "data_dir": data_dir,
         "mcpServers": [{"name": "bench", "url": upstream_url, "protocol": "streamable-http"}],
     });
-    let config_path = dir.0.join("config.json");
+    let config_path = dir.path.join("config.json");
     std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)
         .with_context(|| format!("writing {}", config_path.display()))?;
-    let log_path = dir.0.join("tessera.log");
+    let log_path = dir.path.join("tessera.log");
     let log =
         File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let mut cmd = Command::new(&path);
@@ -236,6 +244,7 @@ async fn start_tessera(path: &Path, upstream_url: &str) -> Result<(ChildProc, Te
     let mut last = String::from("no answer yet");
     for _ in 0..READY_TRIES {
         if let Err(e) = gateway.ensure_running() {
+            dir.keep = true;
             bail!("{e}; log: {}\n{}", log_path.display(), log_tail(&log_path));
         }
         match client.get(format!("{base}/readyz")).send().await {
@@ -245,6 +254,7 @@ async fn start_tessera(path: &Path, upstream_url: &str) -> Result<(ChildProc, Te
         }
         tokio::time::sleep(READY_INTERVAL).await;
     }
+    dir.keep = true;
     bail!(
         "tessera did not become ready at {base}/readyz ({last}); log: {}\n{}",
         log_path.display(),
@@ -289,6 +299,9 @@ async fn bench(cli: &Cli) -> Result<BenchReport> {
         gateway_url.as_deref(),
     )
     .await;
+    if let (Err(_), Some((_, dir))) = (&outcome, &mut procs.gateway) {
+        dir.keep = true;
+    }
     let stopped = procs.stop().await;
     let report = outcome?;
     stopped?;
