@@ -25,15 +25,3 @@ pub enum UpstreamError {
     #[error("session expired")]
     SessionExpired,
 }
-
-impl UpstreamError {
-    pub fn from_reqwest(e: reqwest::Error) -> Self {
-        // reqwest errors include the URL, which may carry a query-string secret: strip it.
-        let e = e.without_url();
-        if e.is_timeout() {
-            UpstreamError::Connect("timed out".into())
-        } else {
-            UpstreamError::Connect(e.to_string())
-        }
-    }
-}

@@ -76,7 +76,7 @@ impl ServerEntry {
 pub struct Gateway {
     pub config: Arc<Config>,
     /// The one pooled HTTP client for every HTTP upstream.
-    pub http: reqwest::Client,
+    pub http: crate::upstream::client::HttpClient,
     pub servers: Vec<Arc<ServerEntry>>,
     by_name: HashMap<String, usize>,
     sessions: RwLock<HashMap<String, Arc<ClientSession>>>,
@@ -85,13 +85,8 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: Config) -> Result<Arc<Self>, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(256)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(Duration::from_secs(10))
-            .build()?;
+    pub fn new(config: Config) -> Result<Arc<Self>, crate::error::UpstreamError> {
+        let http = crate::upstream::client::HttpClient::new()?;
         let config = Arc::new(config);
         let servers: Vec<Arc<ServerEntry>> = config
             .servers

@@ -3,6 +3,7 @@
 //! handled as a notification/response (cancellation, answers to upstream requests).
 
 use crate::catalog::{self, ListKind};
+use crate::error::UpstreamError;
 use crate::gateway::Gateway;
 use crate::jsonrpc::{self, Envelope, Kind, RawObject};
 use crate::session::{ClientSession, Negotiated};
@@ -463,16 +464,23 @@ async fn forward(
         .and_then(|m| m.get("progressToken").map(|t| t.get().to_owned()));
     let (tx, rx) = mpsc::channel(32);
     let client_key = jsonrpc::id_key(id);
-    let params = params.to_raw();
-    match upstream
-        .start_call(method, Some(&params), id.to_owned(), progress_token, tx)
-        .await
-    {
+    let deadline = Instant::now() + upstream.call_timeout;
+    let started = upstream
+        .start_call(
+            method,
+            Some(params),
+            id.to_owned(),
+            progress_token,
+            tx,
+            deadline,
+        )
+        .await;
+    match started {
         Ok(upstream_id) => {
             session.track_call(client_key.clone(), &upstream, upstream_id);
             Reply::Call(CallHandle {
                 rx,
-                deadline: Instant::now() + upstream.call_timeout,
+                deadline,
                 upstream,
                 upstream_id,
                 client_id: id.to_owned(),
@@ -480,6 +488,19 @@ async fn forward(
                 session: session.clone(),
                 done: false,
             })
+        }
+        Err(UpstreamError::Timeout(limit)) => {
+            let message = format!(
+                "upstream server '{server}' did not answer within {}s",
+                limit.as_secs_f64()
+            );
+            let data = serde_json::json!({ "server": server, "reason": "timeout" });
+            Reply::Now(jsonrpc::error(
+                Some(id),
+                jsonrpc::UPSTREAM_TIMEOUT,
+                &message,
+                Some(data),
+            ))
         }
         Err(e) => {
             let message = format!("upstream server '{server}' failed: {e}");

@@ -5,27 +5,35 @@
 //! carrying `Last-Event-ID`. A standalone GET stream brings messages unrelated to any request.
 
 use super::UpstreamSession;
+use super::client::{HttpClient, body_text};
 use crate::error::UpstreamError;
+use bytes::Bytes;
 use futures::StreamExt;
 use http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use secrecy::{ExposeSecret, SecretString};
-use sse_stream::SseByteStream;
+use sse_stream::SseStream;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-const MCP_SESSION_ID: &str = "mcp-session-id";
-const MCP_PROTOCOL_VERSION: &str = "mcp-protocol-version";
-const LAST_EVENT_ID: &str = "last-event-id";
+const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+const ACCEPT_BOTH: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
+const ACCEPT_SSE: HeaderValue = HeaderValue::from_static("text/event-stream");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// How often a broken response stream is resumed before the call is failed.
 const RESUME_ATTEMPTS: u32 = 3;
 
 pub struct HttpTransport {
-    client: reqwest::Client,
-    url: url::Url,
-    headers: HeaderMap,
-    session_id: RwLock<Option<HeaderValue>>,
-    protocol_version: RwLock<Option<HeaderValue>>,
+    client: HttpClient,
+    uri: Uri,
+    /// Configured static headers plus, once known, the session id and protocol version:
+    /// rebuilt only when those change, cloned per request.
+    headers: RwLock<HeaderMap>,
     stop: CancellationToken,
 }
 
@@ -43,44 +51,59 @@ pub fn static_headers(headers: &[(String, SecretString)]) -> Result<HeaderMap, U
     Ok(map)
 }
 
+pub fn to_uri(url: &url::Url) -> Result<Uri, UpstreamError> {
+    url.as_str()
+        .parse::<Uri>()
+        .map_err(|_| UpstreamError::Config("upstream URL is not a valid HTTP URI".into()))
+}
+
 impl HttpTransport {
     pub fn new(
-        client: reqwest::Client,
-        url: url::Url,
+        client: HttpClient,
+        url: &url::Url,
         headers: &[(String, SecretString)],
     ) -> Result<Self, UpstreamError> {
         Ok(HttpTransport {
             client,
-            url,
-            headers: static_headers(headers)?,
-            session_id: RwLock::new(None),
-            protocol_version: RwLock::new(None),
+            uri: to_uri(url)?,
+            headers: RwLock::new(static_headers(headers)?),
             stop: CancellationToken::new(),
         })
     }
 
     pub fn set_protocol_version(&self, version: &str) {
-        if let (Ok(mut slot), Ok(value)) = (
-            self.protocol_version.write(),
-            HeaderValue::from_str(version),
-        ) {
-            *slot = Some(value);
+        if let (Ok(mut h), Ok(value)) = (self.headers.write(), HeaderValue::from_str(version)) {
+            h.insert(MCP_PROTOCOL_VERSION, value);
         }
-    }
-
-    fn session_headers(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let mut builder = builder.headers(self.headers.clone());
-        if let Some(sid) = self.session_id.read().ok().and_then(|s| s.clone()) {
-            builder = builder.header(MCP_SESSION_ID, sid);
-        }
-        if let Some(pv) = self.protocol_version.read().ok().and_then(|s| s.clone()) {
-            builder = builder.header(MCP_PROTOCOL_VERSION, pv);
-        }
-        builder
     }
 
     fn has_session(&self) -> bool {
-        self.session_id.read().map(|s| s.is_some()).unwrap_or(false)
+        self.headers
+            .read()
+            .map(|h| h.contains_key(MCP_SESSION_ID))
+            .unwrap_or(false)
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        accept: HeaderValue,
+        body: Bytes,
+        extra: Option<(HeaderName, HeaderValue)>,
+    ) -> Result<Request<Full<Bytes>>, UpstreamError> {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = self.uri.clone();
+        let mut headers = self.headers.read().map(|h| h.clone()).unwrap_or_default();
+        headers.insert(ACCEPT, accept);
+        if req.method() == Method::POST {
+            headers.insert(CONTENT_TYPE, JSON);
+        }
+        if let Some((name, value)) = extra {
+            headers.insert(name, value);
+        }
+        *req.headers_mut() = headers;
+        Ok(req)
     }
 
     pub async fn post(
@@ -89,14 +112,10 @@ impl HttpTransport {
         text: String,
         related: Option<u64>,
     ) -> Result<(), UpstreamError> {
-        let request = self
-            .session_headers(self.client.post(self.url.clone()))
-            .header(ACCEPT, "application/json, text/event-stream")
-            .header(CONTENT_TYPE, "application/json")
-            .body(text);
-        let response = request.send().await.map_err(UpstreamError::from_reqwest)?;
+        let req = self.request(Method::POST, ACCEPT_BOTH, Bytes::from(text), None)?;
+        let response = self.client.send(req).await?;
         let status = response.status();
-        if status == reqwest::StatusCode::NOT_FOUND && self.has_session() {
+        if status == StatusCode::NOT_FOUND && self.has_session() {
             session.fail_all("upstream session expired (404)");
             return Err(UpstreamError::SessionExpired);
         }
@@ -104,78 +123,55 @@ impl HttpTransport {
             return Err(UpstreamError::Status(status.as_u16()));
         }
         if !self.has_session()
-            && let Some(sid) = response.headers().get(MCP_SESSION_ID)
-            && let Ok(mut slot) = self.session_id.write()
+            && let (Some(sid), Ok(mut h)) = (
+                response.headers().get(MCP_SESSION_ID).cloned(),
+                self.headers.write(),
+            )
         {
-            *slot = Some(sid.clone());
+            h.insert(MCP_SESSION_ID, sid);
         }
-        if status == reqwest::StatusCode::ACCEPTED || status == reqwest::StatusCode::NO_CONTENT {
+        if status == StatusCode::ACCEPTED || status == StatusCode::NO_CONTENT {
             return Ok(());
         }
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        if content_type.starts_with("text/event-stream") {
+        if is_event_stream(&response) {
             let weak = Arc::downgrade(session);
             let stop = self.stop.clone();
             tokio::spawn(async move {
-                let last_id = read_events(&weak, response, related, &stop).await;
+                let last_id = read_events(&weak, response.into_body(), related, &stop).await;
                 resume_if_needed(weak, related, last_id, stop).await;
             });
             return Ok(());
         }
-        let body = response.text().await.map_err(UpstreamError::from_reqwest)?;
+        let body = body_text(response.into_body()).await?;
         dispatch_body(session, &body, related);
         Ok(())
     }
 
     /// Opens the GET stream for server-initiated messages; a 405 means the server has none.
-    pub fn open_standalone_stream(&self, session: Weak<UpstreamSession>) {
-        let client = self.client.clone();
-        let url = self.url.clone();
-        let stop = self.stop.clone();
-        let Some(strong) = session.upgrade() else {
-            return;
-        };
-        let builder_headers = {
-            let mut h = self.headers.clone();
-            if let Some(sid) = self.session_id.read().ok().and_then(|s| s.clone()) {
-                h.insert(MCP_SESSION_ID, sid);
-            }
-            if let Some(pv) = self.protocol_version.read().ok().and_then(|s| s.clone()) {
-                h.insert(MCP_PROTOCOL_VERSION, pv);
-            }
-            h
-        };
-        let name = strong.server.name.clone();
-        drop(strong);
+    pub fn open_standalone_stream(self: &Arc<Self>, session: Weak<UpstreamSession>, name: String) {
+        let me = self.clone();
         tokio::spawn(async move {
-            let mut last_id: Option<String> = None;
+            let mut last_id: Option<HeaderValue> = None;
             let mut failures = 0u32;
-            while !stop.is_cancelled() {
-                let mut req = client
-                    .get(url.clone())
-                    .headers(builder_headers.clone())
-                    .header(ACCEPT, "text/event-stream");
-                if let Some(id) = &last_id {
-                    req = req.header(LAST_EVENT_ID, id.as_str());
-                }
+            while !me.stop.is_cancelled() {
+                let extra = last_id.clone().map(|id| (LAST_EVENT_ID, id));
+                let Ok(req) = me.request(Method::GET, ACCEPT_SSE, Bytes::new(), extra) else {
+                    return;
+                };
                 let response = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    r = req.send() => r,
+                    _ = me.stop.cancelled() => return,
+                    r = me.client.send(req) => r,
                 };
                 match response {
                     Ok(r) if r.status().is_success() => {
                         failures = 0;
-                        if let Some(id) = read_events(&session, r, None, &stop).await {
-                            last_id = Some(id);
+                        if let Some(id) = read_events(&session, r.into_body(), None, &me.stop).await
+                        {
+                            last_id = HeaderValue::from_str(&id).ok();
                         }
                     }
-                    Ok(r) if r.status() == reqwest::StatusCode::METHOD_NOT_ALLOWED => return,
-                    Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
+                    Ok(r) if r.status() == StatusCode::METHOD_NOT_ALLOWED => return,
+                    Ok(r) if r.status() == StatusCode::NOT_FOUND => {
                         if let Some(s) = session.upgrade() {
                             s.fail_all("upstream session expired (404)");
                         }
@@ -186,7 +182,7 @@ impl HttpTransport {
                         failures += 1;
                     }
                     Err(e) => {
-                        tracing::debug!(server = %name, error = %e.without_url(), "standalone stream failed");
+                        tracing::debug!(server = %name, error = %e, "standalone stream failed");
                         failures += 1;
                     }
                 }
@@ -195,7 +191,7 @@ impl HttpTransport {
                 }
                 let backoff = Duration::from_millis(200 * 2u64.pow(failures.min(5)));
                 tokio::select! {
-                    _ = stop.cancelled() => return,
+                    _ = me.stop.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
             }
@@ -205,11 +201,35 @@ impl HttpTransport {
     /// Ends the session at the server (DELETE, best effort) and stops the streams.
     pub async fn close(&self) {
         self.stop.cancel();
-        if self.has_session() {
-            let req = self.session_headers(self.client.delete(self.url.clone()));
-            let _ = tokio::time::timeout(Duration::from_secs(2), req.send()).await;
+        if self.has_session()
+            && let Ok(req) = self.request(Method::DELETE, ACCEPT_BOTH, Bytes::new(), None)
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.client.send(req)).await;
         }
     }
+
+    fn resume_request(&self, last_event_id: &str) -> Option<Request<Full<Bytes>>> {
+        let id = HeaderValue::from_str(last_event_id).ok()?;
+        self.request(
+            Method::GET,
+            ACCEPT_SSE,
+            Bytes::new(),
+            Some((LAST_EVENT_ID, id)),
+        )
+        .ok()
+    }
+}
+
+pub fn is_event_stream<B>(response: &Response<B>) -> bool {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
 }
 
 fn dispatch_body(session: &Arc<UpstreamSession>, body: &str, related: Option<u64>) {
@@ -231,11 +251,11 @@ fn dispatch_body(session: &Arc<UpstreamSession>, body: &str, related: Option<u64
 /// Reads one SSE response, dispatching each `message` event. Returns the last event id seen.
 async fn read_events(
     session: &Weak<UpstreamSession>,
-    response: reqwest::Response,
+    body: Incoming,
     related: Option<u64>,
     stop: &CancellationToken,
 ) -> Option<String> {
-    let mut events = SseByteStream::new(response.bytes_stream());
+    let mut events = SseStream::new(body);
     let mut last_id = None;
     loop {
         let next = tokio::select! {
@@ -281,13 +301,16 @@ async fn resume_if_needed(
             return;
         }
         let Some(id) = last_id.clone() else { break };
-        let Some(req) = s.resume_request(&id) else {
+        let Some((client, req)) = s
+            .http_transport()
+            .and_then(|t| Some((t.client.clone(), t.resume_request(&id)?)))
+        else {
             break;
         };
         drop(s);
-        match req.send().await {
+        match client.send(req).await {
             Ok(r) if r.status().is_success() => {
-                if let Some(newer) = read_events(&session, r, related, &stop).await {
+                if let Some(newer) = read_events(&session, r.into_body(), related, &stop).await {
                     last_id = Some(newer);
                 }
             }
@@ -296,18 +319,5 @@ async fn resume_if_needed(
     }
     if let Some(s) = session.upgrade() {
         s.fail_call(call, "upstream closed the response stream before answering");
-    }
-}
-
-impl UpstreamSession {
-    fn resume_request(&self, last_event_id: &str) -> Option<reqwest::RequestBuilder> {
-        match &self.transport {
-            super::Transport::Http(t) => Some(
-                t.session_headers(t.client.get(t.url.clone()))
-                    .header(ACCEPT, "text/event-stream")
-                    .header(LAST_EVENT_ID, last_event_id),
-            ),
-            _ => None,
-        }
     }
 }

@@ -7,6 +7,7 @@
 //! originates (sampling, elicitation, roots, list changes, log messages) goes to the session's
 //! [`Downstream`] — the client session that owns it, or the gateway's discovery loop.
 
+pub mod client;
 pub mod http;
 pub mod sse;
 pub mod stdio;
@@ -67,8 +68,8 @@ enum Waiter {
 }
 
 enum Transport {
-    Http(http::HttpTransport),
-    Sse(sse::SseTransport),
+    Http(Arc<http::HttpTransport>),
+    Sse(Box<sse::SseTransport>),
     Stdio(stdio::StdioTransport),
 }
 
@@ -93,7 +94,7 @@ pub struct UpstreamSession {
 /// Everything needed to open an upstream session.
 pub struct Connect<'a> {
     pub server: Arc<ServerConfig>,
-    pub http: &'a reqwest::Client,
+    pub http: &'a client::HttpClient,
     pub downstream: Weak<dyn Downstream>,
     /// The `initialize` params to send: the client's own (capabilities, clientInfo) for a
     /// client's session, the gateway's for discovery. `protocolVersion` is set by Tessera.
@@ -120,11 +121,11 @@ impl UpstreamSession {
             } => match protocol {
                 HttpProtocol::StreamableHttp => Self::new(
                     &c,
-                    Transport::Http(http::HttpTransport::new(
+                    Transport::Http(Arc::new(http::HttpTransport::new(
                         c.http.clone(),
-                        url.clone(),
+                        url,
                         headers,
-                    )?),
+                    )?)),
                 ),
                 HttpProtocol::Sse => Self::open_sse(&c, url, headers).await?,
                 HttpProtocol::Auto => {
@@ -132,11 +133,11 @@ impl UpstreamSession {
                     // the server refuses the POST with a 4xx, as 2024-11-05 servers do.
                     let attempt = Self::new(
                         &c,
-                        Transport::Http(http::HttpTransport::new(
+                        Transport::Http(Arc::new(http::HttpTransport::new(
                             c.http.clone(),
-                            url.clone(),
+                            url,
                             headers,
-                        )?),
+                        )?)),
                     );
                     match attempt.initialize_within(&c).await {
                         Ok(()) => return Ok(attempt),
@@ -173,7 +174,7 @@ impl UpstreamSession {
     ) -> Result<Arc<Self>, UpstreamError> {
         let session = Self::new(
             c,
-            Transport::Sse(sse::SseTransport::new(c.http.clone(), headers)?),
+            Transport::Sse(Box::new(sse::SseTransport::new(c.http.clone(), headers)?)),
         );
         if let Transport::Sse(t) = &session.transport {
             let opened = tokio::time::timeout(
@@ -238,9 +239,16 @@ impl UpstreamSession {
         }
         self.notify("notifications/initialized", None).await?;
         if let Transport::Http(t) = &self.transport {
-            t.open_standalone_stream(Arc::downgrade(self));
+            t.open_standalone_stream(Arc::downgrade(self), self.server.name.clone());
         }
         Ok(())
+    }
+
+    pub(crate) fn http_transport(&self) -> Option<&Arc<http::HttpTransport>> {
+        match &self.transport {
+            Transport::Http(t) => Some(t),
+            _ => None,
+        }
     }
 
     pub fn info(&self) -> UpstreamInfo {
@@ -304,7 +312,8 @@ impl UpstreamSession {
     }
 
     /// Starts a client's call. Its related messages and final response arrive on `tx`.
-    /// Returns the upstream-side id (for cancellation).
+    /// Returns the upstream-side id (for cancellation). Sending is bounded by `deadline` too:
+    /// an HTTP upstream may hold the POST open until it answers.
     pub async fn start_call<P: serde::Serialize + ?Sized>(
         self: &Arc<Self>,
         method: &str,
@@ -312,6 +321,7 @@ impl UpstreamSession {
         client_id: Box<RawValue>,
         progress_token: Option<String>,
         tx: mpsc::Sender<Outbound>,
+        deadline: tokio::time::Instant,
     ) -> Result<u64, UpstreamError> {
         let id = self.next_id();
         self.insert_waiter(
@@ -323,11 +333,17 @@ impl UpstreamSession {
             },
         )?;
         let text = jsonrpc::request(&id, method, params);
-        if let Err(e) = self.send(text, Some(id)).await {
-            self.take_waiter(id);
-            return Err(e);
+        match tokio::time::timeout_at(deadline, self.send(text, Some(id))).await {
+            Ok(Ok(())) => Ok(id),
+            Ok(Err(e)) => {
+                self.take_waiter(id);
+                Err(e)
+            }
+            Err(_) => {
+                self.cancel(id, "timed out at the gateway").await;
+                Err(UpstreamError::Timeout(self.call_timeout))
+            }
         }
-        Ok(id)
     }
 
     /// Gives up on a call: forgets it and tells the upstream (`notifications/cancelled`).

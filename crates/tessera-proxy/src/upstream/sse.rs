@@ -2,26 +2,30 @@
 //! server message; its first `endpoint` event names the URL that client messages are POSTed to.
 
 use super::UpstreamSession;
-use super::http::static_headers;
+use super::client::HttpClient;
+use super::http::{is_event_stream, static_headers, to_uri};
 use crate::error::UpstreamError;
+use bytes::Bytes;
 use futures::StreamExt;
-use http::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::{Method, Request, Uri};
+use http_body_util::Full;
 use secrecy::SecretString;
-use sse_stream::SseByteStream;
+use sse_stream::SseStream;
 use std::sync::{Arc, OnceLock, Weak};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 pub struct SseTransport {
-    client: reqwest::Client,
+    client: HttpClient,
     headers: HeaderMap,
-    endpoint: Arc<OnceLock<url::Url>>,
+    endpoint: Arc<OnceLock<Uri>>,
     stop: CancellationToken,
 }
 
 impl SseTransport {
     pub fn new(
-        client: reqwest::Client,
+        client: HttpClient,
         headers: &[(String, SecretString)],
     ) -> Result<Self, UpstreamError> {
         Ok(SseTransport {
@@ -32,29 +36,38 @@ impl SseTransport {
         })
     }
 
+    fn request(&self, method: Method, uri: Uri, body: Bytes) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+
     /// Opens the event stream and waits for the `endpoint` event.
     pub async fn open(
         &self,
         url: url::Url,
         session: Weak<UpstreamSession>,
     ) -> Result<(), UpstreamError> {
-        let response = self
-            .client
-            .get(url.clone())
-            .headers(self.headers.clone())
-            .header(ACCEPT, "text/event-stream")
-            .send()
-            .await
-            .map_err(UpstreamError::from_reqwest)?;
+        let mut req = self.request(Method::GET, to_uri(&url)?, Bytes::new());
+        req.headers_mut()
+            .insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        let response = self.client.send(req).await?;
         if !response.status().is_success() {
             return Err(UpstreamError::Status(response.status().as_u16()));
+        }
+        if !is_event_stream(&response) {
+            return Err(UpstreamError::Protocol(
+                "GET did not answer with text/event-stream".into(),
+            ));
         }
         let (ready_tx, ready_rx) = oneshot::channel::<Result<(), UpstreamError>>();
         let endpoint = self.endpoint.clone();
         let stop = self.stop.clone();
         tokio::spawn(async move {
             let mut ready_tx = Some(ready_tx);
-            let mut events = SseByteStream::new(response.bytes_stream());
+            let mut events = SseStream::new(response.into_body());
             let reason = loop {
                 let next = tokio::select! {
                     _ = stop.cancelled() => break "closed by gateway".to_owned(),
@@ -63,19 +76,9 @@ impl SseTransport {
                 match next {
                     Some(Ok(event)) => match (event.event.as_deref(), event.data) {
                         (Some("endpoint"), Some(data)) => {
-                            let target = url.join(data.trim()).map_err(|e| {
-                                UpstreamError::Protocol(format!("bad endpoint event: {e}"))
+                            let outcome = resolve_endpoint(&url, data.trim()).map(|uri| {
+                                let _ = endpoint.set(uri);
                             });
-                            let outcome = match target {
-                                Ok(t) if t.origin() == url.origin() => {
-                                    let _ = endpoint.set(t);
-                                    Ok(())
-                                }
-                                Ok(_) => Err(UpstreamError::Protocol(
-                                    "endpoint event names another origin".into(),
-                                )),
-                                Err(e) => Err(e),
-                            };
                             if let Some(tx) = ready_tx.take() {
                                 let _ = tx.send(outcome);
                             }
@@ -110,15 +113,10 @@ impl SseTransport {
         let Some(endpoint) = self.endpoint.get() else {
             return Err(UpstreamError::Closed("no endpoint yet".into()));
         };
-        let response = self
-            .client
-            .post(endpoint.clone())
-            .headers(self.headers.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(text)
-            .send()
-            .await
-            .map_err(UpstreamError::from_reqwest)?;
+        let mut req = self.request(Method::POST, endpoint.clone(), Bytes::from(text));
+        req.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let response = self.client.send(req).await?;
         if !response.status().is_success() {
             return Err(UpstreamError::Status(response.status().as_u16()));
         }
@@ -127,5 +125,36 @@ impl SseTransport {
 
     pub fn close(&self) {
         self.stop.cancel();
+    }
+}
+
+/// The `endpoint` event's URL, resolved against the stream's URL; it must stay on that origin
+/// (a server must not redirect the client's messages, and its secrets, elsewhere).
+fn resolve_endpoint(base: &url::Url, data: &str) -> Result<Uri, UpstreamError> {
+    let target = base
+        .join(data)
+        .map_err(|e| UpstreamError::Protocol(format!("bad endpoint event: {e}")))?;
+    if target.origin() != base.origin() {
+        return Err(UpstreamError::Protocol(
+            "endpoint event names another origin".into(),
+        ));
+    }
+    to_uri(&target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_resolves_relative_and_refuses_other_origins() {
+        let base = url::Url::parse("http://127.0.0.1:9000/sse").unwrap();
+        assert_eq!(
+            resolve_endpoint(&base, "/messages?sessionId=abc")
+                .unwrap()
+                .to_string(),
+            "http://127.0.0.1:9000/messages?sessionId=abc"
+        );
+        assert!(resolve_endpoint(&base, "http://evil.example/messages").is_err());
     }
 }
