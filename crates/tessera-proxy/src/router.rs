@@ -176,18 +176,28 @@ pub async fn notification(session: &Arc<ClientSession>, env: Envelope) {
                 let _ = upstream.send_raw(text.clone()).await;
             }
         }
-        // `initialized`, progress for server requests the gateway forwarded, and anything else:
-        // nothing to do at the gateway.
+        "notifications/progress" => {
+            let text = jsonrpc::notification(env.method(), env.params.as_deref());
+            session.forward_progress(&env, text).await;
+        }
+        // `initialized` and anything else: nothing to do at the gateway.
         _ => {}
     }
 }
 
-/// Handles any client message; returns the reply for requests.
+/// Handles any client message; returns the reply for requests. Each message gets a tracing
+/// span (debug level, so it costs nothing unless enabled) naming its session and method.
 pub async fn message(
     gw: &Arc<Gateway>,
     session: &Arc<ClientSession>,
     env: Envelope,
 ) -> Option<Reply> {
+    use tracing::Instrument;
+    let span = tracing::debug_span!("mcp", session = %session.id, caller = session.caller.label(), method = env.method.as_deref().unwrap_or("-"));
+    handle(gw, session, env).instrument(span).await
+}
+
+async fn handle(gw: &Arc<Gateway>, session: &Arc<ClientSession>, env: Envelope) -> Option<Reply> {
     if env.jsonrpc.as_deref() != Some("2.0") {
         let message = "jsonrpc must be \"2.0\"";
         return Some(Reply::Now(jsonrpc::error(

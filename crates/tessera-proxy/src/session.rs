@@ -35,8 +35,14 @@ pub struct Negotiated {
 }
 
 type UpstreamCell = Arc<OnceCell<Arc<UpstreamSession>>>;
-/// A request an upstream made: the session it came from and its id there.
-type ServerRequest = (Weak<UpstreamSession>, Box<RawValue>);
+/// A request an upstream made, waiting for the client's answer.
+struct ServerRequest {
+    upstream: Weak<UpstreamSession>,
+    /// Its id at the upstream.
+    id: Box<RawValue>,
+    /// `params._meta.progressToken` (JSON text): the client's progress for it goes back there.
+    progress_token: Option<String>,
+}
 
 #[derive(Default)]
 struct Standalone {
@@ -236,16 +242,35 @@ impl ClientSession {
             .lock()
             .ok()
             .and_then(|mut m| m.remove(&jsonrpc::id_key(id)));
-        let Some((upstream, upstream_id)) = entry else {
+        let Some(request) = entry else {
             tracing::debug!(session = %self.id, "response to an unknown server request; dropped");
             return;
         };
-        if let Some(upstream) = upstream.upgrade()
+        if let Some(upstream) = request.upstream.upgrade()
             && let Err(e) = upstream
-                .respond(&upstream_id, env.result.as_deref(), env.error.as_deref())
+                .respond(&request.id, env.result.as_deref(), env.error.as_deref())
                 .await
         {
             tracing::warn!(server = %upstream.server.name, error = %e, "could not deliver the client's answer upstream");
+        }
+    }
+
+    /// The client reports progress on a request an upstream made (it carried a progress token):
+    /// the notification goes, unchanged, to that upstream.
+    pub async fn forward_progress(&self, env: &Envelope, raw: String) {
+        let Some(token) = RawObject::parse(env.params_str())
+            .ok()
+            .and_then(|p| p.get("progressToken").map(|t| t.get().to_owned()))
+        else {
+            return;
+        };
+        let upstream = self.server_requests.lock().ok().and_then(|m| {
+            m.values()
+                .find(|r| r.progress_token.as_deref() == Some(token.as_str()))
+                .and_then(|r| r.upstream.upgrade())
+        });
+        if let Some(upstream) = upstream {
+            let _ = upstream.send_raw(raw).await;
         }
     }
 
@@ -351,8 +376,19 @@ impl Downstream for ClientSession {
         }
         let gateway_id = self.next_server_request.fetch_add(1, Ordering::Relaxed);
         let gateway_id_text = format!("\"tessera-{gateway_id}\"");
+        let progress_token = RawObject::parse(message.params_str())
+            .ok()
+            .and_then(|p| p.get("_meta").and_then(|m| RawObject::parse(m.get()).ok()))
+            .and_then(|m| m.get("progressToken").map(|t| t.get().to_owned()));
         if let Ok(mut m) = self.server_requests.lock() {
-            m.insert(gateway_id_text.clone(), (Arc::downgrade(from), id));
+            m.insert(
+                gateway_id_text.clone(),
+                ServerRequest {
+                    upstream: Arc::downgrade(from),
+                    id,
+                    progress_token,
+                },
+            );
         }
         let text = jsonrpc::request(
             &jsonrpc::raw(&gateway_id_text),
@@ -402,9 +438,9 @@ impl Downstream for ClientSession {
                 let found = self.server_requests.lock().ok().and_then(|mut m| {
                     let key = m
                         .iter()
-                        .find(|(_, (s, uid))| {
-                            uid.get() == upstream_id
-                                && s.upgrade().is_some_and(|s| Arc::ptr_eq(&s, from))
+                        .find(|(_, r)| {
+                            r.id.get() == upstream_id
+                                && r.upstream.upgrade().is_some_and(|s| Arc::ptr_eq(&s, from))
                         })
                         .map(|(k, _)| k.clone())?;
                     m.remove(&key);
