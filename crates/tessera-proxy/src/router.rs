@@ -28,46 +28,38 @@ pub struct CallHandle {
     upstream_id: u64,
     deadline: Instant,
     client_id: Box<RawValue>,
-    client_key: String,
     session: Arc<ClientSession>,
     done: bool,
 }
 
 impl CallHandle {
     /// The next message for the client; `Outbound::Final` is the last. `None` means the call
-    /// ended without a response for the client (it cancelled the request).
+    /// ended without a response for the client: it cancelled the request (every failure path
+    /// of an upstream session sends a `Final` error before it lets go of the call).
     pub async fn next(&mut self) -> Option<Outbound> {
         if self.done {
             return None;
         }
-        match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+        // A JSON-answered call already has its response queued: no timer needed.
+        let received = match self.rx.try_recv() {
+            Ok(message) => Ok(Some(message)),
+            Err(mpsc::error::TryRecvError::Disconnected) => Ok(None),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                tokio::time::timeout_at(self.deadline, self.rx.recv()).await
+            }
+        };
+        match received {
             Ok(Some(Outbound::Final(text))) => {
-                self.done = true;
-                self.session.untrack_call(&self.client_key);
+                self.finish();
                 Some(Outbound::Final(text))
             }
             Ok(Some(message)) => Some(message),
             Ok(None) => {
-                self.done = true;
-                if self.session.untrack_call(&self.client_key) {
-                    let reason = "upstream session ended";
-                    let message = format!(
-                        "upstream server '{}' failed: {reason}",
-                        self.upstream.server.name
-                    );
-                    Some(Outbound::Final(jsonrpc::error(
-                        Some(&self.client_id),
-                        jsonrpc::UPSTREAM_UNAVAILABLE,
-                        &message,
-                        None,
-                    )))
-                } else {
-                    None // cancelled by the client: no response is due
-                }
+                self.finish();
+                None
             }
             Err(_) => {
-                self.done = true;
-                self.session.untrack_call(&self.client_key);
+                self.finish();
                 let timeout = self.upstream.call_timeout;
                 self.upstream
                     .cancel(self.upstream_id, "timed out at the gateway")
@@ -88,6 +80,11 @@ impl CallHandle {
             }
         }
     }
+
+    fn finish(&mut self) {
+        self.done = true;
+        self.session.call_ended();
+    }
 }
 
 impl Drop for CallHandle {
@@ -95,7 +92,7 @@ impl Drop for CallHandle {
         if !self.done {
             // The client went away before the answer: nobody can receive it any more.
             self.upstream.forget(self.upstream_id);
-            self.session.untrack_call(&self.client_key);
+            self.session.call_ended();
         }
     }
 }
@@ -473,7 +470,6 @@ async fn forward(
         .and_then(|m| RawObject::parse(m.get()).ok())
         .and_then(|m| m.get("progressToken").map(|t| t.get().to_owned()));
     let (tx, rx) = mpsc::channel(32);
-    let client_key = jsonrpc::id_key(id);
     let deadline = Instant::now() + upstream.call_timeout;
     let started = upstream
         .start_call(
@@ -487,14 +483,13 @@ async fn forward(
         .await;
     match started {
         Ok(upstream_id) => {
-            session.track_call(client_key.clone(), &upstream, upstream_id);
+            session.call_started();
             Reply::Call(CallHandle {
                 rx,
                 deadline,
                 upstream,
                 upstream_id,
                 client_id: id.to_owned(),
-                client_key,
                 session: session.clone(),
                 done: false,
             })

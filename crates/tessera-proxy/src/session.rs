@@ -10,7 +10,7 @@ use crate::jsonrpc::{self, Envelope, RawObject};
 use crate::upstream::{Connect, Downstream, Outbound, UpstreamSession};
 use serde_json::value::RawValue;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use tokio::sync::{OnceCell, mpsc};
 
@@ -58,7 +58,7 @@ pub struct ClientSession {
     negotiated: OnceLock<Negotiated>,
     upstreams: Mutex<HashMap<String, UpstreamCell>>,
     /// Client request id (JSON text) → the upstream call serving it.
-    inflight: Mutex<HashMap<String, (Weak<UpstreamSession>, u64)>>,
+    calls_in_flight: AtomicUsize,
     /// Gateway-assigned id (JSON text) → the upstream request it stands for.
     server_requests: Mutex<HashMap<String, ServerRequest>>,
     next_server_request: AtomicU64,
@@ -78,7 +78,7 @@ impl ClientSession {
             gateway,
             negotiated: OnceLock::new(),
             upstreams: Mutex::new(HashMap::new()),
-            inflight: Mutex::new(HashMap::new()),
+            calls_in_flight: AtomicUsize::new(0),
             server_requests: Mutex::new(HashMap::new()),
             next_server_request: AtomicU64::new(1),
             standalone: Mutex::new(Standalone::default()),
@@ -101,7 +101,7 @@ impl ClientSession {
             .lock()
             .map(|s| s.tx.as_ref().is_some_and(|tx| !tx.is_closed()))
             .unwrap_or(false);
-        let busy = self.inflight.lock().map(|m| !m.is_empty()).unwrap_or(true);
+        let busy = self.calls_in_flight.load(Ordering::Relaxed) > 0;
         self.last_active.load(Ordering::Relaxed) < cutoff_ms && !streaming && !busy
     }
 
@@ -130,7 +130,10 @@ impl ClientSession {
                     .upstreams
                     .lock()
                     .map_err(|_| UpstreamError::Closed("lock poisoned".into()))?;
-                map.entry(server.to_owned()).or_default().clone()
+                match map.get(server) {
+                    Some(cell) => cell.clone(),
+                    None => map.entry(server.to_owned()).or_default().clone(),
+                }
             };
             if let Some(s) = cell.get() {
                 if !s.is_closed() {
@@ -205,31 +208,22 @@ impl ClientSession {
         }
     }
 
-    pub fn track_call(&self, client_key: String, upstream: &Arc<UpstreamSession>, id: u64) {
-        if let Ok(mut m) = self.inflight.lock() {
-            m.insert(client_key, (Arc::downgrade(upstream), id));
-        }
+    pub fn call_started(&self) {
+        self.calls_in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Forgets a call; returns whether it was still tracked (false after a cancellation).
-    pub fn untrack_call(&self, client_key: &str) -> bool {
-        self.inflight
-            .lock()
-            .map(|mut m| m.remove(client_key).is_some())
-            .unwrap_or(false)
+    pub fn call_ended(&self) {
+        self.calls_in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// The client cancelled one of its requests: tell the upstream serving it.
+    /// The client cancelled one of its requests: tell the upstream serving it. (Found by scanning
+    /// the few calls in flight, so that the hot path keeps no per-call index.)
     pub async fn cancel_call(&self, client_key: &str, reason: &str) {
-        let entry = self
-            .inflight
-            .lock()
-            .ok()
-            .and_then(|mut m| m.remove(client_key));
-        if let Some((upstream, id)) = entry
-            && let Some(upstream) = upstream.upgrade()
-        {
-            upstream.cancel(id, reason).await;
+        for upstream in self.open_upstreams() {
+            if let Some(id) = upstream.find_client_call(client_key) {
+                upstream.cancel(id, reason).await;
+                return;
+            }
         }
     }
 

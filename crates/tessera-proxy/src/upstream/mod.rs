@@ -354,6 +354,15 @@ impl UpstreamSession {
         }
     }
 
+    /// The upstream id of the client call whose client-side id is `client_key` (JSON text).
+    pub fn find_client_call(&self, client_key: &str) -> Option<u64> {
+        let pending = self.pending.lock().ok()?;
+        pending.iter().find_map(|(id, w)| match w {
+            Waiter::Client { client_id, .. } if client_id.get().trim() == client_key => Some(*id),
+            _ => None,
+        })
+    }
+
     /// Forgets a call without telling the upstream (the client went away).
     pub fn forget(&self, id: u64) {
         self.take_waiter(id);
@@ -463,17 +472,7 @@ impl UpstreamSession {
             Some(Waiter::Client { tx, client_id, .. }) => {
                 let text =
                     jsonrpc::response(&client_id, env.result.as_deref(), env.error.as_deref());
-                // The channel has room: Final is the last message, and a dropped receiver just means
-                // the client went away.
-                let _ = tx
-                    .try_send(Outbound::Final(text.clone()))
-                    .or_else(|e| match e {
-                        mpsc::error::TrySendError::Full(_) => {
-                            tokio::spawn(async move { tx.send(Outbound::Final(text)).await });
-                            Ok(())
-                        }
-                        closed => Err(closed),
-                    });
+                send_final(tx, text);
             }
             Some(Waiter::Internal(tx)) => {
                 let _ = tx.send(Ok(env));
@@ -537,7 +536,7 @@ impl UpstreamSession {
                     &message,
                     Some(data),
                 );
-                let _ = tx.try_send(Outbound::Final(text));
+                send_final(tx, text);
             }
             Some(Waiter::Internal(tx)) => {
                 let _ = tx.send(Err(UpstreamError::Closed(reason.to_owned())));
@@ -569,7 +568,7 @@ impl UpstreamSession {
                         &message,
                         Some(data),
                     );
-                    let _ = tx.try_send(Outbound::Final(text));
+                    send_final(tx, text);
                 }
                 Waiter::Internal(tx) => {
                     let _ = tx.send(Err(UpstreamError::Closed(reason.to_owned())));
@@ -589,6 +588,16 @@ impl UpstreamSession {
             Transport::Sse(t) => t.close(),
             Transport::Stdio(t) => t.close().await,
         }
+    }
+}
+
+/// Delivers a call's last message. It must arrive even when related messages fill the channel
+/// (a client that sees no response would wait forever); a closed channel means the client left.
+fn send_final(tx: mpsc::Sender<Outbound>, text: String) {
+    if let Err(mpsc::error::TrySendError::Full(message)) = tx.try_send(Outbound::Final(text)) {
+        tokio::spawn(async move {
+            let _ = tx.send(message).await;
+        });
     }
 }
 
