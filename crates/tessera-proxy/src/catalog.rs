@@ -1,9 +1,9 @@
 //! What each upstream offers (tools, prompts, resources, resource templates), already
 //! namespaced for clients, and the merged, paginated lists built from it.
 
+use crate::FastSet as HashSet;
 use crate::jsonrpc::{RawObject, to_raw};
 use serde_json::value::RawValue;
-use std::collections::HashSet;
 
 /// URI scheme that namespaces an upstream's resources: `tessera://<server>/<original uri>`.
 pub const RESOURCE_SCHEME: &str = "tessera://";
@@ -95,7 +95,7 @@ impl ServerCatalog {
         items: Vec<Box<RawValue>>,
     ) {
         let mut out = Vec::with_capacity(items.len());
-        let mut names = HashSet::new();
+        let mut names = HashSet::default();
         for item in items {
             let Ok(mut obj) = RawObject::parse(item.get()) else {
                 tracing::warn!(

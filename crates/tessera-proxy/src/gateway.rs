@@ -1,6 +1,7 @@
 //! The gateway's shared state: configured upstreams with their discovered catalogs and health,
 //! the client sessions, and the discovery loop that keeps each catalog current.
 
+use crate::FastMap as HashMap;
 use crate::caller::Caller;
 use crate::catalog::{ListKind, ServerCatalog};
 use crate::jsonrpc::{self, Envelope, RawObject};
@@ -8,7 +9,6 @@ use crate::session::{ClientSession, FrontEnd};
 use crate::upstream::{Connect, Downstream, LATEST_VERSION, Outbound, UpstreamSession};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tessera_config::{Config, ServerConfig};
@@ -119,7 +119,7 @@ impl Gateway {
             http,
             servers,
             by_name,
-            sessions: RwLock::new(HashMap::new()),
+            sessions: RwLock::new(HashMap::default()),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
         }))

@@ -2,6 +2,7 @@
 //! server (opened on first use), the map of its in-flight calls, the requests upstreams sent it
 //! that await its answer, and its server-to-client stream.
 
+use crate::FastMap as HashMap;
 use crate::caller::Caller;
 use crate::catalog::{self};
 use crate::error::UpstreamError;
@@ -9,7 +10,7 @@ use crate::gateway::Gateway;
 use crate::jsonrpc::{self, Envelope, RawObject};
 use crate::upstream::{Connect, Downstream, Outbound, UpstreamSession};
 use serde_json::value::RawValue;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use tokio::sync::{OnceCell, mpsc};
@@ -77,9 +78,9 @@ impl ClientSession {
             caller,
             gateway,
             negotiated: OnceLock::new(),
-            upstreams: Mutex::new(HashMap::new()),
+            upstreams: Mutex::new(HashMap::default()),
             calls_in_flight: AtomicUsize::new(0),
-            server_requests: Mutex::new(HashMap::new()),
+            server_requests: Mutex::new(HashMap::default()),
             next_server_request: AtomicU64::new(1),
             standalone: Mutex::new(Standalone::default()),
             log_level: Mutex::new(None),

@@ -12,10 +12,10 @@ pub mod http;
 pub mod sse;
 pub mod stdio;
 
+use crate::FastMap as HashMap;
 use crate::error::UpstreamError;
 use crate::jsonrpc::{self, Envelope, Kind, RawObject};
 use serde_json::value::RawValue;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -158,7 +158,7 @@ impl UpstreamSession {
         Arc::new(UpstreamSession {
             server: c.server.clone(),
             transport,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::default()),
             next_id: AtomicU64::new(1),
             downstream: c.downstream.clone(),
             closed: AtomicBool::new(false),
