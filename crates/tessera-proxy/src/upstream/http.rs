@@ -66,7 +66,13 @@ impl HttpTransport {
         Ok(HttpTransport {
             client,
             uri: to_uri(url)?,
-            headers: RwLock::new(static_headers(headers)?),
+            headers: RwLock::new({
+                // Prepared for the common case (a POST): cloned per request, nothing inserted.
+                let mut h = static_headers(headers)?;
+                h.insert(ACCEPT, ACCEPT_BOTH);
+                h.insert(CONTENT_TYPE, JSON);
+                h
+            }),
             stop: CancellationToken::new(),
         })
     }
@@ -95,9 +101,11 @@ impl HttpTransport {
         *req.method_mut() = method;
         *req.uri_mut() = self.uri.clone();
         let mut headers = self.headers.read().map(|h| h.clone()).unwrap_or_default();
-        headers.insert(ACCEPT, accept);
-        if req.method() == Method::POST {
-            headers.insert(CONTENT_TYPE, JSON);
+        if accept != ACCEPT_BOTH {
+            headers.insert(ACCEPT, accept);
+        }
+        if req.method() != Method::POST {
+            headers.remove(CONTENT_TYPE);
         }
         if let Some((name, value)) = extra {
             headers.insert(name, value);
