@@ -33,7 +33,19 @@ EVERYTHING_TOOLS = {
     "get-structured-content",
 }
 EVERYTHING_CONDITIONAL_TOOLS = {"trigger-sampling-request", "trigger-elicitation-request"}
-PY_TOOLS = {"block", "has_started", "was_cancelled", "pid", "whoami"}
+PY_TOOLS = {
+    "block",
+    "has_started",
+    "was_cancelled",
+    "pid",
+    "whoami",
+    "roots",
+    "logging_level",
+    "emit_logs",
+    "add_dynamic_tool",
+    "remove_dynamic_tool",
+    "touch_resource",
+}
 
 
 def tool(server: str, name: str) -> str:
