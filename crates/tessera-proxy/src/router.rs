@@ -346,7 +346,7 @@ async fn route_by_name(
         return unknown(id, what, &exposed);
     }
     params.set_str("name", name);
-    forward(session, server, env.method(), &params, id).await
+    forward(gw, session, server, env.method(), &params, id).await
 }
 
 async fn route_by_uri(
@@ -379,7 +379,7 @@ async fn route_by_uri(
     }
     let (server, original) = (server.to_owned(), original.to_owned());
     params.set_str("uri", &original);
-    forward(session, &server, env.method(), &params, id).await
+    forward(gw, session, &server, env.method(), &params, id).await
 }
 
 async fn route_completion(
@@ -441,25 +441,45 @@ async fn route_completion(
         return unknown(id, "server", &server);
     }
     params.set("ref", reference.to_raw());
-    forward(session, &server, env.method(), &params, id).await
+    forward(gw, session, &server, env.method(), &params, id).await
 }
 
 /// Sends a (rewritten) request to the client's session with `server`.
 async fn forward(
+    gw: &Gateway,
     session: &Arc<ClientSession>,
     server: &str,
     method: &str,
     params: &RawObject,
     id: &RawValue,
 ) -> Reply {
-    let upstream = match session.upstream(server).await {
-        Ok(u) => u,
-        Err(e) => {
+    // The call's deadline covers opening the client's upstream session too.
+    let limit = gw
+        .server(server)
+        .map(|e| e.call_timeout)
+        .unwrap_or(gw.config.call_tool_timeout);
+    let deadline = Instant::now() + limit;
+    let upstream = match tokio::time::timeout_at(deadline, session.upstream(server)).await {
+        Ok(Ok(u)) => u,
+        Ok(Err(e)) => {
             let message = format!("upstream server '{server}' is unavailable: {e}");
             let data = serde_json::json!({ "server": server, "reason": e.to_string() });
             return Reply::Now(jsonrpc::error(
                 Some(id),
                 jsonrpc::UPSTREAM_UNAVAILABLE,
+                &message,
+                Some(data),
+            ));
+        }
+        Err(_) => {
+            let message = format!(
+                "upstream server '{server}' did not answer within {}s",
+                limit.as_secs_f64()
+            );
+            let data = serde_json::json!({ "server": server, "reason": "timeout" });
+            return Reply::Now(jsonrpc::error(
+                Some(id),
+                jsonrpc::UPSTREAM_TIMEOUT,
                 &message,
                 Some(data),
             ));
@@ -470,7 +490,6 @@ async fn forward(
         .and_then(|m| RawObject::parse(m.get()).ok())
         .and_then(|m| m.get("progressToken").map(|t| t.get().to_owned()));
     let (tx, rx) = mpsc::channel(32);
-    let deadline = Instant::now() + upstream.call_timeout;
     let started = upstream
         .start_call(
             method,
