@@ -115,11 +115,6 @@ async def test_per_server_timeout(timeout_gateway: Gateway, front: str) -> None:
 # ------------------------------------------------------------------ logging/setLevel
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway answers logging/setLevel at once and forwards it to open upstream sessions in a "
-    "spawned task (router.rs), so the client's next request can reach the upstream first",
-)
 @pytest.mark.parametrize("front", ["mcp", "sse"])
 async def test_set_level_in_effect_when_answered(timeout_gateway: Gateway, front: str) -> None:
     """Once logging/setLevel is answered, the client's open upstream sessions have the new

@@ -133,12 +133,17 @@ pub async fn request(gw: &Arc<Gateway>, session: &Arc<ClientSession>, env: Envel
         "logging/setLevel" => {
             let params = env.params.clone().unwrap_or_else(|| jsonrpc::raw("{}"));
             session.set_log_level(params.clone());
-            for upstream in session.open_upstreams() {
+            // Answer only once every open upstream session has applied the level, so that the
+            // client's next request cannot overtake it. (Sessions opened later get it on connect.)
+            let applied = session.open_upstreams().into_iter().map(|upstream| {
                 let params = params.clone();
-                tokio::spawn(async move {
-                    let _ = upstream.request("logging/setLevel", Some(params)).await;
-                });
-            }
+                async move {
+                    if let Err(e) = upstream.request("logging/setLevel", Some(params)).await {
+                        tracing::debug!(server = %upstream.server.name, error = %e, "upstream did not take logging/setLevel");
+                    }
+                }
+            });
+            futures::future::join_all(applied).await;
             Reply::Now(jsonrpc::response(id, Some(&jsonrpc::raw("{}")), None))
         }
         other => Reply::Now(jsonrpc::error(

@@ -14,6 +14,11 @@ use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// Variables a stdio child inherits from the gateway's environment.
+const INHERITED_ENV: &[&str] = &[
+    "HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "TMPDIR", "TZ",
+];
+
 /// Time a child gets to exit after stdin closes, and again after SIGTERM.
 const GRACE: Duration = Duration::from_secs(2);
 /// Longest line accepted from a child (a larger one is a protocol error, not an OOM).
@@ -49,7 +54,16 @@ impl StdioTransport {
             return Err(UpstreamError::Config("not a stdio server".into()));
         };
         let mut cmd = tokio::process::Command::new(command);
-        cmd.args(args)
+        // The child gets a minimal inherited environment plus its configured `env` — never the
+        // gateway's own (which holds sealing keys and client secrets). Same default set as the
+        // MCP SDKs' stdio clients.
+        cmd.env_clear()
+            .envs(
+                INHERITED_ENV
+                    .iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
+            )
+            .args(args)
             .envs(env.iter().map(|(k, v)| (k, v.expose_secret())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
