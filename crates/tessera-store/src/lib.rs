@@ -1,0 +1,2 @@
+//! Tessera's storage and sealing.
+pub mod seal;
