@@ -312,3 +312,106 @@ def test_key_rotation_adds_a_signing_key(idp: IdP) -> None:
     # a token signed with the old key still works as a subject token
     r = exchange(idp, BROKER, subject_token=old_token, audience="api://upstream")
     assert r.status_code == 200, r.text
+
+
+# ------------------------------------------------- a stock MCP OAuth client
+
+
+def test_mcp_sdk_oauth_client_signs_in(idp: IdP) -> None:
+    """The Python MCP SDK's OAuthClientProvider discovers the provider from a resource server's
+    metadata, registers itself, logs alice in through the forms and calls a tool with the JWT."""
+    import threading
+    import time
+
+    import anyio
+    import uvicorn
+    from mcp import ClientSession
+    from mcp.client.auth import OAuthClientProvider, TokenStorage
+    from mcp.client.streamable_http import streamablehttp_client
+    from mcp.server.auth.middleware.auth_context import get_access_token
+    from mcp.server.auth.provider import AccessToken
+    from mcp.server.auth.settings import AuthSettings
+    from mcp.server.fastmcp import FastMCP
+    from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+    port = _free_port()
+    resource = f"http://127.0.0.1:{port}/mcp"
+
+    class Verifier:
+        async def verify_token(self, token: str) -> AccessToken | None:
+            try:
+                c = verify(idp, token, resource)
+            except Exception:  # noqa: BLE001 - any failure is "not valid"
+                return None
+            return AccessToken(token=token, client_id=c["client_id"], scopes=c.get("scope", "").split(), expires_at=c["exp"], resource=c["aud"], subject=c["sub"], claims=c)
+
+    server_app = FastMCP(
+        "rs",
+        host="127.0.0.1",
+        port=port,
+        token_verifier=Verifier(),
+        auth=AuthSettings(issuer_url=idp.issuer, resource_server_url=resource, required_scopes=["mcp"], validate_token_resource=True),
+    )
+
+    @server_app.tool()
+    def whoami() -> str:
+        tok = get_access_token()
+        assert tok is not None and tok.claims is not None
+        return f"{tok.subject} {tok.claims['email']}"
+
+    server = uvicorn.Server(uvicorn.Config(server_app.streamable_http_app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "resource server did not start"
+        time.sleep(0.02)
+
+    class Memory(TokenStorage):
+        tokens: OAuthToken | None = None
+        info: OAuthClientInformationFull | None = None
+
+        async def get_tokens(self) -> OAuthToken | None:
+            return self.tokens
+
+        async def set_tokens(self, tokens: OAuthToken) -> None:
+            self.tokens = tokens
+
+        async def get_client_info(self) -> OAuthClientInformationFull | None:
+            return self.info
+
+        async def set_client_info(self, info: OAuthClientInformationFull) -> None:
+            self.info = info
+
+    landed: dict[str, str] = {}
+
+    async def redirect_handler(url: str) -> None:
+        landed["url"] = await anyio.to_thread.run_sync(browser_login, url, "alice", "alice-pw")
+
+    async def callback_handler() -> tuple[str, str | None]:
+        q = parse_qs(urlsplit(landed["url"]).query)
+        return q["code"][0], q.get("state", [None])[0]
+
+    storage = Memory()
+    auth = OAuthClientProvider(
+        resource,
+        OAuthClientMetadata(redirect_uris=["http://127.0.0.1:9/callback"], client_name="sdk-client"),  # type: ignore[list-item]
+        storage,
+        redirect_handler,
+        callback_handler,
+    )
+
+    async def call() -> str:
+        async with streamablehttp_client(resource, auth=auth) as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                result = await session.call_tool("whoami", {})
+                return result.content[0].text  # type: ignore[union-attr]
+
+    try:
+        assert anyio.run(call) == "alice alice@example.com"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert storage.info is not None and storage.tokens is not None and storage.tokens.refresh_token
+    assert verify(idp, storage.tokens.access_token, resource)["aud"] == resource

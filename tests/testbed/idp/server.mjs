@@ -186,7 +186,7 @@ function revokeGrantsOf(sub) {
 
 const stats = { requests: {}, grants: {} };
 function countRequest(method, path) {
-  const k = `${method} ${path}`;
+  const k = `${method} ${path.replace(/^\/(interaction|auth)\/[^/]+/, '/$1/:uid')}`;
   stats.requests[k] = (stats.requests[k] ?? 0) + 1;
 }
 function countGrant(grantType, outcome) {
@@ -384,7 +384,8 @@ function buildProvider() {
       profile: ['name', 'preferred_username'],
       groups: ['groups'],
     },
-    scopes: OIDC_SCOPES,
+    // Resource scopes are listed too: registration validates a client's `scope` metadata against this.
+    scopes: [...OIDC_SCOPES, ...resourceScopes],
     conformIdTokenClaims: false, // email, name, groups in the ID token too
     features: {
       devInteractions: { enabled: false },
