@@ -13,6 +13,9 @@ pub(crate) const TOP: &[&str] = &[
     "allowed_origins",
     "session_idle_timeout",
     "mcpServers",
+    "auth",
+    "server_edition",
+    "teams",
 ];
 
 /// Top-level keys accepted silently: editor schema hints.
@@ -72,8 +75,6 @@ pub(crate) const TOP_REFERENCE: &[&str] = &[
     "security",
     "sensitive_data_detection",
     "server_concurrency_defaults",
-    "server_edition",
-    "teams",
     "telemetry",
     "tls",
     "tokenizer",
@@ -153,4 +154,55 @@ pub(crate) const BROKER: &[&str] = &[
     "private_key_file",
     "revocation_endpoint",
     "issuer",
+];
+
+/// Keys of the `auth` object.
+pub(crate) const AUTH: &[&str] = &[
+    "provider",
+    "issuer",
+    "client_id",
+    "client_secret",
+    "tenant_id",
+    "scopes",
+    "resource",
+    "audience",
+    "algorithms",
+    "introspection_endpoint",
+    "introspection_cache",
+    "jwks_cache",
+    "scopes_required",
+    "admin_emails",
+    "admin_claim",
+    "allowed_domains",
+    "store_idp_tokens",
+    "session_ttl",
+];
+
+/// Keys of `auth.admin_claim`.
+pub(crate) const ADMIN_CLAIM: &[&str] = &["claim", "value"];
+
+/// Keys of the reference's `server_edition` (alias `teams`) block that Tessera reads.
+pub(crate) const SERVER_EDITION: &[&str] = &[
+    "enabled",
+    "admin_emails",
+    "oauth",
+    "session_ttl",
+    "credential_encryption_key",
+    "store_idp_tokens",
+];
+
+/// Keys of `server_edition` that Tessera accepts without using.
+pub(crate) const SERVER_EDITION_REFERENCE: &[&str] = &[
+    "bearer_token_ttl",
+    "workspace_idle_timeout",
+    "max_user_servers",
+];
+
+/// Keys of `server_edition.oauth`.
+pub(crate) const SERVER_EDITION_OAUTH: &[&str] = &[
+    "provider",
+    "client_id",
+    "client_secret",
+    "tenant_id",
+    "allowed_domains",
 ];

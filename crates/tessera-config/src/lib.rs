@@ -53,6 +53,29 @@ pub mod defaults {
     pub const BROKER_HEADER: &str = "Authorization";
     /// `mcpServers.*.auth_broker.header_format`
     pub const BROKER_HEADER_FORMAT: &str = "Bearer {token}";
+    /// `auth.provider`
+    pub const AUTH_PROVIDER: &str = "oidc";
+    /// `auth.scopes` for `oidc`, `google` (and `microsoft` plus `User.Read`).
+    pub const AUTH_SCOPES: &[&str] = &["openid", "email", "profile"];
+    /// `auth.scopes` for `microsoft` (the reference's list).
+    pub const AUTH_SCOPES_MICROSOFT: &[&str] = &["openid", "email", "profile", "User.Read"];
+    /// `auth.scopes` for `github` (the reference's list).
+    pub const AUTH_SCOPES_GITHUB: &[&str] = &["user:email", "read:user"];
+    /// `auth.tenant_id` (microsoft)
+    pub const AUTH_TENANT_ID: &str = "common";
+    /// `auth.resource` is `public_url` (or `http://<listen>` for a loopback `listen`) plus this path.
+    pub const AUTH_RESOURCE_PATH: &str = "/mcp";
+    /// `auth.algorithms`
+    pub const AUTH_ALGORITHMS: &[crate::JwtAlgorithm] =
+        &[crate::JwtAlgorithm::RS256, crate::JwtAlgorithm::ES256];
+    /// `auth.introspection_cache`
+    pub const AUTH_INTROSPECTION_CACHE: Duration = Duration::from_secs(30);
+    /// `auth.jwks_cache`
+    pub const AUTH_JWKS_CACHE: Duration = Duration::from_secs(600);
+    /// `auth.session_ttl` (and `server_edition.session_ttl`)
+    pub const AUTH_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
+    /// `auth.store_idp_tokens`
+    pub const AUTH_STORE_IDP_TOKENS: bool = false;
 }
 
 /// The whole configuration file.
@@ -79,6 +102,12 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// The upstream servers from `mcpServers`, in file order, enabled and disabled alike.
     pub servers: Vec<ServerConfig>,
+    /// Who the callers are: the `auth` key, or the reference's `server_edition` (alias `teams`)
+    /// block mapped onto the same settings.
+    pub auth: AuthMode,
+    /// The reference's `server_edition.credential_encryption_key` (base64 of 32 bytes), if set.
+    /// The sealing code decides how it ranks against the environment.
+    pub credential_encryption_key: Option<SecretString>,
     /// JSON paths of keys that were accepted (the reference, mcpproxy-go, writes them) but are not
     /// used by Tessera, in file order, e.g. `api_key`, `mcpServers[0].shared`. The binary warns.
     pub ignored: Vec<String>,
@@ -97,6 +126,8 @@ impl Default for Config {
             session_idle_timeout: defaults::SESSION_IDLE_TIMEOUT,
             allowed_origins: Vec::new(),
             servers: Vec::new(),
+            auth: AuthMode::default(),
+            credential_encryption_key: None,
             ignored: Vec::new(),
         }
     }
@@ -208,4 +239,192 @@ pub enum ClientAuth {
     ClientSecretPost,
     ClientSecretBasic,
     PrivateKeyJwt,
+}
+
+/// Whether and how callers of `/mcp` are identified (top-level `auth`).
+#[derive(Debug, Clone)]
+pub enum AuthMode {
+    /// No identity: single-user, local use. `explicit` is true for `"auth": "none"`, false when
+    /// the file says nothing about identity (the binary should warn then).
+    None { explicit: bool },
+    /// Callers present tokens from an OpenID Connect / OAuth provider.
+    Oidc(Box<AuthConfig>),
+}
+
+impl Default for AuthMode {
+    fn default() -> Self {
+        AuthMode::None { explicit: false }
+    }
+}
+
+impl AuthMode {
+    /// The provider settings, if identity is configured.
+    pub fn oidc(&self) -> Option<&AuthConfig> {
+        match self {
+            AuthMode::Oidc(config) => Some(config),
+            AuthMode::None { .. } => None,
+        }
+    }
+}
+
+/// Which kind of identity provider signs users in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthProvider {
+    /// Any OpenID Connect provider, found through `issuer` discovery.
+    Oidc,
+    /// Google (issuer `https://accounts.google.com`).
+    Google,
+    /// GitHub: OAuth 2.0, not OpenID Connect (no ID token, no JWKS; tokens are opaque).
+    Github,
+    /// Microsoft Entra ID; `tenant_id` may be a tenant GUID or domain, or `common`,
+    /// `organizations`, `consumers` (multi-tenant: the token's `iss` names its own tenant).
+    Microsoft { tenant_id: String },
+}
+
+impl AuthProvider {
+    /// The name as written in the config file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuthProvider::Oidc => "oidc",
+            AuthProvider::Google => "google",
+            AuthProvider::Github => "github",
+            AuthProvider::Microsoft { .. } => "microsoft",
+        }
+    }
+
+    /// Microsoft with `common`, `organizations` or `consumers`: tokens come from many tenants,
+    /// each with its own issuer `https://login.microsoftonline.com/<tid>/v2.0`.
+    pub fn is_multi_tenant(&self) -> bool {
+        matches!(self, AuthProvider::Microsoft { tenant_id }
+            if matches!(tenant_id.as_str(), "common" | "organizations" | "consumers"))
+    }
+}
+
+/// A JWS algorithm Tessera may accept on access tokens. Only asymmetric ones: `none` and the
+/// HMAC family (`HS256`, …) are rejected when the file is loaded.
+#[allow(clippy::upper_case_acronyms)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JwtAlgorithm {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl JwtAlgorithm {
+    /// Every accepted algorithm, in the order documented.
+    pub const ALL: &[JwtAlgorithm] = &[
+        JwtAlgorithm::RS256,
+        JwtAlgorithm::RS384,
+        JwtAlgorithm::RS512,
+        JwtAlgorithm::PS256,
+        JwtAlgorithm::PS384,
+        JwtAlgorithm::PS512,
+        JwtAlgorithm::ES256,
+        JwtAlgorithm::ES384,
+        JwtAlgorithm::EdDSA,
+    ];
+
+    /// The JOSE name (`"RS256"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            JwtAlgorithm::RS256 => "RS256",
+            JwtAlgorithm::RS384 => "RS384",
+            JwtAlgorithm::RS512 => "RS512",
+            JwtAlgorithm::PS256 => "PS256",
+            JwtAlgorithm::PS384 => "PS384",
+            JwtAlgorithm::PS512 => "PS512",
+            JwtAlgorithm::ES256 => "ES256",
+            JwtAlgorithm::ES384 => "ES384",
+            JwtAlgorithm::EdDSA => "EdDSA",
+        }
+    }
+
+    /// The algorithm with this JOSE name, exactly (case-sensitive, as in a JWS header).
+    pub fn from_name(name: &str) -> Option<JwtAlgorithm> {
+        JwtAlgorithm::ALL.iter().copied().find(|a| a.name() == name)
+    }
+}
+
+/// `auth.admin_claim`: a user is an admin when the token's `claim` equals `value` or, for an
+/// array claim (`groups`, `roles`), contains it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminClaim {
+    pub claim: String,
+    pub value: String,
+}
+
+/// The identity provider and the rules for accepting its tokens on `/mcp` (the `auth` object).
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub provider: AuthProvider,
+    /// The authorization server's issuer identifier, as written (no trailing-slash
+    /// normalisation: `iss` is compared with it). For `microsoft` it is
+    /// `https://login.microsoftonline.com/<tenant_id>/v2.0`.
+    pub issuer: String,
+    /// Tessera's client id at the provider (browser sign-in, introspection).
+    pub client_id: String,
+    /// Tessera's client secret (browser sign-in, introspection with `client_secret_basic`).
+    pub client_secret: Option<SecretString>,
+    /// Scopes asked for at sign-in and advertised in the protected-resource metadata.
+    pub scopes: Vec<String>,
+    /// Tessera's own resource identifier (RFC 8707 / RFC 9728): the absolute URL of `/mcp`.
+    /// Access tokens must name it (or one of `audiences`) in `aud`.
+    pub resource: Url,
+    /// Further accepted `aud` values (e.g. an Entra application id URI).
+    pub audiences: Vec<String>,
+    /// JWS algorithms accepted on access tokens.
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// RFC 7662 endpoint for opaque (non-JWT) access tokens; Tessera authenticates with
+    /// `client_id` and `client_secret` (HTTP Basic).
+    pub introspection_endpoint: Option<Url>,
+    /// How long an introspection answer is reused (at most until the token's `exp`).
+    pub introspection_cache: Duration,
+    /// How long the provider's signing keys are reused before they are fetched again.
+    pub jwks_cache: Duration,
+    /// Scopes every access token must carry (403 `insufficient_scope` otherwise).
+    pub scopes_required: Vec<String>,
+    /// Users with these emails (lower-cased) are admins.
+    pub admin_emails: Vec<String>,
+    /// Users whose token carries this claim value are admins.
+    pub admin_claim: Option<AdminClaim>,
+    /// When non-empty, only emails in these domains (lower-cased) are let in.
+    pub allowed_domains: Vec<String>,
+    /// Keep the user's provider tokens (sealed) for brokering later.
+    pub store_idp_tokens: bool,
+    /// Lifetime of a browser session.
+    pub session_ttl: Duration,
+}
+
+impl AuthConfig {
+    /// A generic OIDC configuration with every optional setting at its default.
+    pub fn oidc(issuer: impl Into<String>, client_id: impl Into<String>, resource: Url) -> Self {
+        AuthConfig {
+            provider: AuthProvider::Oidc,
+            issuer: issuer.into(),
+            client_id: client_id.into(),
+            client_secret: None,
+            scopes: defaults::AUTH_SCOPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            resource,
+            audiences: Vec::new(),
+            algorithms: defaults::AUTH_ALGORITHMS.to_vec(),
+            introspection_endpoint: None,
+            introspection_cache: defaults::AUTH_INTROSPECTION_CACHE,
+            jwks_cache: defaults::AUTH_JWKS_CACHE,
+            scopes_required: Vec::new(),
+            admin_emails: Vec::new(),
+            admin_claim: None,
+            allowed_domains: Vec::new(),
+            store_idp_tokens: defaults::AUTH_STORE_IDP_TOKENS,
+            session_ttl: defaults::AUTH_SESSION_TTL,
+        }
+    }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
+use url::Url;
 
 use crate::*;
 
@@ -428,7 +429,12 @@ fn reference_config_loads_and_lists_ignored_keys() {
         "code_execution_future_knob": 1,
         "logging": {"level": "info"},
         "tls": {"enabled": false},
-        "server_edition": {"enabled": true},
+        "server_edition": {"enabled": true, "admin_emails": ["Admin@Example.com"],
+            "oauth": {"provider": "Google", "client_id": "1234.apps.googleusercontent.com",
+                      "client_secret": "${BROKER_SECRET}", "allowed_domains": ["Example.com"]},
+            "session_ttl": "12h", "bearer_token_ttl": "24h", "max_user_servers": 20,
+            "store_idp_tokens": true},
+        "teams": {"enabled": false},
         "mcpServers": [
             { "name": "github-enterprise", "url": "https://ghe.example.com/mcp", "protocol": "streamable-http",
               "shared": true,
@@ -442,6 +448,16 @@ fn reference_config_loads_and_lists_ignored_keys() {
         ]
     }"#);
     insta::assert_debug_snapshot!(c.ignored);
+    // server_edition is mapped onto `auth` (REFERENCE.md §1.2).
+    let auth = c.auth.oidc().expect("server_edition gives an identity");
+    assert_eq!(auth.provider, AuthProvider::Google);
+    assert_eq!(auth.issuer, "https://accounts.google.com");
+    assert_eq!(auth.client_id, "1234.apps.googleusercontent.com");
+    assert_eq!(auth.admin_emails, ["admin@example.com"]);
+    assert_eq!(auth.allowed_domains, ["example.com"]);
+    assert_eq!(auth.session_ttl, Duration::from_secs(12 * 3600));
+    assert!(auth.store_idp_tokens);
+    assert_eq!(auth.resource.as_str(), "http://127.0.0.1:8080/mcp");
     let broker = c.servers[0].auth_broker.as_ref().unwrap();
     assert_eq!(broker.mode, BrokerMode::OauthConnect);
     assert_eq!(broker.scopes, ["repo", "read:user"]);
@@ -458,7 +474,7 @@ fn reference_config_loads_and_lists_ignored_keys() {
 #[test]
 fn unknown_keys_get_a_did_you_mean() {
     insta::assert_snapshot!(error_text(
-        r#"{
+        r#"{"auth": {"issuer": "https://idp.example.com", "client_id": "tessera"}, 
         "lisen": "127.0.0.1:8080",
         "servers": [],
         "callToolTimeout": "1m",
@@ -482,7 +498,7 @@ fn duplicate_keys_are_reported() {
 #[test]
 fn all_problems_are_collected_in_one_pass() {
     let e = errors(
-        r#"{
+        r#"{"auth": {"issuer": "https://idp.example.com", "client_id": "tessera"}, 
         "listen": "nope",
         "mcpServers": [
             {"name": "a", "protocol": "stdio"},
@@ -506,12 +522,14 @@ fn all_problems_are_collected_in_one_pass() {
 
 #[test]
 fn debug_output_never_contains_secrets() {
-    let c = ok(r#"{"mcpServers": {
+    let c = ok(
+        r#"{"auth": {"issuer": "https://idp.example.com", "client_id": "tessera"}, "mcpServers": {
         "h": {"url": "https://example.com", "headers": {"Authorization": "Bearer literal-TOPSECRET"}},
         "s": {"command": "x", "env": {"TOKEN": "${GITHUB_TOKEN}"}},
         "b": {"url": "https://example.com", "auth_broker": {"mode": "token_exchange",
               "token_endpoint": "https://as.example.com/token", "client_secret": "${BROKER_SECRET}"}}
-    }}"#);
+    }}"#,
+    );
     let debug = format!("{c:?} {c:#?}");
     assert!(!debug.contains("TOPSECRET"), "{debug}");
     // …while the values are there for whoever exposes them.
@@ -577,7 +595,7 @@ fn header_names_and_values_are_checked() {
 fn auth_broker_fields_are_read_with_defaults() {
     let key = existing_file();
     let c = ok(&format!(
-        r#"{{"mcpServers": {{
+        r#"{{"auth": {{"issuer": "https://idp.example.com", "client_id": "tessera"}}, "mcpServers": {{
         "te": {{"url": "https://example.com/mcp", "auth_broker": {{"mode": "token_exchange",
                "token_endpoint": "https://as.example.com/token", "client_id": "gw",
                "client_secret": "${{BROKER_SECRET}}", "audience": "api://up",
@@ -636,7 +654,7 @@ fn auth_broker_fields_are_read_with_defaults() {
 #[test]
 fn auth_broker_on_stdio_server_uses_the_reference_message() {
     let e = errors(
-        r#"{"mcpServers": [{"name": "s", "command": "x",
+        r#"{"auth": {"issuer": "https://idp.example.com", "client_id": "tessera"}, "mcpServers": [{"name": "s", "command": "x",
         "auth_broker": {"mode": "oauth_connect"}}]}"#,
     );
     insta::assert_snapshot!(e.to_string(), @"mcpServers[0].auth_broker: auth_broker is only supported on HTTP-family upstreams (http, sse, streamable-http); brokering for stdio/non-HTTP upstreams is unsupported in this phase (remove auth_broker, or use an HTTP server)");
@@ -645,7 +663,7 @@ fn auth_broker_on_stdio_server_uses_the_reference_message() {
 #[test]
 fn auth_broker_mode_and_endpoint_rules() {
     insta::assert_snapshot!(error_text(
-        r#"{"mcpServers": [
+        r#"{"auth": {"issuer": "https://idp.example.com", "client_id": "tessera"}, "mcpServers": [
         {"name": "no-mode", "url": "https://example.com", "auth_broker": {"token_endpoint": "https://as.example.com/t"}},
         {"name": "bad-mode", "url": "https://example.com", "auth_broker": {"mode": "token_exchnage", "token_endpoint": "https://as.example.com/t", "client_secret": "s"}},
         {"name": "no-endpoints", "url": "https://example.com", "auth_broker": {"mode": "oauth_connect"}},
@@ -660,7 +678,7 @@ fn auth_broker_mode_and_endpoint_rules() {
 #[test]
 fn auth_broker_header_and_client_auth_rules() {
     insta::assert_snapshot!(error_text(
-        r#"{"mcpServers": [
+        r#"{"auth": {"issuer": "https://idp.example.com", "client_id": "tessera"}, "mcpServers": [
         {"name": "fmt", "url": "https://example.com", "auth_broker": {"mode": "oauth_connect", "issuer": "https://as.example.com",
             "header": "Bad Header", "header_format": "Bearer TOKEN", "scopes": ["repo read:user", ""],
             "resource": "not a uri", "subject_token_type": "jwt", "client_auth": "basic"}},
@@ -692,4 +710,164 @@ fn problem_display_is_path_colon_message() {
     let e = ConfigErrors(vec![p.clone(), p]);
     assert_eq!(e.to_string().lines().count(), 2);
     let _: &dyn std::error::Error = &e;
+}
+
+// ---------------------------------------------------------------------------------------------
+// auth, server_edition
+
+#[test]
+fn auth_absent_or_none_means_no_identity() {
+    assert!(matches!(ok("{}").auth, AuthMode::None { explicit: false }));
+    assert!(matches!(
+        ok(r#"{"auth": "none"}"#).auth,
+        AuthMode::None { explicit: true }
+    ));
+    // A disabled server_edition is no identity either.
+    let c = ok(r#"{"server_edition": {"enabled": false, "oauth": 3}}"#);
+    assert!(matches!(c.auth, AuthMode::None { explicit: false }));
+    assert_eq!(c.ignored, ["server_edition"]);
+}
+
+#[test]
+fn auth_object_gets_defaults() {
+    let c = ok(r#"{"public_url": "https://mcp.example.com/base/",
+        "auth": {"issuer": "https://idp.example.com", "client_id": "tessera"}}"#);
+    let a = c.auth.oidc().unwrap();
+    assert_eq!(a.provider, AuthProvider::Oidc);
+    assert_eq!(a.issuer, "https://idp.example.com");
+    assert_eq!(a.resource.as_str(), "https://mcp.example.com/base/mcp");
+    assert_eq!(a.scopes, ["openid", "email", "profile"]);
+    assert_eq!(a.algorithms, [JwtAlgorithm::RS256, JwtAlgorithm::ES256]);
+    assert_eq!(a.introspection_cache, Duration::from_secs(30));
+    assert_eq!(a.jwks_cache, Duration::from_secs(600));
+    assert_eq!(a.session_ttl, Duration::from_secs(86400));
+    assert!(a.client_secret.is_none());
+    assert!(a.audiences.is_empty() && a.scopes_required.is_empty());
+    assert!(!a.store_idp_tokens);
+    // Without public_url, a loopback listen address gives the resource.
+    let c = ok(r#"{"listen": "127.0.0.1:9999",
+        "auth": {"issuer": "http://127.0.0.1:4000", "client_id": "tessera"}}"#);
+    assert_eq!(
+        c.auth.oidc().unwrap().resource.as_str(),
+        "http://127.0.0.1:9999/mcp"
+    );
+}
+
+#[test]
+fn auth_object_keys_are_read() {
+    let c = ok(r#"{"auth": {
+        "provider": "microsoft", "tenant_id": "contoso.onmicrosoft.com",
+        "client_id": "app", "client_secret": "${BROKER_SECRET}",
+        "scopes": ["openid", "api://tessera/mcp"], "resource": "https://mcp.example.com/mcp",
+        "audience": "api://tessera", "algorithms": ["RS256", "PS256", "RS256"],
+        "introspection_endpoint": "https://idp.example.com/introspect",
+        "introspection_cache": "1m", "jwks_cache": "1h", "scopes_required": ["mcp"],
+        "admin_emails": ["Boss@Example.COM"], "admin_claim": {"claim": "roles", "value": "Tessera.Admin"},
+        "allowed_domains": ["Example.com"], "store_idp_tokens": true, "session_ttl": "8h"
+    }, "mcpServers": {"up": {"url": "https://up.example.com/mcp",
+        "auth_broker": {"mode": "entra_obo", "issuer": "https://login.microsoftonline.com/x/v2.0",
+                        "client_secret": "s"}}}}"#);
+    let a = c.auth.oidc().unwrap();
+    assert_eq!(
+        a.provider,
+        AuthProvider::Microsoft {
+            tenant_id: "contoso.onmicrosoft.com".into()
+        }
+    );
+    assert!(!a.provider.is_multi_tenant());
+    assert_eq!(
+        a.issuer,
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0"
+    );
+    assert_eq!(
+        a.client_secret.as_ref().unwrap().expose_secret(),
+        "broker-TOPSECRET"
+    );
+    assert_eq!(a.audiences, ["api://tessera"]);
+    assert_eq!(a.algorithms, [JwtAlgorithm::RS256, JwtAlgorithm::PS256]);
+    assert_eq!(
+        a.introspection_endpoint.as_ref().map(Url::as_str),
+        Some("https://idp.example.com/introspect")
+    );
+    assert_eq!(a.introspection_cache, Duration::from_secs(60));
+    assert_eq!(a.jwks_cache, Duration::from_secs(3600));
+    assert_eq!(a.admin_emails, ["boss@example.com"]);
+    assert_eq!(
+        a.admin_claim,
+        Some(AdminClaim {
+            claim: "roles".into(),
+            value: "Tessera.Admin".into()
+        })
+    );
+    assert_eq!(a.allowed_domains, ["example.com"]);
+    assert!(a.store_idp_tokens);
+    assert!(!format!("{c:?}").contains("TOPSECRET"));
+}
+
+#[test]
+fn auth_problems_are_reported_with_fixes() {
+    insta::assert_snapshot!(error_text(
+        r#"{"listen": "0.0.0.0:8080", "auth": {
+        "client_secret": "", "provider": "google", "tenant_id": "x",
+        "algorithms": ["none", "HS256", "RS265", "ES256"], "audience": 7,
+        "introspection_endpoint": "http://idp.example.com/introspect",
+        "introspection_cache": "0s", "scopes_required": ["a b"],
+        "admin_emails": ["nobody"], "admin_claim": {"claim": "groups"},
+        "allowed_domains": ["@example.com"], "session_ttl": "forever", "colour": 1
+    }}"#
+    ));
+    insta::assert_snapshot!(error_text(
+        r#"{"public_url": "https://mcp.example.com", "auth": {"resource": "mcp", "issuer": "https://idp.example.com/?x=1"}}"#
+    ));
+    insta::assert_snapshot!(error_text(r#"{"auth": "off"}"#), @r#"auth: invalid value "off" (write "none" for single-user local use without sign-in, or an object naming the identity provider, e.g. {"issuer": "https://idp.example.com", "client_id": "tessera"})"#);
+    insta::assert_snapshot!(error_text(
+        r#"{"auth": {"client_id": "x", "algorithms": []}}"#
+    ));
+}
+
+#[test]
+fn brokered_servers_need_an_identity() {
+    let servers = r#""mcpServers": [{"name": "up", "url": "https://up.example.com/mcp",
+        "auth_broker": {"mode": "oauth_connect", "issuer": "https://as.example.com"}}]"#;
+    insta::assert_snapshot!(error_text(&format!(r#"{{"auth": "none", {servers}}}"#)), @r#"mcpServers[0].auth_broker: brokered servers need an identity: configure auth ("auth": "none" runs without users; replace it with an "auth" object naming your identity provider, or remove auth_broker)"#);
+    insta::assert_snapshot!(error_text(&format!(r#"{{{servers}}}"#)), @r#"mcpServers[0].auth_broker: brokered servers need an identity: configure auth (add an "auth" object naming your identity provider, e.g. {"issuer": "https://idp.example.com", "client_id": "tessera"}, or remove auth_broker)"#);
+    // A broken auth object is reported, not the brokers.
+    let e = errors(&format!(r#"{{"auth": {{"issuer": "x"}}, {servers}}}"#));
+    assert!(e.paths().iter().all(|p| p.starts_with("auth.")), "{e}");
+}
+
+#[test]
+fn server_edition_uses_the_reference_rules() {
+    insta::assert_snapshot!(error_text(
+        r#"{"server_edition": {"enabled": true, "workspace_idle_timeout": "30m"}}"#
+    ));
+    insta::assert_snapshot!(error_text(
+        r#"{"server_edition": {"enabled": true, "admin_emails": [], "oauth": {"provider": "okta"}}}"#
+    ));
+    insta::assert_snapshot!(error_text(
+        r#"{"listen": "0.0.0.0:1", "auth": {"issuer": "https://idp.example.com", "client_id": "x", "resource": "https://a.example.com/mcp"},
+            "server_edition": {"enabled": true, "admin_emails": ["a@example.com"],
+            "oauth": {"provider": "github", "client_id": "x", "client_secret": "y", "tenant_id": "t"}}}"#
+    ));
+}
+
+#[test]
+fn teams_is_the_legacy_alias_of_server_edition() {
+    let c = ok(
+        r#"{"public_url": "https://mcp.example.com", "teams": {"enabled": true,
+        "admin_emails": ["a@example.com"], "credential_encryption_key": "${BROKER_SECRET}",
+        "oauth": {"provider": "microsoft", "client_id": "x", "client_secret": "y"}}}"#,
+    );
+    let a = c.auth.oidc().unwrap();
+    assert!(a.provider.is_multi_tenant());
+    assert_eq!(a.issuer, "https://login.microsoftonline.com/common/v2.0");
+    assert_eq!(a.scopes, ["openid", "email", "profile", "User.Read"]);
+    assert_eq!(a.resource.as_str(), "https://mcp.example.com/mcp");
+    assert_eq!(
+        c.credential_encryption_key
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
+        "broker-TOPSECRET"
+    );
 }

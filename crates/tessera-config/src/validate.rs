@@ -13,6 +13,7 @@ use crate::interpolate::interpolate;
 use crate::json::{Node, Number};
 use crate::path::{self, ROOT, quote};
 use crate::suggest::did_you_mean;
+mod auth;
 mod broker;
 
 use crate::{
@@ -42,6 +43,7 @@ pub(crate) fn config(
         env,
         problems: Vec::new(),
         ignored: Vec::new(),
+        brokers: Vec::new(),
     };
     let config = cx.root(root);
     match config {
@@ -125,6 +127,8 @@ struct Cx<'e> {
     env: &'e dyn Fn(&str) -> Option<String>,
     problems: Vec<Problem>,
     ignored: Vec<String>,
+    /// JSON paths of the `auth_broker` blocks met so far.
+    brokers: Vec<String>,
 }
 
 impl Cx<'_> {
@@ -459,6 +463,10 @@ impl Cx<'_> {
         }
         let separator = separator_ok.then(|| config.tool_separator.clone());
         config.servers = self.servers(f.get("mcpServers"), separator.as_deref());
+        let brokers = std::mem::take(&mut self.brokers);
+        let identity = self.identity(&f, config.public_url.as_ref(), &config.listen, &brokers);
+        config.auth = identity.mode;
+        config.credential_encryption_key = identity.credential_encryption_key;
         Some(config)
     }
 
@@ -819,6 +827,9 @@ impl Cx<'_> {
             None => {}
         }
 
+        if f.get("auth_broker").is_some() {
+            self.brokers.push(at("auth_broker"));
+        }
         let auth_broker = f
             .get("auth_broker")
             .map(|n| self.broker(&at("auth_broker"), n, kind));
