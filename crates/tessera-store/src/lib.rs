@@ -1,2 +1,34 @@
 //! Tessera's storage and sealing.
+//!
+//! - [`Store`]: a SQLite database in the data directory (`<data_dir>/tessera.db`, WAL, foreign
+//!   keys on), with versioned migrations embedded in the binary and run at start-up. Every
+//!   statement is a runtime query in SQL that PostgreSQL also accepts (`$n` placeholders,
+//!   TEXT/INTEGER/BIGINT columns, unix-second timestamps), so a PostgreSQL backend can share it.
+//! - [`seal`]: AES-256-GCM sealing of secrets at rest, bound to their record by associated data,
+//!   with a key id in every sealed value.
+//!
+//! Invariants a reviewer should hold this crate to:
+//!
+//! - **Only this crate encrypts or decrypts**, and within it only [`seal`]. No other crate names
+//!   an AEAD cipher; they hand a secret and an [`Aad`] to a [`Keyring`] or to a [`Store`] method.
+//! - **Secrets are hashed or sealed at rest, never plain.** Session cookies and personal access
+//!   tokens are stored as their SHA-256 (the plaintext is returned once, at creation); provider
+//!   tokens are sealed with the user's id in the associated data, so a row copied to another user
+//!   does not open.
+//! - **Secrets in memory are `secrecy` types**: callers pass and receive `SecretString`s, and
+//!   `Debug` of keys and keyrings prints key ids only. Errors never contain a key, a token or a
+//!   plaintext.
+//! - No `unwrap`/`expect` outside tests.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod error;
 pub mod seal;
+mod store;
+
+pub use error::{PatRejection, StoreError};
+pub use seal::{Aad, IdpTokenKind, KeyError, Keyring, SealError, SealingKey};
+pub use store::{
+    DB_FILE, IdpTokens, NewPat, NewSession, PAT_PREFIX, PersonalAccessToken, Role, Session, Store,
+    StoredIdpTokens, UnixTime, User, UserLogin, VerifiedPat, now_unix,
+};
