@@ -25,15 +25,17 @@ use std::future::Future;
 use std::sync::Arc;
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then lets in-flight requests
-/// finish and stops every upstream session (and child process).
+/// finish and stops every upstream session (and child process). `extra` carries the routes of
+/// other concerns (sign-in, REST API) mounted beside the MCP front ends.
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: tokio::net::TcpListener,
+    extra: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     gateway.start();
-    let app = frontend::router(gateway.clone());
+    let app = frontend::router(gateway.clone()).merge(extra);
     // Without TCP_NODELAY, small responses wait for the peer's delayed ACK (~40 ms per call).
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);

@@ -166,7 +166,8 @@ async fn serve(config_path: PathBuf, listen: Option<String>) -> anyhow::Result<(
     let addr = listener.local_addr()?;
     let gateway = tessera_proxy::Gateway::new(config).context("cannot build the HTTP client")?;
     tracing::info!(mcp = %format!("http://{addr}/mcp"), sse = %format!("http://{addr}/sse"), servers = gateway.servers.len(), "tessera listening");
-    tessera_proxy::serve(gateway, listener, shutdown_signal()).await?;
+    let extra = axum::Router::new();
+    tessera_proxy::serve(gateway, listener, extra, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
