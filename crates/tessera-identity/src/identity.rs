@@ -1,0 +1,82 @@
+//! What travels with each request: who the caller is.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use secrecy::SecretString;
+
+/// A user, as the identity provider names them: issuer plus subject. Stable across email
+/// changes; the store maps it to its own user row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserKey {
+    pub issuer: String,
+    pub subject: String,
+}
+
+/// What a user may do in Tessera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    User,
+}
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A JWT access token, signature checked against the provider's JWKS.
+    Jwt,
+    /// An opaque access token, checked through RFC 7662 introspection.
+    Introspected,
+    /// A Tessera personal access token (headless agents).
+    PersonalAccessToken,
+    /// A Tessera browser session.
+    Session,
+}
+
+/// The caller of one request.
+#[derive(Clone)]
+pub struct Identity {
+    pub user: UserKey,
+    /// Lower-cased; `None` when the token carries none.
+    pub email: Option<String>,
+    /// `name`, else `preferred_username`, else the email, else the subject.
+    pub display_name: String,
+    pub role: Role,
+    pub token_kind: TokenKind,
+    /// The OAuth client the token was issued to (`azp` / `client_id`), if stated.
+    pub client_id: Option<String>,
+    /// Scopes the token carries (`scope` / `scp`).
+    pub scopes: Vec<String>,
+    /// When the token stops being valid, if known.
+    pub expires_at: Option<SystemTime>,
+    /// The validated inbound token: the subject token for the broker. Never logged.
+    pub token: SecretString,
+}
+
+impl Identity {
+    /// Whether the caller is an admin.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Whether the token carries `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("user", &self.user)
+            .field("email", &self.email)
+            .field("display_name", &self.display_name)
+            .field("role", &self.role)
+            .field("token_kind", &self.token_kind)
+            .field("client_id", &self.client_id)
+            .field("scopes", &self.scopes)
+            .field("expires_at", &self.expires_at)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
