@@ -485,9 +485,7 @@ impl TokenValidator {
                 }
             }
             Some(Value::String(a)) if accepted(a) => Ok(()),
-            Some(Value::Array(list))
-                if list.iter().any(|a| a.as_str().is_some_and(|a| accepted(a))) =>
-            {
+            Some(Value::Array(list)) if list.iter().any(|a| a.as_str().is_some_and(&accepted)) => {
                 Ok(())
             }
             Some(_) => Err(InvalidToken::WrongAudience),
