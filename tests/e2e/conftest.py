@@ -303,9 +303,10 @@ def start_gateway(
     servers: dict[str, dict[str, Any]],
     extra: dict[str, Any] | None = None,
     wait_ready: bool = True,
+    port: int | None = None,
 ) -> Gateway:
     require_file(TESSERA_BIN, "build it with `cargo build --release --workspace`")
-    port = free_port()
+    port = port or free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     config = {
         "listen": f"127.0.0.1:{port}",

@@ -75,6 +75,10 @@ impl ServerEntry {
 
 pub struct Gateway {
     pub config: Arc<Config>,
+    /// Bearer-token validation and RFC 9728 challenges for the MCP front ends; `None` only when
+    /// the configuration runs without identity.
+    pub auth: Option<tessera_identity::McpAuth>,
+    pat_verifier: std::sync::OnceLock<Arc<dyn crate::caller::PatVerifier>>,
     /// The one pooled HTTP client for every HTTP upstream.
     pub http: crate::upstream::client::HttpClient,
     pub servers: Vec<Arc<ServerEntry>>,
@@ -87,6 +91,26 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(config: Config) -> Result<Arc<Self>, crate::error::UpstreamError> {
         let http = crate::upstream::client::HttpClient::new()?;
+        let auth = match config.auth.oidc() {
+            Some(auth_config) => {
+                // The identity provider is asked rarely (JWKS, introspection; results cached), so
+                // a plain reqwest client with a timeout is fine here, off the per-call path.
+                let idp_http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(15))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| {
+                        crate::error::UpstreamError::Config(format!(
+                            "HTTP client for the identity provider: {e}"
+                        ))
+                    })?;
+                Some(tessera_identity::McpAuth::new(
+                    Arc::new(auth_config.clone()),
+                    idp_http,
+                ))
+            }
+            None => None,
+        };
         let config = Arc::new(config);
         let servers: Vec<Arc<ServerEntry>> = config
             .servers
@@ -116,6 +140,8 @@ impl Gateway {
             .collect();
         Ok(Arc::new(Gateway {
             config,
+            auth,
+            pat_verifier: std::sync::OnceLock::new(),
             http,
             servers,
             by_name,
@@ -123,6 +149,15 @@ impl Gateway {
             shutdown: CancellationToken::new(),
             started: Instant::now(),
         }))
+    }
+
+    /// Accepts Tessera's personal access tokens on the MCP front ends (set once, at start-up).
+    pub fn set_pat_verifier(&self, verifier: Arc<dyn crate::caller::PatVerifier>) {
+        let _ = self.pat_verifier.set(verifier);
+    }
+
+    pub fn pat_verifier(&self) -> Option<&Arc<dyn crate::caller::PatVerifier>> {
+        self.pat_verifier.get()
     }
 
     /// Starts one discovery loop per enabled upstream.

@@ -350,6 +350,10 @@ async fn route_by_name(
         }
         return unknown(id, what, &exposed);
     }
+    if let Some(identity) = session.caller.identity() {
+        // Who called what, for the operator (never a token or the arguments).
+        tracing::info!(user = session.caller.label(), subject = %identity.user.subject, server, method = env.method(), name, "routed");
+    }
     params.set_str("name", name);
     forward(gw, session, server, env.method(), &params, id).await
 }

@@ -2,8 +2,7 @@
 //! its only stream, whose first `endpoint` event names `/message?sessionId=…`; every message to
 //! the client, responses included, travels down that stream.
 
-use super::{check_origin, rpc_error_response};
-use crate::caller::Caller;
+use super::{authenticate, check_origin, rpc_error_response};
 use crate::gateway::Gateway;
 use crate::jsonrpc::{self, Envelope};
 use crate::router::{self, Reply};
@@ -39,7 +38,11 @@ pub async fn open(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respons
     if let Err(r) = check_origin(&gw, &headers) {
         return r;
     }
-    let session = gw.create_session(FrontEnd::LegacySse, Caller::Anonymous);
+    let caller = match authenticate(&gw, &headers).await {
+        Ok(caller) => caller,
+        Err(r) => return r,
+    };
+    let session = gw.create_session(FrontEnd::LegacySse, caller);
     let Some(rx) = session.attach_stream(256) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "stream already attached").into_response();
     };
@@ -99,7 +102,12 @@ pub async fn message(
         )
             .into_response();
     };
-    let Some(session) = gw.session(&id) else {
+    let caller = match authenticate(&gw, &headers).await {
+        Ok(caller) => caller,
+        Err(r) => return r,
+    };
+    // Another user's session is answered exactly like an unknown one.
+    let Some(session) = gw.session(&id).filter(|s| s.caller.same_principal(&caller)) else {
         return (
             StatusCode::NOT_FOUND,
             "Not Found: unknown or expired session",

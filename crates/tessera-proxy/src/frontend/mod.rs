@@ -7,6 +7,7 @@
 pub mod legacy_sse;
 pub mod streamable;
 
+use crate::caller::{Caller, PAT_PREFIX};
 use crate::gateway::Gateway;
 use crate::jsonrpc;
 use axum::Router;
@@ -15,9 +16,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::sync::Arc;
+use tessera_identity::{AuthError, InvalidToken};
 
 pub fn router(gw: Arc<Gateway>) -> Router {
-    Router::new()
+    let metadata = gw.auth.as_ref().map(|a| a.resource.clone());
+    let router = Router::new()
         .route(
             "/mcp",
             post(streamable::post)
@@ -28,7 +31,36 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/message", post(legacy_sse::message))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(gw)
+        .with_state(gw);
+    match metadata {
+        // RFC 9728 protected-resource metadata, served without authentication.
+        Some(resource) => router.merge(resource.router()),
+        None => router,
+    }
+}
+
+/// Who is calling: the user proven by the request's bearer token, or `Anonymous` when the
+/// gateway runs without identity. Any failure is answered (401 with the RFC 9728 challenge,
+/// 403, or 503 when the provider cannot be asked) — never a fallback to a weaker identity.
+pub(crate) async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Caller, Response> {
+    let Some(auth) = &gw.auth else {
+        return Ok(Caller::Anonymous);
+    };
+    let verdict = match tessera_identity::bearer_token(headers) {
+        Ok(token) if token.starts_with(PAT_PREFIX) => match gw.pat_verifier() {
+            Some(verifier) => verifier.verify(token).await,
+            None => Err(AuthError::InvalidToken(InvalidToken::Malformed)),
+        },
+        Ok(token) => auth.validator.validate(token).await,
+        Err(e) => Err(e),
+    };
+    match verdict {
+        Ok(identity) => Ok(Caller::User(identity)),
+        Err(error) => {
+            tracing::debug!(reason = %error, "MCP request refused");
+            Err(auth.resource.reject(&error))
+        }
+    }
 }
 
 async fn healthz() -> &'static str {

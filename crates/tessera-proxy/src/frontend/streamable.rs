@@ -6,7 +6,7 @@
 //! made lazily, before any header is written. GET opens the session's server-to-client stream;
 //! DELETE ends the session.
 
-use super::{accepts, check_origin, json_response, rpc_error_response};
+use super::{accepts, authenticate, check_origin, json_response, rpc_error_response};
 use crate::caller::Caller;
 use crate::gateway::Gateway;
 use crate::jsonrpc::{self, Envelope, Kind};
@@ -40,6 +40,10 @@ pub async fn post(State(gw): State<Arc<Gateway>>, request: axum::extract::Reques
     if let Err(r) = check_origin(&gw, &headers) {
         return r;
     }
+    let caller = match authenticate(&gw, &headers).await {
+        Ok(caller) => caller,
+        Err(r) => return r,
+    };
     let body: Bytes = match axum::body::to_bytes(body, MAX_MESSAGE_BYTES).await {
         Ok(b) => b,
         Err(_) => {
@@ -83,7 +87,7 @@ pub async fn post(State(gw): State<Arc<Gateway>>, request: axum::extract::Reques
     };
 
     if matches!(env.kind(), Kind::Request) && env.method() == "initialize" {
-        let session = gw.create_session(FrontEnd::Streamable, Caller::Anonymous);
+        let session = gw.create_session(FrontEnd::Streamable, caller);
         let reply = router::request(&gw, &session, env).await;
         let text = match reply {
             Reply::Now(text) => text,
@@ -100,7 +104,7 @@ pub async fn post(State(gw): State<Arc<Gateway>>, request: axum::extract::Reques
         return response;
     }
 
-    let session = match session_of(&gw, &headers) {
+    let session = match session_of(&gw, &headers, &caller) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -115,6 +119,7 @@ pub async fn post(State(gw): State<Arc<Gateway>>, request: axum::extract::Reques
 fn session_of(
     gw: &Gateway,
     headers: &HeaderMap,
+    caller: &Caller,
 ) -> Result<Arc<crate::session::ClientSession>, Response> {
     let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
         return Err(plain(
@@ -122,7 +127,8 @@ fn session_of(
             "Bad Request: Mcp-Session-Id header is required",
         ));
     };
-    let Some(session) = gw.session(id) else {
+    // Another user's session is answered exactly like an unknown one.
+    let Some(session) = gw.session(id).filter(|s| s.caller.same_principal(caller)) else {
         return Err(plain(
             StatusCode::NOT_FOUND,
             "Not Found: unknown or expired session; initialize a new one",
@@ -194,13 +200,17 @@ pub async fn get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response
     if let Err(r) = check_origin(&gw, &headers) {
         return r;
     }
+    let caller = match authenticate(&gw, &headers).await {
+        Ok(caller) => caller,
+        Err(r) => return r,
+    };
     if !accepts(&headers, "text/event-stream") {
         return plain(
             StatusCode::NOT_ACCEPTABLE,
             "Not Acceptable: GET needs Accept: text/event-stream",
         );
     }
-    let session = match session_of(&gw, &headers) {
+    let session = match session_of(&gw, &headers, &caller) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -233,13 +243,15 @@ pub async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
     if let Err(r) = check_origin(&gw, &headers) {
         return r;
     }
-    let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "Bad Request: Mcp-Session-Id header is required",
-        );
+    let caller = match authenticate(&gw, &headers).await {
+        Ok(caller) => caller,
+        Err(r) => return r,
     };
-    if gw.end_session(id).await {
+    let session = match session_of(&gw, &headers, &caller) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if gw.end_session(&session.id).await {
         StatusCode::NO_CONTENT.into_response()
     } else {
         plain(StatusCode::NOT_FOUND, "Not Found: unknown session")
