@@ -1,0 +1,260 @@
+//! Personal access tokens: verification for every front end (with a short in-memory cache) and
+//! the REST handlers that create, list and revoke them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tessera_store::{
+    PAT_PREFIX, PatRejection, PersonalAccessToken, Role, Store, StoreError, UnixTime,
+};
+
+use crate::ApiState;
+use crate::caller::{Caller, CallerKind};
+use crate::error::ApiError;
+
+/// How long a verified token is reused without asking the database. Revocation through this
+/// process takes effect at once ([`forget`]); through another process, within this time.
+pub const CACHE_TTL: Duration = Duration::from_secs(30);
+const CACHE_MAX: usize = 10_000;
+/// `expires_in` when the request names none.
+const DEFAULT_EXPIRY: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Longest lifetime a token may be given.
+const MAX_EXPIRY: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// The user a personal access token speaks for. Carries no secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserIdentity {
+    /// Tessera's user id (`users.id`).
+    pub user_id: String,
+    /// The identity provider's issuer and subject for this user.
+    pub issuer: String,
+    pub subject: String,
+    /// Lower-cased.
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub role: Role,
+    /// The token's id (for audit and revocation), never the token.
+    pub pat_id: String,
+    /// Unix seconds; `None` = no expiry.
+    pub expires_at: Option<UnixTime>,
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum PatError {
+    /// Unknown, expired, revoked, or its user is disabled: the caller's fault (401).
+    #[error("personal access token rejected: {0}")]
+    Rejected(PatRejection),
+    /// The database failed (500/503).
+    #[error("cannot check the personal access token: {0}")]
+    Store(StoreError),
+}
+
+struct Cached {
+    identity: UserIdentity,
+    until: Instant,
+}
+
+static CACHE: LazyLock<Mutex<HashMap<[u8; 32], Cached>>> = LazyLock::new(Default::default);
+
+fn cache_key(token: &str) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&Sha256::digest(token.as_bytes()));
+    key
+}
+
+fn lock() -> std::sync::MutexGuard<'static, HashMap<[u8; 32], Cached>> {
+    CACHE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Checks a `tsr_pat_…` token and returns the user it speaks for.
+///
+/// Answers from an in-memory cache (keyed by the token's SHA-256, for [`CACHE_TTL`] and never
+/// past the token's expiry) so that `/mcp` does not hit the database on every call. Rejections
+/// are not cached.
+pub async fn verify(store: &Store, token: &str) -> Result<UserIdentity, PatError> {
+    if !token.starts_with(PAT_PREFIX) {
+        return Err(PatError::Rejected(PatRejection::Unknown));
+    }
+    let key = cache_key(token);
+    let now = Instant::now();
+    if let Some(hit) = lock().get(&key).filter(|c| c.until > now) {
+        return Ok(hit.identity.clone());
+    }
+    let verified = store.verify_pat(token).await.map_err(|e| match e {
+        StoreError::PatRejected(why) => PatError::Rejected(why),
+        other => PatError::Store(other),
+    })?;
+    let identity = UserIdentity {
+        user_id: verified.user.id,
+        issuer: verified.user.issuer,
+        subject: verified.user.subject,
+        email: verified.user.email,
+        display_name: verified.user.display_name,
+        role: verified.user.role,
+        pat_id: verified.pat.id,
+        expires_at: verified.pat.expires_at,
+    };
+    let mut ttl = CACHE_TTL;
+    if let Some(at) = identity.expires_at {
+        let left = u64::try_from(at - tessera_store::now_unix()).unwrap_or(0);
+        ttl = ttl.min(Duration::from_secs(left));
+    }
+    let mut cache = lock();
+    if cache.len() >= CACHE_MAX {
+        cache.retain(|_, c| c.until > now);
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+    }
+    cache.insert(
+        key,
+        Cached {
+            identity: identity.clone(),
+            until: now + ttl,
+        },
+    );
+    Ok(identity)
+}
+
+/// Drops the cached verification of the token with this id (after revocation).
+pub fn forget(pat_id: &str) {
+    lock().retain(|_, c| c.identity.pat_id != pat_id);
+}
+
+/// Drops every cached token of this user (after the user is disabled or demoted).
+pub fn forget_user(user_id: &str) {
+    lock().retain(|_, c| c.identity.user_id != user_id);
+}
+
+// ------------------------------------------------------------------------------------ REST
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateRequest {
+    name: String,
+    /// A duration such as `30d`, `12h`; default 30 days, at most 366 days.
+    expires_in: Option<String>,
+}
+
+fn rfc3339(at: Option<UnixTime>) -> serde_json::Value {
+    match at.and_then(|s| u64::try_from(s).ok()) {
+        Some(s) => humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s))
+            .to_string()
+            .into(),
+        None => serde_json::Value::Null,
+    }
+}
+
+fn token_json(p: &PersonalAccessToken) -> serde_json::Value {
+    serde_json::json!({
+        "id": p.id,
+        "name": p.name,
+        "prefix": p.prefix,
+        "created_at": rfc3339(Some(p.created_at)),
+        "expires_at": rfc3339(p.expires_at),
+        "last_used_at": rfc3339(p.last_used_at),
+        "revoked_at": rfc3339(p.revoked_at),
+        "revoked": p.revoked_at.is_some(),
+    })
+}
+
+/// `POST /api/v1/user/tokens` → 201 `{id, name, token, prefix, expires_at}`; the token is shown
+/// here once and never again.
+pub(crate) async fn create(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    body: Result<Json<CreateRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body
+        .map_err(|e| ApiError::bad_request(format!("Invalid request body: {}", e.body_text())))?;
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "Token name is required (1 to 100 characters, no control characters)",
+        ));
+    }
+    let lifetime = match req.expires_in.as_deref() {
+        None => DEFAULT_EXPIRY,
+        Some(text) => humantime::parse_duration(text.trim()).map_err(|e| {
+            ApiError::bad_request(format!(
+                "Invalid expires_in {text:?}: {e} (use e.g. 30d or 12h)"
+            ))
+        })?,
+    };
+    if lifetime.is_zero() || lifetime > MAX_EXPIRY {
+        return Err(ApiError::bad_request(
+            "expires_in must be more than 0 and at most 366d",
+        ));
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut expires_at = i64::try_from(now.saturating_add(lifetime.as_secs())).unwrap_or(i64::MAX);
+    // A token cannot outlive the token that made it: a leaked short-lived token must not mint a
+    // long-lived one.
+    if let CallerKind::PersonalAccessToken {
+        expires_at: Some(parent),
+        ..
+    } = caller.kind
+    {
+        expires_at = expires_at.min(parent);
+    }
+    let created = state
+        .store
+        .create_pat(&caller.user_id, name, &[] as &[&str], Some(expires_at))
+        .await
+        .map_err(|e| ApiError::internal("Failed to create token", &e))?;
+    tracing::info!(user = %caller.user_id, pat = %created.pat.id, "personal access token created");
+    let mut body = token_json(&created.pat);
+    body["token"] = created.token.expose_secret().into();
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}
+
+/// `GET /api/v1/user/tokens` → `{"tokens": [...]}` without the tokens themselves.
+pub(crate) async fn list(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let pats = state
+        .store
+        .list_pats(&caller.user_id)
+        .await
+        .map_err(|e| ApiError::internal("Failed to list tokens", &e))?;
+    let tokens: Vec<_> = pats.iter().map(token_json).collect();
+    Ok(Json(serde_json::json!({ "tokens": tokens })))
+}
+
+/// `DELETE /api/v1/user/tokens/{id}`: revokes one of the caller's tokens.
+pub(crate) async fn revoke(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match state.store.revoke_pat(&caller.user_id, &id).await {
+        Ok(()) => {
+            forget(&id);
+            tracing::info!(user = %caller.user_id, pat = %id, "personal access token revoked");
+            Ok(Json(serde_json::json!({ "id": id, "revoked": true })))
+        }
+        Err(StoreError::PatNotFound { .. }) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Token {id:?} not found"),
+        )),
+        Err(e) => Err(ApiError::internal("Failed to revoke token", &e)),
+    }
+}
