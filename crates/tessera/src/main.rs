@@ -1,6 +1,9 @@
 //! The `tessera` binary: command-line interface and wiring only.
 
-use anyhow::Context;
+mod serve;
+mod token;
+mod validate;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,7 +34,7 @@ enum LogFormat {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Output {
+pub(crate) enum Output {
     Text,
     Json,
 }
@@ -52,6 +55,8 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Manage your personal access tokens on a running gateway.
+    Token(token::TokenArgs),
 }
 
 #[derive(Subcommand)]
@@ -70,22 +75,25 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Config {
             command: ConfigCommand::Validate { file, output },
-        } => validate(&file, output),
-        Command::Serve { config, listen } => {
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(serve(config, listen)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        } => validate::run(&file, output),
+        Command::Serve { config, listen } => block_on(serve::run(config, listen)),
+        Command::Token(args) => block_on(token::run(args)),
+    }
+}
+
+fn block_on(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -100,87 +108,4 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-}
-
-fn validate(file: &std::path::Path, output: Output) -> ExitCode {
-    match tessera_config::load_file(file) {
-        Ok(config) => {
-            if output == Output::Json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "valid": true, "problems": [], "ignored": config.ignored })
-                );
-            } else {
-                println!(
-                    "{}: valid ({} servers)",
-                    file.display(),
-                    config.servers.len()
-                );
-                for key in &config.ignored {
-                    println!("note: {key} is accepted for compatibility but not used by Tessera");
-                }
-            }
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            if output == Output::Json {
-                let problems: Vec<_> = errors
-                    .0
-                    .iter()
-                    .map(|p| serde_json::json!({ "path": p.path, "message": p.message }))
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::json!({ "valid": false, "problems": problems })
-                );
-            } else {
-                for p in &errors.0 {
-                    println!("{p}");
-                }
-            }
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn serve(config_path: PathBuf, listen: Option<String>) -> anyhow::Result<()> {
-    let mut config = tessera_config::load_file(&config_path).map_err(|errors| {
-        let lines: Vec<String> = errors.0.iter().map(|p| format!("  {p}")).collect();
-        anyhow::anyhow!(
-            "invalid configuration {}:\n{}",
-            config_path.display(),
-            lines.join("\n")
-        )
-    })?;
-    for key in &config.ignored {
-        tracing::warn!(key = %key, "configuration key accepted for compatibility but not used");
-    }
-    if let Some(listen) = listen {
-        config.listen = listen;
-    }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let gateway = tessera_proxy::Gateway::new(config).context("cannot build the HTTP client")?;
-    tracing::info!(mcp = %format!("http://{addr}/mcp"), sse = %format!("http://{addr}/sse"), servers = gateway.servers.len(), "tessera listening");
-    let extra = axum::Router::new();
-    tessera_proxy::serve(gateway, listener, extra, shutdown_signal()).await?;
-    tracing::info!("stopped");
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutting down: finishing in-flight calls");
 }

@@ -1,0 +1,92 @@
+//! `tessera serve`: load the configuration, open the store, build the routes, serve.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tessera_config::{AuthMode, Config};
+
+pub(crate) async fn run(config_path: PathBuf, listen: Option<String>) -> anyhow::Result<()> {
+    let mut config = tessera_config::load_file(&config_path).map_err(|errors| {
+        let lines: Vec<String> = errors.0.iter().map(|p| format!("  {p}")).collect();
+        anyhow::anyhow!(
+            "invalid configuration {}:\n{}",
+            config_path.display(),
+            lines.join("\n")
+        )
+    })?;
+    for key in &config.ignored {
+        tracing::warn!(key = %key, "configuration key accepted for compatibility but not used");
+    }
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let extra = api_routes(&config, addr).await?;
+    let gateway = tessera_proxy::Gateway::new(config).context("cannot build the HTTP client")?;
+    tracing::info!(mcp = %format!("http://{addr}/mcp"), sse = %format!("http://{addr}/sse"), servers = gateway.servers.len(), "tessera listening");
+    tessera_proxy::serve(gateway, listener, extra, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Sign-in and the REST API when identity is configured; nothing (and a warning) otherwise.
+async fn api_routes(config: &Config, addr: std::net::SocketAddr) -> anyhow::Result<axum::Router> {
+    let auth = match &config.auth {
+        AuthMode::Oidc(auth) => auth,
+        AuthMode::None { explicit: true } => {
+            tracing::warn!("auth is \"none\": /mcp is unauthenticated (single-user, local use)");
+            return Ok(axum::Router::new());
+        }
+        AuthMode::None { explicit: false } => {
+            tracing::warn!(
+                "no identity configured (no `auth`): /mcp is unauthenticated; set `auth` to an identity provider, or `\"auth\": \"none\"` to confirm single-user local use"
+            );
+            return Ok(axum::Router::new());
+        }
+    };
+    let mut store = tessera_store::Store::open(&config.data_dir)
+        .await
+        .context("cannot open the store")?;
+    if auth.store_idp_tokens {
+        let keyring = tessera_store::Keyring::from_env()
+            .context("auth.store_idp_tokens is on, so a sealing key is needed")?;
+        store = store.with_keyring(Arc::new(keyring));
+    }
+    let base_url = match &config.public_url {
+        Some(url) => url.clone(),
+        None => url::Url::parse(&format!("http://{addr}"))
+            .with_context(|| format!("cannot make a base URL from the listen address {addr}"))?,
+    };
+    let state = tessera_api::ApiState::new(auth, &base_url, store)
+        .context("cannot set up browser sign-in")?;
+    tracing::info!(login = %format!("{}auth/login", with_slash(&base_url)), "browser sign-in enabled");
+    Ok(tessera_api::router(state))
+}
+
+fn with_slash(url: &url::Url) -> String {
+    let s = url.as_str();
+    if s.ends_with('/') {
+        s.to_owned()
+    } else {
+        format!("{s}/")
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight calls");
+}
