@@ -293,3 +293,39 @@ async fn readyz_is_ok_with_no_upstreams_and_lists_disabled_ones() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["upstreams"]["off"]["state"], "disabled");
 }
+
+#[tokio::test]
+async fn browser_clients_get_cors_headers_and_can_read_the_session_id() {
+    let gw = gateway("{}");
+    let preflight = Request::builder()
+        .method(Method::OPTIONS)
+        .uri("/mcp")
+        .header("origin", "http://localhost:6274")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type, mcp-protocol-version, authorization",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, _) = send(&gw, preflight).await;
+    assert!(status.is_success(), "{status}");
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "http://localhost:6274"
+    );
+    let req = post()
+        .header("origin", "http://localhost:6274")
+        .body(Body::from(INIT))
+        .unwrap();
+    let (status, headers, _) = send(&gw, req).await;
+    assert_eq!(status, StatusCode::OK);
+    let exposed = headers["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("mcp-session-id") && exposed.contains("www-authenticate"),
+        "{exposed}"
+    );
+}

@@ -31,12 +31,30 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/message", post(legacy_sse::message))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(gw);
+        .with_state(gw)
+        .layer(cors());
     match metadata {
         // RFC 9728 protected-resource metadata, served without authentication.
         Some(resource) => router.merge(resource.router()),
         None => router,
     }
+}
+
+/// CORS for browser-based MCP clients (MCP Inspector): the browser may read the session id
+/// and the authorization challenge. Which origins may call at all is decided by the Origin
+/// check in each handler (403), so the preflight mirrors the request's origin.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([
+            HeaderName::from_static("mcp-session-id"),
+            HeaderName::from_static("www-authenticate"),
+            HeaderName::from_static("mcp-protocol-version"),
+        ])
 }
 
 /// Who is calling: the user proven by the request's bearer token, or `Anonymous` when the
