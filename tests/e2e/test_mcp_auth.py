@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
@@ -197,3 +198,72 @@ async def test_mcp_sdk_oauth_client_signs_in_through_tessera(env: Env) -> None:
     assert text_of(result) == "from the sdk"
     assert storage.info is not None, "the SDK registered itself at the provider"
     assert storage.tokens is not None and "bob@example.com" in env.gw.log_tail(300)
+
+
+async def test_sdk_refreshes_an_expired_access_token(env: Env) -> None:
+    """With a 3-second access-token lifetime, the SDK's next connection after expiry refreshes
+    at the provider and Tessera accepts the new token (the old one is refused by then)."""
+    from mcp import ClientSession
+    from mcp.client.auth import OAuthClientProvider, TokenStorage
+    from mcp.client.streamable_http import streamablehttp_client
+    from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+    class Memory(TokenStorage):
+        tokens: OAuthToken | None = None
+        info: OAuthClientInformationFull | None = None
+
+        async def get_tokens(self) -> OAuthToken | None:
+            return self.tokens
+
+        async def set_tokens(self, tokens: OAuthToken) -> None:
+            self.tokens = tokens
+
+        async def get_client_info(self) -> OAuthClientInformationFull | None:
+            return self.info
+
+        async def set_client_info(self, info: OAuthClientInformationFull) -> None:
+            self.info = info
+
+    landed: dict[str, str] = {}
+
+    async def redirect_handler(url: str) -> None:
+        landed["url"] = await anyio.to_thread.run_sync(browser_login, url, "alice", "alice-pw")
+
+    async def callback_handler() -> tuple[str, str | None]:
+        q = parse_qs(urlsplit(landed["url"]).query)
+        return q["code"][0], q.get("state", [None])[0]
+
+    storage = Memory()
+    metadata = OAuthClientMetadata(redirect_uris=["http://127.0.0.1:9/callback"], client_name="sdk-refresh")  # type: ignore[list-item]
+
+    # One provider object for both connections: it remembers when its token expires.
+    auth = OAuthClientProvider(env.resource, metadata, storage, redirect_handler, callback_handler)
+
+    async def call(message: str) -> str:
+        async with streamablehttp_client(env.resource, auth=auth) as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                return text_of(await session.call_tool(f"demo{SEP}echo", {"message": message}))
+
+    before = env.idp.settings()["access_token_ttl"]
+    env.idp.settings(access_token_ttl=3)
+    try:
+        assert await call("first") == "first"
+        assert storage.tokens is not None and storage.tokens.refresh_token
+        first_token = storage.tokens.access_token
+        # Wait (bounded) until the first token's `exp` has passed: what triggers the refresh is
+        # the passage of time itself. (Tessera allows 60 s of clock skew, so it is not asked.)
+        exp = json.loads(base64.urlsafe_b64decode(first_token.split(".")[1] + "=="))["exp"]
+        for _ in range(200):
+            if time.time() > exp + 1:
+                break
+            await anyio.sleep(0.05)
+        else:
+            pytest.fail("the short-lived access token never expired")
+        env.idp.reset_stats()
+        assert await call("second") == "second"
+        assert storage.tokens.access_token != first_token, "the SDK did not get a new access token"
+        grants = env.idp.stats()["grants"]
+        assert grants.get("refresh_token", {}).get("success", 0) >= 1, grants
+    finally:
+        env.idp.settings(access_token_ttl=before)
