@@ -1,5 +1,6 @@
 //! The `tessera` binary: command-line interface and wiring only.
 
+mod pat_bridge;
 mod serve;
 mod token;
 mod validate;

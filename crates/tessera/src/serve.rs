@@ -27,27 +27,34 @@ pub(crate) async fn run(config_path: PathBuf, listen: Option<String>) -> anyhow:
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let extra = api_routes(&config, addr).await?;
+    let (extra, store) = api_routes(&config, addr).await?;
     let gateway = tessera_proxy::Gateway::new(config).context("cannot build the HTTP client")?;
+    if let Some(store) = store {
+        gateway.set_pat_verifier(Arc::new(crate::pat_bridge::StorePatVerifier { store }));
+    }
     tracing::info!(mcp = %format!("http://{addr}/mcp"), sse = %format!("http://{addr}/sse"), servers = gateway.servers.len(), "tessera listening");
     tessera_proxy::serve(gateway, listener, extra, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Sign-in and the REST API when identity is configured; nothing (and a warning) otherwise.
-async fn api_routes(config: &Config, addr: std::net::SocketAddr) -> anyhow::Result<axum::Router> {
+/// Sign-in and the REST API (and the store behind them) when identity is configured; nothing
+/// (and a warning) otherwise.
+async fn api_routes(
+    config: &Config,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(axum::Router, Option<tessera_store::Store>)> {
     let auth = match &config.auth {
         AuthMode::Oidc(auth) => auth,
         AuthMode::None { explicit: true } => {
             tracing::warn!("auth is \"none\": /mcp is unauthenticated (single-user, local use)");
-            return Ok(axum::Router::new());
+            return Ok((axum::Router::new(), None));
         }
         AuthMode::None { explicit: false } => {
             tracing::warn!(
                 "no identity configured (no `auth`): /mcp is unauthenticated; set `auth` to an identity provider, or `\"auth\": \"none\"` to confirm single-user local use"
             );
-            return Ok(axum::Router::new());
+            return Ok((axum::Router::new(), None));
         }
     };
     let mut store = tessera_store::Store::open(&config.data_dir)
@@ -63,10 +70,10 @@ async fn api_routes(config: &Config, addr: std::net::SocketAddr) -> anyhow::Resu
         None => url::Url::parse(&format!("http://{addr}"))
             .with_context(|| format!("cannot make a base URL from the listen address {addr}"))?,
     };
-    let state = tessera_api::ApiState::new(auth, &base_url, store)
+    let state = tessera_api::ApiState::new(auth, &base_url, store.clone())
         .context("cannot set up browser sign-in")?;
     tracing::info!(login = %format!("{}auth/login", with_slash(&base_url)), "browser sign-in enabled");
-    Ok(tessera_api::router(state))
+    Ok((tessera_api::router(state), Some(store)))
 }
 
 fn with_slash(url: &url::Url) -> String {
