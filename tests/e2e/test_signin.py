@@ -321,6 +321,27 @@ def test_bob_cannot_revoke_alices_token(env: Env) -> None:
     assert me.status_code == 200
 
 
+def test_personal_access_token_opens_mcp_sessions_until_revoked(env: Env) -> None:
+    """A headless agent uses a PAT as its bearer token on /mcp: it carries alice's identity, and
+    after revocation it is refused at once (401 with the RFC 9728 challenge)."""
+    c, _ = sign_in(env, "alice")
+    created = c.post("/api/v1/user/tokens", json={"name": "mcp agent"}).json()
+    token = created["token"]
+    env.remember("pat", token)
+    agent = env.client()
+    headers = {"authorization": f"Bearer {token}", "accept": "application/json, text/event-stream"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "agent", "version": "1"}}}
+    r = agent.post("/mcp", json=init, headers=headers)
+    assert r.status_code == 200, r.text
+    sid = r.headers["mcp-session-id"]
+    r = agent.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "ping"}, headers={**headers, "mcp-session-id": sid})
+    assert r.status_code == 200 and r.json()["result"] == {}
+    assert c.delete(f"/api/v1/user/tokens/{created['id']}").status_code in (200, 204)
+    r = agent.post("/mcp", json={"jsonrpc": "2.0", "id": 3, "method": "ping"}, headers={**headers, "mcp-session-id": sid})
+    assert r.status_code == 401, r.text
+    assert 'error="invalid_token"' in r.headers.get("www-authenticate", "")
+
+
 def test_zz_no_secret_in_any_response_or_log_line(env: Env) -> None:
     """Runs last in this module: every response the tests received and every line the gateway
     logged are free of the PATs, session cookies, authorization codes, the client secret and the
