@@ -177,6 +177,17 @@ def test_state_mismatch_is_rejected(env: Env) -> None:
     assert not c.cookies.get(SESSION_COOKIE)
 
 
+def test_nonce_mismatch_is_rejected(env: Env) -> None:
+    """The authorize request is tampered with on its way to the provider (another nonce, same
+    state): the provider signs an ID token with that nonce, and Tessera refuses it."""
+    c = env.client()
+    authorize = with_query(start_login(env, c), nonce="forged-" + secrets.token_urlsafe(8))
+    r = c.get(idp_callback(env, authorize, "alice"))
+    assert r.status_code in (400, 401), r.text
+    assert not c.cookies.get(SESSION_COOKIE), "no session from an ID token with a foreign nonce"
+    assert c.get("/api/v1/me").status_code == 401
+
+
 def test_callback_without_login_cookie_is_rejected_as_login_csrf(env: Env) -> None:
     # The attacker's own sign-in, delivered to a victim browser that never started one.
     attacker = env.client()
