@@ -78,8 +78,48 @@ impl ApiState {
     }
 }
 
-/// The sign-in routes and the REST API, to be merged beside the MCP front ends.
+/// How often expired browser sessions and sign-ins in progress are purged.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Purges expired sessions (store) and expired sign-ins in progress (memory) every `every`,
+/// until the state is dropped (it holds only a weak reference) or the runtime shuts down.
+/// Without a Tokio runtime nothing is started.
+pub fn spawn_purge(state: &Arc<ApiState>, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    let weak = Arc::downgrade(state);
+    Some(handle.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate: start-up has nothing to purge yet
+        loop {
+            tick.tick().await;
+            let Some(state) = weak.upgrade() else { break };
+            purge_once(&state).await;
+        }
+    }))
+}
+
+/// One purge pass; failures are logged, never fatal. Returns how many sessions and sign-ins in
+/// progress were removed.
+pub async fn purge_once(state: &ApiState) -> (u64, usize) {
+    let logins = state.pending.purge_expired();
+    let sessions = match state.store.purge_expired_sessions().await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "purging expired sessions failed");
+            0
+        }
+    };
+    if sessions > 0 || logins > 0 {
+        tracing::debug!(sessions, logins, "purged expired sessions and sign-ins");
+    }
+    (sessions, logins)
+}
+
+/// The sign-in routes and the REST API, to be merged beside the MCP front ends. Also starts
+/// the periodic purge ([`spawn_purge`], every [`PURGE_INTERVAL`]).
 pub fn router(state: Arc<ApiState>) -> Router {
+    spawn_purge(&state, PURGE_INTERVAL);
     Router::new()
         .route("/auth/login", get(oidc::login))
         .route("/auth/callback", get(oidc::callback))
@@ -103,4 +143,82 @@ async fn me(caller: Caller) -> Json<serde_json::Value> {
         "role": caller.role.as_str(),
         "auth": auth,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret as _;
+    use tessera_store::{Role, UserLogin};
+
+    pub(crate) async fn test_state(dir: &std::path::Path) -> Arc<ApiState> {
+        let base = Url::parse("http://127.0.0.1:9").unwrap();
+        let auth = AuthConfig::oidc(
+            "http://127.0.0.1:9/idp",
+            "tessera",
+            base.join("/mcp").unwrap(),
+        );
+        let store = Store::open(dir).await.unwrap();
+        ApiState::new(&auth, &base, store).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_purge_removes_expired_sessions_and_sign_ins_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path()).await;
+        let user = state
+            .store
+            .upsert_user(&UserLogin {
+                issuer: "i",
+                subject: "s",
+                email: None,
+                display_name: None,
+                role_if_new: Role::User,
+            })
+            .await
+            .unwrap();
+        let live = state
+            .store
+            .create_session(&user.id, Duration::from_secs(3600), None, None)
+            .await
+            .unwrap();
+        state
+            .store
+            .create_session(&user.id, Duration::ZERO, None, None)
+            .await
+            .unwrap();
+        state
+            .pending
+            .insert("old".into(), pending::tests::expired_login())
+            .unwrap();
+        assert_eq!(purge_once(&state).await, (1, 1));
+        assert_eq!(purge_once(&state).await, (0, 0));
+        let kept = state
+            .store
+            .get_session(live.cookie_value.expose_secret())
+            .await
+            .unwrap();
+        assert!(kept.is_some());
+    }
+
+    #[tokio::test]
+    async fn the_periodic_purge_runs_and_stops_with_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = test_state(dir.path()).await;
+        state
+            .pending
+            .insert("old".into(), pending::tests::expired_login())
+            .unwrap();
+        let task = spawn_purge(&state, Duration::from_millis(20)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while state.pending.len() != 0 {
+            assert!(std::time::Instant::now() < deadline, "purge did not run");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(state);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the purge task stops once the state is gone")
+            .unwrap();
+    }
 }

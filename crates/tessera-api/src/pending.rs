@@ -72,11 +72,31 @@ impl PendingLogins {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(id).filter(|l| !l.expired(Instant::now()))
     }
+
+    /// Drops every expired sign-in. Returns how many.
+    pub fn purge_expired(&self) -> usize {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let before = map.len();
+        let now = Instant::now();
+        map.retain(|_, l| !l.expired(now));
+        before - map.len()
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    pub(crate) fn expired_login() -> PendingLogin {
+        let mut l = login();
+        l.created = Instant::now() - LOGIN_TTL - Duration::from_secs(1);
+        l
+    }
 
     fn login() -> PendingLogin {
         PendingLogin::new(
@@ -102,5 +122,17 @@ mod tests {
         l.created = Instant::now() - LOGIN_TTL - Duration::from_secs(1);
         p.insert("id".into(), l).unwrap();
         assert!(p.take("id").is_none());
+    }
+
+    #[test]
+    fn purge_drops_only_expired_logins() {
+        let p = PendingLogins::default();
+        let mut old = login();
+        old.created = Instant::now() - LOGIN_TTL - Duration::from_secs(1);
+        p.insert("old".into(), old).unwrap();
+        p.insert("new".into(), login()).unwrap();
+        assert_eq!(p.purge_expired(), 1);
+        assert_eq!(p.purge_expired(), 0);
+        assert!(p.take("new").is_some());
     }
 }
