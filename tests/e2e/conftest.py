@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -163,9 +164,23 @@ def _die_with_parent() -> None:
         pass
 
 
+# Every gateway log of the run, and the secrets tests used: scanned once the whole suite is done.
+GATEWAY_LOGS: list[Path] = []
+USED_SECRETS: set[str] = set()
+
+
+def register_secret(value: str) -> str:
+    """Remember a token, secret or key a test used; no gateway log line may contain it."""
+    if value:
+        USED_SECRETS.add(value)
+    return value
+
+
 def spawn(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> Proc:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+    if name == "tessera":
+        GATEWAY_LOGS.append(log)
     fh = open(log, "wb")  # noqa: SIM115 - closed by the OS when the child exits
     full_env = dict(os.environ)
     if env:
@@ -358,6 +373,23 @@ def wait_gateway_ready(gw: Gateway, timeout: float = STARTUP_TIMEOUT) -> None:
 
 
 # -------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_gateway_log() -> Iterator[None]:
+    """After the whole suite: no line any gateway logged carries a JWT, a personal access token,
+    or a secret a test registered (client secrets, sealing keys, tokens)."""
+    yield
+    jwt_like = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+    pat_like = re.compile(r"tsr_pat_[A-Za-z0-9_-]{16,}")
+    problems = []
+    for log in GATEWAY_LOGS:
+        if not log.exists():
+            continue
+        for n, line in enumerate(log.read_text(errors="replace").splitlines(), 1):
+            if jwt_like.search(line) or pat_like.search(line) or any(s in line for s in USED_SECRETS):
+                problems.append(f"{log}:{n}: {line[:200]}")
+    assert not problems, "secrets in gateway logs:\n" + "\n".join(problems[:20])
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import anyio
 import httpx
 import pytest
 
-from conftest import SEP, Gateway, ProcessRegistry, free_port, start_gateway, stdio_lossless, text_of
+from conftest import SEP, Gateway, ProcessRegistry, free_port, register_secret, start_gateway, stdio_lossless, text_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
 from idp import IdP, browser_login  # noqa: E402
@@ -41,6 +41,8 @@ class Env:
     def token_for(self, user: str) -> str:
         """A real access token for `user`, issued by the provider for Tessera's resource."""
         tokens = self.idp.login("tessera", "http://127.0.0.1:9/callback", user, client_secret="tessera-secret", resource=self.resource, scope="openid email profile")
+        for key in ("access_token", "refresh_token", "id_token"):
+            register_secret(tokens.get(key, ""))
         return tokens["access_token"]
 
 
@@ -58,6 +60,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         "resources": [resource],
     }]
     reg = ProcessRegistry()
+    register_secret("tessera-secret")
     with IdP({"clients": clients}, log_dir=tmp / "idp") as idp:
         try:
             auth = {"issuer": idp.issuer, "client_id": "tessera", "client_secret": "tessera-secret", "resource": resource}

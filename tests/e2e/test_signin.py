@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import httpx
 import pytest
 
-from conftest import REPO, TESSERA_BIN, Gateway, ProcessRegistry, free_port, start_gateway, wait_gateway_ready
+from conftest import REPO, TESSERA_BIN, Gateway, ProcessRegistry, free_port, start_gateway, wait_gateway_ready, register_secret
 
 sys.path.insert(0, str(REPO / "tests" / "testbed"))
 from idp import USERS, IdP, browser_login  # noqa: E402
@@ -48,6 +48,7 @@ class Env:
 
     def remember(self, what: str, value: str) -> None:
         assert value
+        register_secret(value)
         self.secrets[f"{what}#{len(self.secrets)}"] = value
 
 
