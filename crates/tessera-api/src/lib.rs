@@ -6,6 +6,8 @@
 //! - [`pat`]: personal access tokens — [`pat::verify`] for any front end (cached), and
 //!   `POST/GET /api/v1/user/tokens`, `DELETE /api/v1/user/tokens/{id}`.
 //! - `GET /api/v1/me`: the signed-in user.
+//! - [`openapi`]: `GET /api/v1/openapi.json`, the OpenAPI 3.1 document of all of the above
+//!   (a test keeps it and the router in step).
 //!
 //! Every REST error is `{"error": <status text>, "message": <reason>, "status_code": <n>}`.
 //!
@@ -20,6 +22,7 @@ pub mod caller;
 pub mod cookies;
 pub mod error;
 pub mod oidc;
+pub mod openapi;
 pub mod pat;
 mod pending;
 pub mod return_to;
@@ -124,6 +127,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/auth/login", get(oidc::login))
         .route("/auth/callback", get(oidc::callback))
         .route("/auth/logout", post(oidc::logout))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/me", get(me))
         .route("/api/v1/user/tokens", post(pat::create).get(pat::list))
         .route("/api/v1/user/tokens/{id}", delete(pat::revoke))
