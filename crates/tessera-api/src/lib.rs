@@ -8,6 +8,8 @@
 //! - `GET /api/v1/me`: the signed-in user.
 //! - [`openapi`]: `GET /api/v1/openapi.json`, the OpenAPI 3.1 document of all of the above
 //!   (a test keeps it and the router in step).
+//! - [`subject_token`]: the user's provider tokens, refreshed when near expiry;
+//!   `GET /api/v1/user/idp-token`.
 //!
 //! Every REST error is `{"error": <status text>, "message": <reason>, "status_code": <n>}`.
 //!
@@ -26,6 +28,7 @@ pub mod openapi;
 pub mod pat;
 mod pending;
 pub mod return_to;
+pub mod subject_token;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,10 +57,11 @@ pub enum SetupError {
 /// Shared state of the sign-in and REST handlers.
 pub struct ApiState {
     pub(crate) store: Store,
-    pub(crate) provider: oidc::Provider,
+    pub(crate) provider: Arc<oidc::Provider>,
     pub(crate) cookies: CookiePolicy,
     pub(crate) pending: pending::PendingLogins,
     pub(crate) session_ttl: Duration,
+    pub(crate) subject_tokens: subject_token::SubjectTokens,
 }
 
 impl ApiState {
@@ -65,19 +69,33 @@ impl ApiState {
     /// address>`. The provider redirects to `<base_url>/auth/callback`.
     pub fn new(auth: &AuthConfig, base_url: &Url, store: Store) -> Result<Arc<Self>, SetupError> {
         let cookies = CookiePolicy::for_base_url(base_url)?;
-        let provider = oidc::Provider::new(auth, cookies::join(base_url, "/auth/callback"))?;
+        let provider = Arc::new(oidc::Provider::new(
+            auth,
+            cookies::join(base_url, "/auth/callback"),
+        )?);
+        let subject_tokens = subject_token::SubjectTokens::new(
+            store.clone(),
+            provider.clone(),
+            auth.store_idp_tokens,
+        );
         Ok(Arc::new(ApiState {
             store,
             provider,
             cookies,
             pending: pending::PendingLogins::default(),
             session_ttl: auth.session_ttl,
+            subject_tokens,
         }))
     }
 
     /// The store the API works on.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The users' provider tokens (subject tokens), refreshed when near expiry.
+    pub fn subject_tokens(&self) -> &subject_token::SubjectTokens {
+        &self.subject_tokens
     }
 }
 
@@ -131,6 +149,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/me", get(me))
         .route("/api/v1/user/tokens", post(pat::create).get(pat::list))
         .route("/api/v1/user/tokens/{id}", delete(pat::revoke))
+        .route("/api/v1/user/idp-token", get(subject_token::status))
         .with_state(state)
 }
 

@@ -34,7 +34,7 @@ use crate::error::ApiError;
 use crate::pending::{LOGIN_TTL, PendingLogin};
 use crate::return_to;
 
-type OidcClient = CoreClient<
+pub(crate) type OidcClient = CoreClient<
     EndpointSet,
     EndpointNotSet,
     EndpointNotSet,
@@ -53,9 +53,9 @@ const MIN_REFRESH: Duration = Duration::from_secs(10);
 
 /// The provider: settings, discovery document (with its JWKS) cached for `jwks_cache`.
 pub struct Provider {
-    config: AuthConfig,
+    pub(crate) config: AuthConfig,
     redirect_uri: RedirectUrl,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     metadata: tokio::sync::Mutex<Option<(Arc<CoreProviderMetadata>, Instant)>>,
 }
 
@@ -80,7 +80,7 @@ pub(crate) enum HttpError {
     Http(#[from] http::Error),
 }
 
-async fn send(
+pub(crate) async fn send(
     client: reqwest::Client,
     request: openidconnect::HttpRequest,
 ) -> Result<openidconnect::HttpResponse, HttpError> {
@@ -105,7 +105,7 @@ async fn send(
     Ok(out)
 }
 
-fn signing_alg(a: JwtAlgorithm) -> CoreJwsSigningAlgorithm {
+pub(crate) fn signing_alg(a: JwtAlgorithm) -> CoreJwsSigningAlgorithm {
     match a {
         JwtAlgorithm::RS256 => CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
         JwtAlgorithm::RS384 => CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
@@ -142,7 +142,10 @@ impl Provider {
 
     /// The discovery document with the provider's keys: cached for `jwks_cache`; `refresh`
     /// fetches it again unless it was fetched within the last [`MIN_REFRESH`].
-    async fn metadata(&self, refresh: bool) -> Result<Arc<CoreProviderMetadata>, ApiError> {
+    pub(crate) async fn metadata(
+        &self,
+        refresh: bool,
+    ) -> Result<Arc<CoreProviderMetadata>, ApiError> {
         let mut slot = self.metadata.lock().await;
         if let Some((meta, at)) = slot.as_ref() {
             let age = at.elapsed();
@@ -164,7 +167,7 @@ impl Provider {
         Ok(meta)
     }
 
-    fn client(&self, meta: &CoreProviderMetadata) -> OidcClient {
+    pub(crate) fn client(&self, meta: &CoreProviderMetadata) -> OidcClient {
         let secret = self
             .config
             .client_secret
@@ -214,7 +217,7 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 
 /// An RFC 6749 error code as the provider sent it, reduced to its allowed characters and a sane
 /// length, so nothing else of the provider's answer reaches the response.
-fn error_code(code: &str) -> String {
+pub(crate) fn error_code(code: &str) -> String {
     let clean: String = code
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
