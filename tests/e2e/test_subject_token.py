@@ -179,7 +179,7 @@ def test_revoked_provider_session_asks_to_sign_in_again(env: Env) -> None:
     assert c2.get("/api/v1/user/idp-token").json()["status"] == "valid"
 
 
-def test_bob_without_a_sign_in_has_no_provider_session_to_show(env: Env) -> None:
+def test_an_anonymous_caller_gets_the_usual_401(env: Env) -> None:
     r = httpx.get(f"{env.gw.base}/api/v1/user/idp-token", timeout=10)
     assert r.status_code == 401
     assert "reauth_url" not in r.json()  # not signed in to Tessera at all: the usual 401
