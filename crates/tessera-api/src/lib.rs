@@ -3,6 +3,8 @@
 //! - [`oidc`]: `GET /auth/login`, `GET /auth/callback`, `POST /auth/logout` — OpenID Connect
 //!   authorization code + PKCE, `state` and `nonce` bound to a login cookie, ID token verified
 //!   against the provider's JWKS.
+//!   Presets: `google` (offline access when provider tokens are kept), `microsoft`
+//!   (`offline_access`), `github` ([`github`]: OAuth 2.0, no ID token; `/user` + `/user/emails`).
 //! - [`pat`]: personal access tokens — [`pat::verify`] for any front end (cached), and
 //!   `POST/GET /api/v1/user/tokens`, `DELETE /api/v1/user/tokens/{id}`.
 //! - `GET /api/v1/me`: the signed-in user.
@@ -23,6 +25,7 @@
 pub mod caller;
 pub mod cookies;
 pub mod error;
+pub mod github;
 pub mod oidc;
 pub mod openapi;
 pub mod pat;

@@ -21,16 +21,17 @@ use openidconnect::core::{
 use openidconnect::{
     AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet,
     EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse as _, PkceCodeChallenge,
-    RedirectUrl, RequestTokenError, Scope, TokenResponse as _,
+    PkceCodeVerifier, RedirectUrl, RequestTokenError, Scope, TokenResponse as _,
 };
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq as _;
-use tessera_config::{AuthConfig, JwtAlgorithm};
+use tessera_config::{AuthConfig, AuthProvider, JwtAlgorithm};
 use tessera_store::{IdpTokens, Role, UserLogin};
 
 use crate::ApiState;
 use crate::cookies::CookiePolicy;
 use crate::error::ApiError;
+use crate::github::{self, GithubEndpoints};
 use crate::pending::{LOGIN_TTL, PendingLogin};
 use crate::return_to;
 
@@ -57,6 +58,8 @@ pub struct Provider {
     redirect_uri: RedirectUrl,
     pub(crate) http: reqwest::Client,
     metadata: tokio::sync::Mutex<Option<(Arc<CoreProviderMetadata>, Instant)>>,
+    /// The `github` preset's endpoints (GitHub has no discovery).
+    pub(crate) github: GithubEndpoints,
 }
 
 /// Why the provider client could not be built.
@@ -137,7 +140,14 @@ impl Provider {
             redirect_uri,
             http,
             metadata: tokio::sync::Mutex::new(None),
+            github: GithubEndpoints::default(),
         })
+    }
+
+    /// Replaces the `github` preset's endpoints (tests; GitHub Enterprise).
+    pub fn with_github_endpoints(mut self, endpoints: GithubEndpoints) -> Self {
+        self.github = endpoints;
+        self
     }
 
     /// The discovery document with the provider's keys: cached for `jwks_cache`; `refresh`
@@ -244,26 +254,7 @@ pub(crate) async fn login(
 async fn start_login(state: &ApiState, query: Option<&str>) -> Result<Response, ApiError> {
     let target = query_param(query, "return_to");
     let return_to = return_to::validate(target.as_deref()).to_owned();
-    let meta = state.provider.metadata(false).await?;
-    let client = state.provider.client(&meta);
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let mut request = client
-        .authorize_url(
-            CoreAuthenticationFlow::AuthorizationCode,
-            CsrfToken::new_random,
-            Nonce::new_random,
-        )
-        .set_pkce_challenge(challenge);
-    for scope in state
-        .provider
-        .config
-        .scopes
-        .iter()
-        .filter(|s| *s != "openid")
-    {
-        request = request.add_scope(Scope::new(scope.clone()));
-    }
-    let (url, csrf, nonce) = request.url();
+    let (url, csrf, nonce, verifier) = authorization_request(&state.provider).await?;
     let login_id = CsrfToken::new_random();
     state
         .pending
@@ -285,6 +276,59 @@ async fn start_login(state: &ApiState, query: Option<&str>) -> Result<Response, 
         response.headers_mut().append(header::SET_COOKIE, c);
     }
     Ok(response)
+}
+
+/// The provider's authorization URL with a fresh `state`, `nonce` and PKCE verifier (GitHub:
+/// no PKCE and no nonce; the verifier and nonce kept are unused).
+async fn authorization_request(
+    provider: &Provider,
+) -> Result<(url::Url, CsrfToken, Nonce, PkceCodeVerifier), ApiError> {
+    let config = &provider.config;
+    if config.provider == AuthProvider::Github {
+        let csrf = CsrfToken::new_random();
+        let url = github::authorize_url(
+            &provider.github,
+            &config.client_id,
+            provider.redirect_uri.as_str(),
+            &config.scopes,
+            csrf.secret(),
+        );
+        let (_, verifier) = PkceCodeChallenge::new_random_sha256();
+        return Ok((url, csrf, Nonce::new_random(), verifier));
+    }
+    let meta = provider.metadata(false).await?;
+    let client = provider.client(&meta);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let mut request = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .set_pkce_challenge(challenge);
+    for scope in config.scopes.iter().filter(|s| *s != "openid") {
+        request = request.add_scope(Scope::new(scope.clone()));
+    }
+    if config.store_idp_tokens {
+        // Ask for a refresh token (reference §1.3): Google through `access_type=offline`
+        // (and `prompt=consent`, or a returning user gets none), Microsoft through the
+        // `offline_access` scope.
+        match config.provider {
+            AuthProvider::Google => {
+                request = request
+                    .add_extra_param("access_type", "offline")
+                    .add_extra_param("prompt", "consent");
+            }
+            AuthProvider::Microsoft { .. }
+                if !config.scopes.iter().any(|s| s == "offline_access") =>
+            {
+                request = request.add_scope(Scope::new("offline_access".into()));
+            }
+            _ => {}
+        }
+    }
+    let (url, csrf, nonce) = request.url();
+    Ok((url, csrf, nonce, verifier))
 }
 
 /// `GET /auth/callback?code&state`: finishes the sign-in this browser started.
@@ -346,6 +390,10 @@ async fn finish_login(
     let code = query_param(query, "code")
         .filter(|c| !c.is_empty())
         .ok_or_else(|| ApiError::bad_request("missing code parameter"))?;
+    if state.provider.config.provider == AuthProvider::Github {
+        let cookie = finish_github_login(state, headers, &code).await?;
+        return Ok((cookie, pending.return_to));
+    }
 
     let provider = &state.provider;
     let meta = provider.metadata(false).await?;
@@ -415,7 +463,6 @@ async fn finish_login(
         )
     })?;
 
-    let subject = claims.subject().as_str();
     let email_verified = claims.email_verified() != Some(false);
     let email = claims.email().map(|e| e.as_str().trim().to_lowercase());
     let name = claims
@@ -424,9 +471,99 @@ async fn finish_login(
         .map(|n| n.as_str().to_owned())
         .or_else(|| claims.preferred_username().map(|u| u.as_str().to_owned()));
     let config = &provider.config;
+    let admin_by_claim = config
+        .admin_claim
+        .as_ref()
+        .is_some_and(|ac| claim_matches(&id_token.to_string(), &ac.claim, &ac.value));
+    let tokens = config.store_idp_tokens.then(|| IdpTokens {
+        access_token: SecretString::from(token.access_token().secret().clone()),
+        refresh_token: token
+            .refresh_token()
+            .map(|t| SecretString::from(t.secret().clone())),
+        id_token: Some(SecretString::from(id_token.to_string())),
+        expires_at: expiry(token.expires_in().map(|d| d.as_secs())),
+        scopes: token
+            .scopes()
+            .map(|s| s.iter().map(|x| x.to_string()).collect())
+            .unwrap_or_default(),
+    });
+    let account = Account {
+        subject: claims.subject().as_str(),
+        email: email.as_deref(),
+        email_verified,
+        display_name: name.as_deref(),
+        admin_by_claim,
+    };
+    let cookie = complete_sign_in(state, headers, &account, tokens).await?;
+    Ok((cookie, pending.return_to))
+}
+
+/// `expires_in` seconds from now, as a Unix time.
+fn expiry(expires_in: Option<u64>) -> Option<tessera_store::UnixTime> {
+    expires_in
+        .and_then(|s| i64::try_from(s).ok())
+        .map(|s| tessera_store::now_unix().saturating_add(s))
+}
+
+/// The GitHub half of `/auth/callback`: code exchange, then `/user` and `/user/emails`.
+async fn finish_github_login(
+    state: &ApiState,
+    headers: &HeaderMap,
+    code: &str,
+) -> Result<SecretString, ApiError> {
+    let provider = &state.provider;
+    let config = &provider.config;
+    let token = github::exchange_code(
+        &provider.http,
+        &provider.github,
+        &config.client_id,
+        config.client_secret.as_ref(),
+        provider.redirect_uri.as_str(),
+        code,
+    )
+    .await?;
+    let user = github::user(&provider.http, &provider.github, &token.access_token).await?;
+    let tokens = config.store_idp_tokens.then(|| IdpTokens {
+        access_token: token.access_token.clone(),
+        refresh_token: token.refresh_token.clone(),
+        id_token: None,
+        expires_at: expiry(token.expires_in),
+        scopes: token.scopes.clone(),
+    });
+    let account = Account {
+        subject: &user.subject,
+        email: Some(&user.email),
+        email_verified: true,
+        display_name: user.display_name.as_deref(),
+        admin_by_claim: false,
+    };
+    complete_sign_in(state, headers, &account, tokens).await
+}
+
+/// Who the provider says signed in.
+struct Account<'a> {
+    subject: &'a str,
+    /// Lower-cased.
+    email: Option<&'a str>,
+    email_verified: bool,
+    display_name: Option<&'a str>,
+    /// The configured `admin_claim` matched (OpenID Connect providers only).
+    admin_by_claim: bool,
+}
+
+/// The provider-independent end of a sign-in: allowed domains, role, the user row, the
+/// provider tokens (sealed) and a new session, whose cookie value is returned.
+async fn complete_sign_in(
+    state: &ApiState,
+    headers: &HeaderMap,
+    account: &Account<'_>,
+    tokens: Option<IdpTokens>,
+) -> Result<SecretString, ApiError> {
+    let config = &state.provider.config;
+    let email = account.email;
+    let email_verified = account.email_verified;
     if !config.allowed_domains.is_empty() {
         let domain = email
-            .as_deref()
             .filter(|_| email_verified)
             .and_then(|e| e.rsplit_once('@'))
             .map(|(_, d)| d);
@@ -443,17 +580,13 @@ async fn finish_login(
         }
     }
     let admin_by_email = email_verified
-        && email.as_deref().is_some_and(|e| {
+        && email.is_some_and(|e| {
             config
                 .admin_emails
                 .iter()
                 .any(|a| a.eq_ignore_ascii_case(e))
         });
-    let admin_by_claim = config
-        .admin_claim
-        .as_ref()
-        .is_some_and(|ac| claim_matches(&id_token.to_string(), &ac.claim, &ac.value));
-    let role = if admin_by_email || admin_by_claim {
+    let role = if admin_by_email || account.admin_by_claim {
         Role::Admin
     } else {
         Role::User
@@ -462,9 +595,9 @@ async fn finish_login(
     let mut user = store
         .upsert_user(&UserLogin {
             issuer: &config.issuer,
-            subject,
-            email: email.as_deref(),
-            display_name: name.as_deref(),
+            subject: account.subject,
+            email,
+            display_name: account.display_name,
             role_if_new: role,
         })
         .await
@@ -483,23 +616,7 @@ async fn finish_login(
         crate::pat::forget_user(&user.id);
         user.role = role;
     }
-    if config.store_idp_tokens {
-        let expires_at = token
-            .expires_in()
-            .and_then(|d| i64::try_from(d.as_secs()).ok())
-            .map(|s| tessera_store::now_unix() + s);
-        let tokens = IdpTokens {
-            access_token: SecretString::from(token.access_token().secret().clone()),
-            refresh_token: token
-                .refresh_token()
-                .map(|t| SecretString::from(t.secret().clone())),
-            id_token: Some(SecretString::from(id_token.to_string())),
-            expires_at,
-            scopes: token
-                .scopes()
-                .map(|s| s.iter().map(|x| x.to_string()).collect())
-                .unwrap_or_default(),
-        };
+    if let Some(tokens) = tokens {
         store
             .put_idp_tokens(&user.id, &tokens)
             .await
@@ -514,7 +631,7 @@ async fn finish_login(
         .await
         .map_err(|e| ApiError::internal("Failed to create session", &e))?;
     tracing::info!(user = %user.id, role = %user.role, "signed in");
-    Ok((session.cookie_value, pending.return_to))
+    Ok(session.cookie_value)
 }
 
 /// Whether the (already verified) JWT's `claim` equals `value` or, for an array, contains it.
@@ -559,6 +676,83 @@ mod tests {
         assert_eq!(error_code("<script>x</script>"), "scriptxscript");
         assert_eq!(error_code(""), "unknown_error");
         assert_eq!(error_code(&"a".repeat(500)).len(), 64);
+    }
+
+    async fn discovery(server: &wiremock::MockServer) {
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, ResponseTemplate};
+        let base = server.uri();
+        Mock::given(method("GET"))
+            .and(path("/.well-known/openid-configuration"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "issuer": base,
+                "authorization_endpoint": format!("{base}/authorize"),
+                "token_endpoint": format!("{base}/token"),
+                "jwks_uri": format!("{base}/jwks"),
+                "response_types_supported": ["code"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+            })))
+            .mount(server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/jwks"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"keys": []})))
+            .mount(server)
+            .await;
+    }
+
+    async fn authorize_query(
+        provider: AuthProvider,
+        issuer: &str,
+        store_idp_tokens: bool,
+    ) -> std::collections::HashMap<String, String> {
+        let resource = url::Url::parse("http://127.0.0.1:9/mcp").unwrap();
+        let mut config = AuthConfig::oidc(issuer, "tessera", resource);
+        config.provider = provider;
+        config.store_idp_tokens = store_idp_tokens;
+        let p = Provider::new(&config, "http://127.0.0.1:9/auth/callback".into()).unwrap();
+        let (url, csrf, _, _) = authorization_request(&p).await.unwrap();
+        let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        assert_eq!(q["state"], *csrf.secret());
+        q
+    }
+
+    #[tokio::test]
+    async fn google_asks_for_offline_access_only_when_provider_tokens_are_kept() {
+        let server = wiremock::MockServer::start().await;
+        discovery(&server).await;
+        let q = authorize_query(AuthProvider::Google, &server.uri(), true).await;
+        assert_eq!(q["access_type"], "offline");
+        assert_eq!(q["prompt"], "consent");
+        assert_eq!(q["code_challenge_method"], "S256");
+        let q = authorize_query(AuthProvider::Google, &server.uri(), false).await;
+        assert!(!q.contains_key("access_type") && !q.contains_key("prompt"));
+    }
+
+    #[tokio::test]
+    async fn microsoft_asks_for_offline_access_scope_only_when_provider_tokens_are_kept() {
+        let server = wiremock::MockServer::start().await;
+        discovery(&server).await;
+        let ms = || AuthProvider::Microsoft {
+            tenant_id: "contoso".into(),
+        };
+        let q = authorize_query(ms(), &server.uri(), true).await;
+        assert!(
+            q["scope"].split(' ').any(|s| s == "offline_access"),
+            "{q:?}"
+        );
+        assert!(!q.contains_key("access_type"));
+        let q = authorize_query(ms(), &server.uri(), false).await;
+        assert!(!q["scope"].split(' ').any(|s| s == "offline_access"));
+    }
+
+    #[tokio::test]
+    async fn github_needs_no_discovery_and_uses_no_pkce() {
+        let q = authorize_query(AuthProvider::Github, "https://github.com/login/oauth", true).await;
+        assert_eq!(q["client_id"], "tessera");
+        assert_eq!(q["redirect_uri"], "http://127.0.0.1:9/auth/callback");
+        assert!(!q.contains_key("code_challenge") && !q.contains_key("nonce"));
     }
 
     #[test]
