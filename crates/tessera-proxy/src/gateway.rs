@@ -39,6 +39,19 @@ pub struct ServerEntry {
     state: RwLock<ServerState>,
     /// Poked when any session of this server reports a list change.
     refresh: Notify,
+    /// Counters for `/metrics` (relaxed atomics: one increment per call).
+    pub stats: ServerStats,
+}
+
+/// Per-upstream counters exported at `/metrics`.
+#[derive(Default)]
+pub struct ServerStats {
+    /// Client requests routed to this upstream.
+    pub calls: std::sync::atomic::AtomicU64,
+    /// Of those, answered by the gateway because the upstream was unavailable or failed.
+    pub unavailable: std::sync::atomic::AtomicU64,
+    /// Of those, answered by the gateway because the upstream did not answer in time.
+    pub timeouts: std::sync::atomic::AtomicU64,
 }
 
 impl ServerEntry {
@@ -79,6 +92,8 @@ pub struct Gateway {
     /// the configuration runs without identity.
     pub auth: Option<tessera_identity::McpAuth>,
     pat_verifier: std::sync::OnceLock<Arc<dyn crate::caller::PatVerifier>>,
+    /// MCP requests refused by authentication (for `/metrics`).
+    pub auth_rejections: std::sync::atomic::AtomicU64,
     /// The one pooled HTTP client for every HTTP upstream.
     pub http: crate::upstream::client::HttpClient,
     pub servers: Vec<Arc<ServerEntry>>,
@@ -130,6 +145,7 @@ impl Gateway {
                         catalog: Arc::default(),
                     }),
                     refresh: Notify::new(),
+                    stats: ServerStats::default(),
                 })
             })
             .collect();
@@ -142,6 +158,7 @@ impl Gateway {
             config,
             auth,
             pat_verifier: std::sync::OnceLock::new(),
+            auth_rejections: std::sync::atomic::AtomicU64::new(0),
             http,
             servers,
             by_name,
@@ -250,6 +267,65 @@ impl Gateway {
             .unwrap_or_default();
         let ends = sessions.iter().map(|id| self.end_session(id));
         futures::future::join_all(ends).await;
+    }
+
+    /// Prometheus text exposition (format 0.0.4) of the gateway's counters.
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::with_capacity(1024);
+        let _ = writeln!(
+            out,
+            "# HELP tessera_client_sessions MCP client sessions open now.\n# TYPE tessera_client_sessions gauge\ntessera_client_sessions {}",
+            self.session_count()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tessera_upstream_up Whether discovery reaches the upstream (1) or not (0).\n# TYPE tessera_upstream_up gauge"
+        );
+        for s in self.servers.iter().filter(|s| s.config.enabled) {
+            let up = u8::from(s.health().0 == Health::Ready);
+            let _ = writeln!(
+                out,
+                "tessera_upstream_up{{server=\"{}\"}} {up}",
+                s.config.name
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tessera_upstream_calls_total Client requests routed to an upstream.\n# TYPE tessera_upstream_calls_total counter"
+        );
+        for s in &self.servers {
+            let _ = writeln!(
+                out,
+                "tessera_upstream_calls_total{{server=\"{}\"}} {}",
+                s.config.name,
+                s.stats.calls.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tessera_upstream_failures_total Routed requests the gateway had to answer itself.\n# TYPE tessera_upstream_failures_total counter"
+        );
+        for s in &self.servers {
+            let name = &s.config.name;
+            let _ = writeln!(
+                out,
+                "tessera_upstream_failures_total{{server=\"{name}\",reason=\"unavailable\"}} {}",
+                s.stats.unavailable.load(Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "tessera_upstream_failures_total{{server=\"{name}\",reason=\"timeout\"}} {}",
+                s.stats.timeouts.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tessera_auth_rejections_total MCP requests refused for want of a valid token.\n# TYPE tessera_auth_rejections_total counter\ntessera_auth_rejections_total {}",
+            self.auth_rejections.load(Relaxed)
+        );
+        out
     }
 
     /// `/readyz` body and whether every enabled upstream is ready.

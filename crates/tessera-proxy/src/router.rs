@@ -29,6 +29,8 @@ pub struct CallHandle {
     deadline: Instant,
     client_id: Box<RawValue>,
     session: Arc<ClientSession>,
+    /// The upstream's entry, for its `/metrics` counters.
+    entry: Option<Arc<crate::gateway::ServerEntry>>,
     done: bool,
 }
 
@@ -60,6 +62,11 @@ impl CallHandle {
             }
             Err(_) => {
                 self.finish();
+                if let Some(e) = &self.entry {
+                    e.stats
+                        .timeouts
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 let timeout = self.upstream.call_timeout;
                 self.upstream
                     .cancel(self.upstream_id, "timed out at the gateway")
@@ -462,15 +469,26 @@ async fn forward(
     params: &RawObject,
     id: &RawValue,
 ) -> Reply {
+    use std::sync::atomic::Ordering::Relaxed;
+    let entry = gw.server(server).cloned();
+    if let Some(e) = &entry {
+        e.stats.calls.fetch_add(1, Relaxed);
+    }
+    let count = |pick: fn(&crate::gateway::ServerStats) -> &std::sync::atomic::AtomicU64| {
+        if let Some(e) = &entry {
+            pick(&e.stats).fetch_add(1, Relaxed);
+        }
+    };
     // The call's deadline covers opening the client's upstream session too.
-    let limit = gw
-        .server(server)
+    let limit = entry
+        .as_ref()
         .map(|e| e.call_timeout)
         .unwrap_or(gw.config.call_tool_timeout);
     let deadline = Instant::now() + limit;
     let upstream = match tokio::time::timeout_at(deadline, session.upstream(server)).await {
         Ok(Ok(u)) => u,
         Ok(Err(e)) => {
+            count(|s| &s.unavailable);
             let message = format!("upstream server '{server}' is unavailable: {e}");
             let data = serde_json::json!({ "server": server, "reason": e.to_string() });
             return Reply::Now(jsonrpc::error(
@@ -481,6 +499,7 @@ async fn forward(
             ));
         }
         Err(_) => {
+            count(|s| &s.timeouts);
             let message = format!(
                 "upstream server '{server}' did not answer within {}s",
                 limit.as_secs_f64()
@@ -519,10 +538,12 @@ async fn forward(
                 upstream_id,
                 client_id: id.to_owned(),
                 session: session.clone(),
+                entry,
                 done: false,
             })
         }
         Err(UpstreamError::Timeout(limit)) => {
+            count(|s| &s.timeouts);
             let message = format!(
                 "upstream server '{server}' did not answer within {}s",
                 limit.as_secs_f64()
@@ -536,6 +557,7 @@ async fn forward(
             ))
         }
         Err(e) => {
+            count(|s| &s.unavailable);
             let message = format!("upstream server '{server}' failed: {e}");
             let data = serde_json::json!({ "server": server, "reason": e.to_string() });
             Reply::Now(jsonrpc::error(

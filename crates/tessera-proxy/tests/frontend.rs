@@ -329,3 +329,46 @@ async fn browser_clients_get_cors_headers_and_can_read_the_session_id() {
         "{exposed}"
     );
 }
+
+#[tokio::test]
+async fn metrics_count_sessions_routed_calls_and_auth_rejections() {
+    let gw = gateway(
+        r#"{"mcpServers":{"gone":{"url":"http://127.0.0.1:9/mcp","protocol":"streamable-http","timeout":"2s"}}}"#,
+    );
+    let sid = initialize(&gw).await;
+    let text = |gw: &Arc<Gateway>| gw.metrics();
+    assert!(
+        text(&gw).contains("tessera_client_sessions 1"),
+        "{}",
+        text(&gw)
+    );
+    assert!(text(&gw).contains("tessera_upstream_calls_total{server=\"gone\"} 0"));
+    // A resource read is routed by URI even though the (unreachable) server listed nothing:
+    // one call, answered by the gateway as unavailable.
+    let (_, _, body) = send(&gw, in_session(&sid, r#"{"jsonrpc":"2.0","id":4,"method":"resources/read","params":{"uri":"tessera://gone/x://y"}}"#)).await;
+    assert!(body.contains("-32001"), "{body}");
+    assert!(
+        text(&gw).contains("tessera_upstream_calls_total{server=\"gone\"} 1"),
+        "{}",
+        text(&gw)
+    );
+    assert!(
+        text(&gw)
+            .contains("tessera_upstream_failures_total{server=\"gone\",reason=\"unavailable\"} 1"),
+        "{}",
+        text(&gw)
+    );
+    let req = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, body) = send(&gw, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert!(body.contains("# TYPE tessera_upstream_calls_total counter"));
+}

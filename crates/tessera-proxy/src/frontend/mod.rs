@@ -31,6 +31,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/message", post(legacy_sse::message))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(gw)
         .layer(cors());
     match metadata {
@@ -75,6 +76,8 @@ pub(crate) async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Ca
     match verdict {
         Ok(identity) => Ok(Caller::User(identity)),
         Err(error) => {
+            gw.auth_rejections
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(reason = %error, "MCP request refused");
             Err(auth.resource.reject(&error))
         }
@@ -83,6 +86,15 @@ pub(crate) async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Ca
 
 async fn healthz() -> &'static str {
     "ok"
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    let mut r = gw.metrics().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
 }
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
