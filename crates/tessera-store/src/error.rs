@@ -41,6 +41,16 @@ pub enum StoreError {
     /// A presented personal access token is not accepted (the caller's fault: 401).
     #[error("personal access token rejected: {0}")]
     PatRejected(PatRejection),
+    /// The user already has the maximum number of pending connect flows.
+    #[error(
+        "user {user_id} already has {max} pending connect flows; finish or wait for one to expire (10 minutes) before starting another"
+    )]
+    TooManyConnectFlows {
+        /// The user.
+        user_id: String,
+        /// The bound.
+        max: u32,
+    },
     /// A scope contains whitespace or is empty.
     #[error("invalid scope {0:?}: a scope is one or more non-space characters")]
     InvalidScope(String),

@@ -29,6 +29,9 @@ mod store;
 pub use error::{PatRejection, StoreError};
 pub use seal::{Aad, IdpTokenKind, KeyError, Keyring, SealError, SealingKey};
 pub use store::{
-    DB_FILE, IdpTokens, NewPat, NewSession, PAT_PREFIX, PersonalAccessToken, Role, Session, Store,
-    StoredIdpTokens, UnixTime, User, UserLogin, VerifiedPat, now_unix,
+    ActivityAction, ActivityEntry, ActivityFilter, ActivityMethod, ActivityOutcome, ActivityRecord,
+    ConnectFlow, CredentialRecord, CredentialSource, CredentialSummary, DB_FILE, IdpTokens,
+    MAX_PENDING_CONNECT_FLOWS, MAX_REASON_LEN, NewConnectFlow, NewPat, NewSession,
+    OpenedCredential, PAT_PREFIX, PersonalAccessToken, ResealReport, Role, Session, Store,
+    StoredIdpTokens, UnixTime, UnreadableRow, User, UserLogin, VerifiedPat, now_unix, server_key,
 };

@@ -18,13 +18,25 @@ use sqlx::sqlite::{
 use crate::error::StoreError;
 use crate::seal::Keyring;
 
+mod activity;
+mod credentials;
 mod idp;
 mod pats;
+mod reseal;
 mod sessions;
 mod users;
 
+pub use activity::{
+    ActivityAction, ActivityEntry, ActivityFilter, ActivityMethod, ActivityOutcome, ActivityRecord,
+    MAX_REASON_LEN,
+};
+pub use credentials::{
+    ConnectFlow, CredentialRecord, CredentialSource, CredentialSummary, MAX_PENDING_CONNECT_FLOWS,
+    NewConnectFlow, OpenedCredential, server_key,
+};
 pub use idp::{IdpTokens, StoredIdpTokens};
 pub use pats::{NewPat, PAT_PREFIX, PersonalAccessToken, VerifiedPat};
+pub use reseal::{ResealReport, UnreadableRow};
 pub use sessions::{NewSession, Session};
 pub use users::{Role, User, UserLogin};
 
@@ -36,8 +48,10 @@ pub const DB_FILE: &str = "tessera.db";
 
 /// Migrations, oldest first: (version, description, SQL). A test checks this list against the
 /// `migrations/` directory, so a new file cannot be forgotten here.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "broker", include_str!("../migrations/0002_broker.sql")),
+];
 
 /// The store: a SQLite database in the data directory (PostgreSQL later, with the same SQL).
 ///
@@ -225,3 +239,6 @@ fn user_fk(user_id: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod broker_tests;
