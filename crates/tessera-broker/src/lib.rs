@@ -1,0 +1,55 @@
+//! Tessera broker: obtains a credential that belongs to one user for one upstream server.
+//!
+//! - [`TokenExchanger`] speaks RFC 8693 token exchange and Entra on-behalf-of to a token endpoint.
+//! - [`Resolver`] answers "which header does this user send to this server": an in-memory cache of
+//!   opened credentials keyed by (user id, server key), then the [`CredentialStore`], then one
+//!   exchange per (user, server) at a time (single flight), never a shared fallback.
+//!
+//! The broker never names a cipher: the store behind [`CredentialStore`] seals and opens records.
+
+mod error;
+mod exchange;
+mod resolver;
+mod store;
+
+pub use error::{BrokerError, OAuthErrorCode};
+pub use exchange::{DEFAULT_EXCHANGE_TIMEOUT, IssuedToken, MAX_RESPONSE_BYTES, TokenExchanger};
+pub use resolver::{
+    BrokeredServer, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CACHE_CAPACITY, EXPIRY_SKEW,
+    ResolvedCredential, Resolver, ResolverBuilder, SubjectTokenError, SubjectTokenSource,
+};
+pub use store::{
+    CredentialSource, CredentialStore, MemoryCredentialStore, StoreError, StoredCredential,
+};
+
+use sha2::{Digest, Sha256};
+
+/// The key a server's credentials are stored under: `name + "_" + first 16 hex digits of
+/// SHA-256("name|url")`, as the reference computes it.
+pub fn server_key(name: &str, url: &str) -> String {
+    let digest = Sha256::digest(format!("{name}|{url}").as_bytes());
+    let mut key = String::with_capacity(name.len() + 17);
+    key.push_str(name);
+    key.push('_');
+    for byte in &digest[..8] {
+        key.push_str(&format!("{byte:02x}"));
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_key_is_name_and_sixteen_hex_of_sha256() {
+        let key = server_key("github", "https://api.example.com/mcp");
+        let (name, hex) = key.split_once('_').unwrap();
+        assert_eq!(name, "github");
+        assert_eq!(hex.len(), 16);
+        let digest = Sha256::digest(b"github|https://api.example.com/mcp");
+        let full: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, &full[..16]);
+        assert_ne!(key, server_key("github", "https://other.example.com/mcp"));
+    }
+}

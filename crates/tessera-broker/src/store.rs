@@ -1,0 +1,144 @@
+//! The storage seam: the resolver reads and writes opened credentials through [`CredentialStore`];
+//! the implementation (tessera-store) seals them. [`MemoryCredentialStore`] is for tests.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use futures::future::BoxFuture;
+use secrecy::SecretString;
+
+/// How a credential was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialSource {
+    Exchange,
+    Obo,
+    Connect,
+    Refresh,
+}
+
+impl CredentialSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exchange => "exchange",
+            Self::Obo => "obo",
+            Self::Connect => "connect",
+            Self::Refresh => "refresh",
+        }
+    }
+}
+
+/// An opened per-user credential for one server. `Debug` redacts the tokens.
+#[derive(Debug, Clone)]
+pub struct StoredCredential {
+    pub access_token: SecretString,
+    pub refresh_token: Option<SecretString>,
+    pub token_type: String,
+    pub expires_at: Option<SystemTime>,
+    pub scopes: Vec<String>,
+    pub source: CredentialSource,
+    pub obtained_at: SystemTime,
+}
+
+/// A storage failure, reduced to a coarse reason.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("credential store: {0}")]
+pub struct StoreError(pub &'static str);
+
+/// Where opened credentials are kept, keyed by (user id, server key).
+pub trait CredentialStore: Send + Sync + 'static {
+    fn load<'a>(
+        &'a self,
+        user: &'a str,
+        server_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredCredential>, StoreError>>;
+
+    fn save<'a>(
+        &'a self,
+        user: &'a str,
+        server_key: &'a str,
+        credential: &'a StoredCredential,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// An in-memory [`CredentialStore`] that counts its calls (tests, examples).
+#[derive(Debug, Default)]
+pub struct MemoryCredentialStore {
+    records: Mutex<HashMap<(String, String), StoredCredential>>,
+    loads: AtomicUsize,
+    saves: AtomicUsize,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryCredentialStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of `load` calls so far.
+    pub fn loads(&self) -> usize {
+        self.loads.load(Ordering::SeqCst)
+    }
+
+    /// Number of `save` calls so far.
+    pub fn saves(&self) -> usize {
+        self.saves.load(Ordering::SeqCst)
+    }
+
+    /// Make every later call fail (tests of the failure path).
+    pub fn set_failing(&self, fail: bool) {
+        self.fail.store(fail, Ordering::SeqCst);
+    }
+
+    /// Put a record directly (test set-up).
+    pub fn insert(&self, user: &str, server_key: &str, credential: StoredCredential) {
+        self.lock()
+            .insert((user.to_owned(), server_key.to_owned()), credential);
+    }
+
+    /// A copy of a record (test assertions).
+    pub fn get(&self, user: &str, server_key: &str) -> Option<StoredCredential> {
+        self.lock()
+            .get(&(user.to_owned(), server_key.to_owned()))
+            .cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), StoredCredential>> {
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl CredentialStore for MemoryCredentialStore {
+    fn load<'a>(
+        &'a self,
+        user: &'a str,
+        server_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredCredential>, StoreError>> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        let result = if self.fail.load(Ordering::SeqCst) {
+            Err(StoreError("unavailable"))
+        } else {
+            Ok(self.get(user, server_key))
+        };
+        Box::pin(async move { result })
+    }
+
+    fn save<'a>(
+        &'a self,
+        user: &'a str,
+        server_key: &'a str,
+        credential: &'a StoredCredential,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        let result = if self.fail.load(Ordering::SeqCst) {
+            Err(StoreError("unavailable"))
+        } else {
+            self.insert(user, server_key, credential.clone());
+            Ok(())
+        };
+        Box::pin(async move { result })
+    }
+}
