@@ -64,6 +64,9 @@ pub enum BrokerError {
     /// A required `auth_broker` field is missing.
     #[error("broker: auth_broker.{0} is required")]
     MissingField(&'static str),
+    /// An `auth_broker` field has a value that cannot be used.
+    #[error("broker: auth_broker.{0} is invalid")]
+    InvalidField(&'static str),
     /// The user's subject token is gone or expired and cannot be refreshed: sign in again.
     #[error("broker: the user's sign-in has expired; sign in again")]
     SignInAgain,
@@ -109,7 +112,7 @@ impl BrokerError {
             Self::Unauthenticated => "unauthenticated",
             Self::NotConfigured(_) => "not_configured",
             Self::Unsupported { .. } => "unsupported",
-            Self::MissingField(_) => "misconfigured",
+            Self::MissingField(_) | Self::InvalidField(_) => "misconfigured",
             Self::SignInAgain => "sign_in_again",
             Self::SubjectTokenUnavailable => "no_subject_token",
             Self::NotConnected(_) => "not_connected",

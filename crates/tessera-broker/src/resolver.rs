@@ -76,9 +76,9 @@ impl BrokeredServer {
         config: AuthBrokerConfig,
     ) -> Result<Self, BrokerError> {
         let header = HeaderName::from_bytes(config.header.as_bytes())
-            .map_err(|_| BrokerError::MissingField("header"))?;
+            .map_err(|_| BrokerError::InvalidField("header"))?;
         if !config.header_format.contains("{token}") {
-            return Err(BrokerError::MissingField("header_format"));
+            return Err(BrokerError::InvalidField("header_format"));
         }
         Ok(Self {
             name: Arc::from(name),

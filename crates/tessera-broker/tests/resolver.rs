@@ -424,6 +424,6 @@ fn server_without_broker_or_on_stdio_is_rejected() {
     cfg.header_format = "Bearer".into();
     assert_eq!(
         BrokeredServer::from_parts("x", "https://u", cfg).unwrap_err(),
-        BrokerError::MissingField("header_format")
+        BrokerError::InvalidField("header_format")
     );
 }
