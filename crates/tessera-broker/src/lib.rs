@@ -7,11 +7,14 @@
 //!
 //! The broker never names a cipher: the store behind [`CredentialStore`] seals and opens records.
 
+mod audit;
 mod error;
 mod exchange;
 mod resolver;
 mod store;
+mod store_binding;
 
+pub use audit::{ActivityAction, ActivityMethod, ActivityOutcome, Auditor, DEFAULT_AUDIT_QUEUE};
 pub use error::{BrokerError, OAuthErrorCode};
 pub use exchange::{DEFAULT_EXCHANGE_TIMEOUT, IssuedToken, MAX_RESPONSE_BYTES, TokenExchanger};
 pub use resolver::{
@@ -21,6 +24,7 @@ pub use resolver::{
 pub use store::{
     CredentialSource, CredentialStore, MemoryCredentialStore, StoreError, StoredCredential,
 };
+pub use store_binding::StoreCredentials;
 
 use sha2::{Digest, Sha256};
 

@@ -11,6 +11,7 @@ use http::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use tessera_config::{AuthBrokerConfig, BrokerMode, ServerConfig, SubjectTokenType, Transport};
 
+use crate::audit::{ActivityAction, ActivityMethod, ActivityOutcome, Auditor};
 use crate::error::BrokerError;
 use crate::exchange::TokenExchanger;
 use crate::store::{CredentialStore, StoredCredential};
@@ -149,6 +150,8 @@ struct Inner {
     subjects: Arc<dyn SubjectTokenSource>,
     acquire_timeout: Duration,
     cache_capacity: usize,
+    /// Where acquisitions and failures are recorded; `None` = not audited.
+    auditor: Option<Auditor>,
     /// user id → server key → opened credential. Never keyed by a token.
     cache: RwLock<CacheMap>,
     cache_len: AtomicU64,
@@ -164,9 +167,16 @@ pub struct ResolverBuilder {
     subjects: Arc<dyn SubjectTokenSource>,
     acquire_timeout: Duration,
     cache_capacity: usize,
+    auditor: Option<Auditor>,
 }
 
 impl ResolverBuilder {
+    /// Record every acquisition, refresh and failure (secret-free) through `auditor`.
+    pub fn auditor(mut self, auditor: Auditor) -> Self {
+        self.auditor = Some(auditor);
+        self
+    }
+
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
         self
@@ -185,6 +195,7 @@ impl ResolverBuilder {
                 subjects: self.subjects,
                 acquire_timeout: self.acquire_timeout,
                 cache_capacity: self.cache_capacity,
+                auditor: self.auditor,
                 cache: RwLock::new(HashMap::new()),
                 cache_len: AtomicU64::new(0),
                 flights: Mutex::new(HashMap::new()),
@@ -210,6 +221,7 @@ impl Resolver {
             subjects,
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
+            auditor: None,
         }
     }
 
@@ -328,19 +340,34 @@ impl Inner {
     }
 
     async fn acquire(&self, user: &str, server: &BrokeredServer) -> FlightResult {
+        let started = std::time::Instant::now();
         let now = SystemTime::now();
-        let stored = self
-            .store
-            .load(user, &server.key)
-            .await
-            .map_err(|e| BrokerError::Store(e.0))?;
-        if let Some(stored) =
-            stored.filter(|c| c.expires_at.is_none_or(|at| at > now + EXPIRY_SKEW))
-        {
-            let resolved = Arc::new(header_for(server, &stored.access_token, stored.expires_at)?);
-            self.remember(user, &server.key, resolved.clone());
-            return Ok(resolved);
-        }
+        let stored = match self.store.load(user, &server.key).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                let err = BrokerError::Store(e.0);
+                self.audit(user, server, ActivityAction::Acquire, started, Err(&err));
+                return Err(err);
+            }
+        };
+        // A stored credential that is stale makes this a refresh rather than a first acquisition.
+        let action = match stored {
+            Some(stored) if stored.expires_at.is_none_or(|at| at > now + EXPIRY_SKEW) => {
+                let resolved =
+                    Arc::new(header_for(server, &stored.access_token, stored.expires_at)?);
+                self.remember(user, &server.key, resolved.clone());
+                return Ok(resolved);
+            }
+            Some(_) => ActivityAction::Refresh,
+            None => ActivityAction::Acquire,
+        };
+        let result = self.obtain(user, server).await;
+        self.audit(user, server, action, started, result.as_ref().map(|_| ()));
+        result
+    }
+
+    /// Exchange / OBO with the user's current subject token, then store and cache the result.
+    async fn obtain(&self, user: &str, server: &BrokeredServer) -> FlightResult {
         match server.config.mode {
             BrokerMode::TokenExchange | BrokerMode::EntraObo => {}
             BrokerMode::OauthConnect => {
@@ -376,6 +403,41 @@ impl Inner {
         self.remember(user, &server.key, resolved.clone());
         tracing::debug!(server = %server.name, source = record.source.as_str(), "credential acquired");
         Ok(resolved)
+    }
+
+    /// Queue one secret-free audit record: who, which server, how, what, the outcome, the coarse
+    /// reason ([`BrokerError::reason`]) and how long it took. A no-op without an auditor.
+    fn audit(
+        &self,
+        user: &str,
+        server: &BrokeredServer,
+        action: ActivityAction,
+        started: std::time::Instant,
+        result: Result<(), &BrokerError>,
+    ) {
+        let Some(auditor) = &self.auditor else {
+            return;
+        };
+        let method = match server.config.mode {
+            BrokerMode::TokenExchange => ActivityMethod::TokenExchange,
+            BrokerMode::EntraObo => ActivityMethod::EntraObo,
+            BrokerMode::OauthConnect => ActivityMethod::Connect,
+        };
+        let (outcome, reason) = match result {
+            Ok(()) => (ActivityOutcome::Success, None),
+            Err(e) => (ActivityOutcome::Failure, Some(e.reason().to_owned())),
+        };
+        auditor.record(tessera_store::ActivityRecord {
+            ts: tessera_store::now_unix(),
+            user_id: Some(user.to_owned()),
+            server: server.name.to_string(),
+            request_id: None,
+            method,
+            action,
+            outcome,
+            reason,
+            duration_ms: Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)),
+        });
     }
 }
 

@@ -1,0 +1,67 @@
+//! The broker's audit trail: secret-free records written to the store's `activity` table by a
+//! background task behind a bounded queue. Recording never blocks and never fails the caller: when
+//! the queue is full (or the writer is gone) the record is dropped and counted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tessera_store::{ActivityRecord, Store};
+use tokio::sync::mpsc;
+
+pub use tessera_store::{ActivityAction, ActivityMethod, ActivityOutcome};
+
+/// Records queued by default before new ones are dropped.
+pub const DEFAULT_AUDIT_QUEUE: usize = 1024;
+
+/// Queues audit records for a background writer. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Auditor {
+    tx: mpsc::Sender<ActivityRecord>,
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    dropped: AtomicU64,
+    write_failures: AtomicU64,
+}
+
+impl Auditor {
+    /// Starts the writer task (on the current Tokio runtime) with a queue of `capacity` records.
+    /// The task ends when every `Auditor` clone is dropped and the queue is drained.
+    pub fn spawn(store: Store, capacity: usize) -> Self {
+        let (tx, mut rx) = mpsc::channel::<ActivityRecord>(capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let writer = counters.clone();
+        tokio::spawn(async move {
+            while let Some(record) = rx.recv().await {
+                if store.record_activity(&record).await.is_err() {
+                    writer.write_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        server = %record.server,
+                        action = record.action.as_str(),
+                        "audit record could not be written"
+                    );
+                }
+            }
+        });
+        Self { tx, counters }
+    }
+
+    /// Queues a record without waiting; a full or closed queue drops it (counted).
+    pub fn record(&self, record: ActivityRecord) {
+        if self.tx.try_send(record).is_err() {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records dropped because the queue was full or the writer had stopped.
+    pub fn dropped(&self) -> u64 {
+        self.counters.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records the writer could not store.
+    pub fn write_failures(&self) -> u64 {
+        self.counters.write_failures.load(Ordering::Relaxed)
+    }
+}
