@@ -4,6 +4,9 @@
 //! - [`Resolver`] answers "which header does this user send to this server": an in-memory cache of
 //!   opened credentials keyed by (user id, server key), then the [`CredentialStore`], then one
 //!   exchange per (user, server) at a time (single flight), never a shared fallback.
+//! - [`StoreCredentials`] is the [`CredentialStore`] over `tessera_store::Store` (sealed at rest).
+//! - [`Auditor`] writes a secret-free activity record per acquisition, refresh and failure through
+//!   a bounded queue that drops (and counts) rather than block the caller.
 //!
 //! The broker never names a cipher: the store behind [`CredentialStore`] seals and opens records.
 

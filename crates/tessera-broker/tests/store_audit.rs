@@ -364,3 +364,53 @@ async fn a_full_queue_drops_and_counts_without_blocking() {
     let rows = wait_for_activity(&store, 4).await;
     assert_eq!(rows.len(), 4);
 }
+
+#[tokio::test]
+async fn store_failure_and_not_connected_are_audited_as_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).await;
+    let auditor = Auditor::spawn(store.clone(), 16);
+    let mock = MockServer::start().await;
+    mount_ok(&mock).await;
+    let failing = Arc::new(tessera_broker::MemoryCredentialStore::new());
+    failing.set_failing(true);
+    let r = Resolver::builder(
+        TokenExchanger::new(reqwest::Client::new()),
+        failing,
+        Arc::new(Subjects),
+    )
+    .auditor(auditor.clone())
+    .build();
+    let err = r
+        .resolve("alice", &server(&mock.uri(), BrokerMode::TokenExchange))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "store");
+
+    let connect = resolver(&store, Some(auditor));
+    let err = connect
+        .resolve("bob", &server(&mock.uri(), BrokerMode::OauthConnect))
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "not_connected");
+    assert!(mock.received_requests().await.unwrap().is_empty());
+
+    let rows = wait_for_activity(&store, 2).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let by = |u: &str| {
+        rows.iter()
+            .map(|e| &e.record)
+            .find(|r| r.user_id.as_deref() == Some(u))
+            .unwrap()
+            .clone()
+    };
+    let store_failure = by("alice");
+    assert_eq!(store_failure.method, ActivityMethod::TokenExchange);
+    assert_eq!(store_failure.outcome, ActivityOutcome::Failure);
+    assert_eq!(store_failure.reason.as_deref(), Some("store"));
+    let not_connected = by("bob");
+    assert_eq!(not_connected.method, ActivityMethod::Connect);
+    assert_eq!(not_connected.action, ActivityAction::Acquire);
+    assert_eq!(not_connected.outcome, ActivityOutcome::Failure);
+    assert_eq!(not_connected.reason.as_deref(), Some("not_connected"));
+}
