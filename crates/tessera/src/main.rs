@@ -1,5 +1,6 @@
 //! The `tessera` binary: command-line interface and wiring only.
 
+mod keys;
 mod pat_bridge;
 mod serve;
 mod token;
@@ -58,6 +59,8 @@ enum Command {
     },
     /// Manage your personal access tokens on a running gateway.
     Token(token::TokenArgs),
+    /// Manage sealing keys.
+    Keys(keys::KeysArgs),
 }
 
 #[derive(Subcommand)]
@@ -79,24 +82,25 @@ fn main() -> ExitCode {
         } => validate::run(&file, output),
         Command::Serve { config, listen } => block_on(serve::run(config, listen)),
         Command::Token(args) => block_on(token::run(args)),
+        Command::Keys(args) => keys::run(args),
     }
 }
 
 fn block_on(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(fut) {
+    match block_on_value(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `fut` on a new multi-threaded runtime.
+pub(crate) fn block_on_value<T>(fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(fut)
 }
 
 fn init_logging(format: LogFormat) {
