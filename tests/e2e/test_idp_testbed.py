@@ -27,6 +27,7 @@ from idp import (  # noqa: E402
     IdP,
     LoginFailed,
     browser_login,
+    mcp_oauth_provider,
     pkce_pair,
 )
 
@@ -326,13 +327,11 @@ def test_mcp_sdk_oauth_client_signs_in(idp: IdP) -> None:
     import anyio
     import uvicorn
     from mcp import ClientSession
-    from mcp.client.auth import OAuthClientProvider, TokenStorage
     from mcp.client.streamable_http import streamablehttp_client
     from mcp.server.auth.middleware.auth_context import get_access_token
     from mcp.server.auth.provider import AccessToken
     from mcp.server.auth.settings import AuthSettings
     from mcp.server.fastmcp import FastMCP
-    from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
     port = _free_port()
     resource = f"http://127.0.0.1:{port}/mcp"
@@ -367,39 +366,7 @@ def test_mcp_sdk_oauth_client_signs_in(idp: IdP) -> None:
         assert thread.is_alive() and time.monotonic() < deadline, "resource server did not start"
         time.sleep(0.02)
 
-    class Memory(TokenStorage):
-        tokens: OAuthToken | None = None
-        info: OAuthClientInformationFull | None = None
-
-        async def get_tokens(self) -> OAuthToken | None:
-            return self.tokens
-
-        async def set_tokens(self, tokens: OAuthToken) -> None:
-            self.tokens = tokens
-
-        async def get_client_info(self) -> OAuthClientInformationFull | None:
-            return self.info
-
-        async def set_client_info(self, info: OAuthClientInformationFull) -> None:
-            self.info = info
-
-    landed: dict[str, str] = {}
-
-    async def redirect_handler(url: str) -> None:
-        landed["url"] = await anyio.to_thread.run_sync(browser_login, url, "alice", "alice-pw")
-
-    async def callback_handler() -> tuple[str, str | None]:
-        q = parse_qs(urlsplit(landed["url"]).query)
-        return q["code"][0], q.get("state", [None])[0]
-
-    storage = Memory()
-    auth = OAuthClientProvider(
-        resource,
-        OAuthClientMetadata(redirect_uris=["http://127.0.0.1:9/callback"], client_name="sdk-client"),  # type: ignore[list-item]
-        storage,
-        redirect_handler,
-        callback_handler,
-    )
+    auth, storage = mcp_oauth_provider(resource, "alice", "alice-pw")
 
     async def call() -> str:
         async with streamablehttp_client(resource, auth=auth) as (read, write, _):

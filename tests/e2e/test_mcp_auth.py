@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import httpx
@@ -19,7 +18,7 @@ import pytest
 from conftest import SEP, Gateway, ProcessRegistry, free_port, register_secret, start_gateway, stdio_lossless, text_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-from idp import IdP, browser_login  # noqa: E402
+from idp import IdP, mcp_oauth_provider  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 
@@ -157,43 +156,9 @@ def test_another_users_session_is_not_found(env: Env) -> None:
 
 async def test_mcp_sdk_oauth_client_signs_in_through_tessera(env: Env) -> None:
     from mcp import ClientSession
-    from mcp.client.auth import OAuthClientProvider, TokenStorage
     from mcp.client.streamable_http import streamablehttp_client
-    from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
-    class Memory(TokenStorage):
-        tokens: OAuthToken | None = None
-        info: OAuthClientInformationFull | None = None
-
-        async def get_tokens(self) -> OAuthToken | None:
-            return self.tokens
-
-        async def set_tokens(self, tokens: OAuthToken) -> None:
-            self.tokens = tokens
-
-        async def get_client_info(self) -> OAuthClientInformationFull | None:
-            return self.info
-
-        async def set_client_info(self, info: OAuthClientInformationFull) -> None:
-            self.info = info
-
-    landed: dict[str, str] = {}
-
-    async def redirect_handler(url: str) -> None:
-        landed["url"] = await anyio.to_thread.run_sync(browser_login, url, "bob", "bob-pw")
-
-    async def callback_handler() -> tuple[str, str | None]:
-        q = parse_qs(urlsplit(landed["url"]).query)
-        return q["code"][0], q.get("state", [None])[0]
-
-    storage = Memory()
-    auth = OAuthClientProvider(
-        env.resource,
-        OAuthClientMetadata(redirect_uris=["http://127.0.0.1:9/callback"], client_name="sdk-client"),  # type: ignore[list-item]
-        storage,
-        redirect_handler,
-        callback_handler,
-    )
+    auth, storage = mcp_oauth_provider(env.resource, "bob", "bob-pw")
     async with streamablehttp_client(env.resource, auth=auth) as (read, write, _):
         async with ClientSession(read, write) as session:
             await session.initialize()
@@ -207,40 +172,10 @@ async def test_sdk_refreshes_an_expired_access_token(env: Env) -> None:
     """With a 3-second access-token lifetime, the SDK's next connection after expiry refreshes
     at the provider and Tessera accepts the new token (the old one is refused by then)."""
     from mcp import ClientSession
-    from mcp.client.auth import OAuthClientProvider, TokenStorage
     from mcp.client.streamable_http import streamablehttp_client
-    from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
-
-    class Memory(TokenStorage):
-        tokens: OAuthToken | None = None
-        info: OAuthClientInformationFull | None = None
-
-        async def get_tokens(self) -> OAuthToken | None:
-            return self.tokens
-
-        async def set_tokens(self, tokens: OAuthToken) -> None:
-            self.tokens = tokens
-
-        async def get_client_info(self) -> OAuthClientInformationFull | None:
-            return self.info
-
-        async def set_client_info(self, info: OAuthClientInformationFull) -> None:
-            self.info = info
-
-    landed: dict[str, str] = {}
-
-    async def redirect_handler(url: str) -> None:
-        landed["url"] = await anyio.to_thread.run_sync(browser_login, url, "alice", "alice-pw")
-
-    async def callback_handler() -> tuple[str, str | None]:
-        q = parse_qs(urlsplit(landed["url"]).query)
-        return q["code"][0], q.get("state", [None])[0]
-
-    storage = Memory()
-    metadata = OAuthClientMetadata(redirect_uris=["http://127.0.0.1:9/callback"], client_name="sdk-refresh")  # type: ignore[list-item]
 
     # One provider object for both connections: it remembers when its token expires.
-    auth = OAuthClientProvider(env.resource, metadata, storage, redirect_handler, callback_handler)
+    auth, storage = mcp_oauth_provider(env.resource, "alice", "alice-pw", "sdk-refresh")
 
     async def call(message: str) -> str:
         async with streamablehttp_client(env.resource, auth=auth) as (read, write, _):

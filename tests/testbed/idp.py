@@ -445,3 +445,44 @@ def browser_login(
 def _text(resp: httpx.Response) -> str:
     text = re.sub(r"<[^>]+>", " ", resp.text)
     return re.sub(r"\s+", " ", text).strip()[:500]
+
+
+# ------------------------------------------------------------- MCP SDK client
+
+
+def mcp_oauth_provider(resource: str, username: str, password: str, client_name: str = "sdk-client") -> tuple[Any, Any]:
+    """The official MCP SDK's OAuthClientProvider for `resource`, signing `username` in through
+    the provider's forms (browser_login) when it is sent there; tokens kept in memory.
+    Returns (provider, storage); `storage.tokens` / `storage.info` show what the SDK got."""
+    import anyio
+    from mcp.client.auth import OAuthClientProvider, TokenStorage
+    from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+    class Memory(TokenStorage):
+        tokens: OAuthToken | None = None
+        info: OAuthClientInformationFull | None = None
+
+        async def get_tokens(self) -> OAuthToken | None:
+            return self.tokens
+
+        async def set_tokens(self, tokens: OAuthToken) -> None:
+            self.tokens = tokens
+
+        async def get_client_info(self) -> OAuthClientInformationFull | None:
+            return self.info
+
+        async def set_client_info(self, info: OAuthClientInformationFull) -> None:
+            self.info = info
+
+    landed: dict[str, str] = {}
+
+    async def redirect_handler(url: str) -> None:
+        landed["url"] = await anyio.to_thread.run_sync(browser_login, url, username, password)
+
+    async def callback_handler() -> tuple[str, str | None]:
+        q = parse_qs(urlsplit(landed["url"]).query)
+        return q["code"][0], q.get("state", [None])[0]
+
+    storage = Memory()
+    metadata = OAuthClientMetadata(redirect_uris=["http://127.0.0.1:9/callback"], client_name=client_name)  # type: ignore[list-item]
+    return OAuthClientProvider(resource, metadata, storage, redirect_handler, callback_handler), storage

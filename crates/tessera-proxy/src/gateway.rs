@@ -210,9 +210,13 @@ impl Gateway {
         session
     }
 
-    /// The session with this id; counts as activity on it.
-    pub fn session(&self, id: &str) -> Option<Arc<ClientSession>> {
+    /// The session with this id if `caller` opened it; counts as activity on it. Another user's
+    /// session is `None`, exactly like an unknown one, for every front end alike.
+    pub fn session(&self, id: &str, caller: &crate::caller::Caller) -> Option<Arc<ClientSession>> {
         let session = self.sessions.read().ok().and_then(|s| s.get(id).cloned())?;
+        if !session.caller.same_principal(caller) {
+            return None;
+        }
         session.touch(self.now_ms());
         Some(session)
     }

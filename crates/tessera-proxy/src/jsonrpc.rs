@@ -166,6 +166,47 @@ pub fn error(
     response(id.unwrap_or(&null), None, Some(&err))
 }
 
+/// Why the gateway answers a routed request itself instead of its upstream.
+pub enum UpstreamFault<'a> {
+    /// The session with the upstream broke (process exit, stream closed, HTTP error).
+    Failed(&'a str),
+    /// No session could be opened, or discovery reports the server down.
+    Unavailable(&'a str),
+    /// No answer within the call's deadline.
+    Timeout(std::time::Duration),
+}
+
+/// The one shape of every gateway-made upstream error: a message naming the server and the
+/// reason, and `data` with both (machine-readable, never a secret).
+pub fn upstream_error(id: &RawValue, server: &str, fault: UpstreamFault<'_>) -> String {
+    let (code, message, reason) = match fault {
+        UpstreamFault::Failed(reason) => (
+            UPSTREAM_UNAVAILABLE,
+            format!("upstream server '{server}' failed: {reason}"),
+            reason,
+        ),
+        UpstreamFault::Unavailable(reason) => (
+            UPSTREAM_UNAVAILABLE,
+            format!("upstream server '{server}' is unavailable: {reason}"),
+            reason,
+        ),
+        UpstreamFault::Timeout(limit) => (
+            UPSTREAM_TIMEOUT,
+            format!(
+                "upstream server '{server}' did not answer within {}s",
+                limit.as_secs_f64()
+            ),
+            "timeout",
+        ),
+    };
+    error(
+        Some(id),
+        code,
+        &message,
+        Some(serde_json::json!({ "server": server, "reason": reason })),
+    )
+}
+
 pub fn null_id() -> Box<RawValue> {
     raw("null")
 }

@@ -4,8 +4,8 @@
 
 use crate::catalog::{self, ListKind};
 use crate::error::UpstreamError;
-use crate::gateway::Gateway;
-use crate::jsonrpc::{self, Envelope, Kind, RawObject};
+use crate::gateway::{Gateway, ServerEntry};
+use crate::jsonrpc::{self, Envelope, Kind, RawObject, UpstreamFault};
 use crate::session::{ClientSession, Negotiated};
 use crate::upstream::{LATEST_VERSION, Outbound, SUPPORTED_VERSIONS, UpstreamSession};
 use serde_json::value::RawValue;
@@ -30,7 +30,7 @@ pub struct CallHandle {
     client_id: Box<RawValue>,
     session: Arc<ClientSession>,
     /// The upstream's entry, for its `/metrics` counters.
-    entry: Option<Arc<crate::gateway::ServerEntry>>,
+    entry: Arc<ServerEntry>,
     done: bool,
 }
 
@@ -62,27 +62,18 @@ impl CallHandle {
             }
             Err(_) => {
                 self.finish();
-                if let Some(e) = &self.entry {
-                    e.stats
-                        .timeouts
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                let timeout = self.upstream.call_timeout;
+                self.entry
+                    .stats
+                    .timeouts
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.upstream
                     .cancel(self.upstream_id, "timed out at the gateway")
                     .await;
-                let message = format!(
-                    "upstream server '{}' did not answer within {}s",
-                    self.upstream.server.name,
-                    timeout.as_secs_f64()
-                );
-                let data =
-                    serde_json::json!({ "server": self.upstream.server.name, "reason": "timeout" });
-                Some(Outbound::Final(jsonrpc::error(
-                    Some(&self.client_id),
-                    jsonrpc::UPSTREAM_TIMEOUT,
-                    &message,
-                    Some(data),
+                let fault = UpstreamFault::Timeout(self.upstream.call_timeout);
+                Some(Outbound::Final(jsonrpc::upstream_error(
+                    &self.client_id,
+                    &self.upstream.server.name,
+                    fault,
                 )))
             }
         }
@@ -346,13 +337,10 @@ async fn route_by_name(
         let (health, error) = entry.health();
         if health != crate::gateway::Health::Ready {
             let reason = error.unwrap_or_else(|| "not connected yet".into());
-            let message = format!("upstream server '{server}' is unavailable: {reason}");
-            let data = serde_json::json!({ "server": server, "reason": reason });
-            return Reply::Now(jsonrpc::error(
-                Some(id),
-                jsonrpc::UPSTREAM_UNAVAILABLE,
-                &message,
-                Some(data),
+            return Reply::Now(jsonrpc::upstream_error(
+                id,
+                server,
+                UpstreamFault::Unavailable(&reason),
             ));
         }
         return unknown(id, what, &exposed);
@@ -362,7 +350,7 @@ async fn route_by_name(
         tracing::info!(user = session.caller.label(), subject = %identity.user.subject, server, method = env.method(), name, "routed");
     }
     params.set_str("name", name);
-    forward(gw, session, server, env.method(), &params, id).await
+    forward(entry, session, env.method(), &params, id).await
 }
 
 async fn route_by_uri(
@@ -390,12 +378,11 @@ async fn route_by_uri(
     let Some((server, original)) = catalog::split_uri(&uri) else {
         return unknown(id, "resource", &uri);
     };
-    if gw.server(server).is_none() {
+    let Some(entry) = gw.server(server) else {
         return unknown(id, "resource", &uri);
-    }
-    let (server, original) = (server.to_owned(), original.to_owned());
-    params.set_str("uri", &original);
-    forward(gw, session, &server, env.method(), &params, id).await
+    };
+    params.set_str("uri", original);
+    forward(entry, session, env.method(), &params, id).await
 }
 
 async fn route_completion(
@@ -453,63 +440,44 @@ async fn route_completion(
             ));
         }
     };
-    if gw.server(&server).is_none() {
+    let Some(entry) = gw.server(&server) else {
         return unknown(id, "server", &server);
-    }
+    };
     params.set("ref", reference.to_raw());
-    forward(gw, session, &server, env.method(), &params, id).await
+    forward(entry, session, env.method(), &params, id).await
 }
 
 /// Sends a (rewritten) request to the client's session with `server`.
 async fn forward(
-    gw: &Gateway,
+    entry: &Arc<ServerEntry>,
     session: &Arc<ClientSession>,
-    server: &str,
     method: &str,
     params: &RawObject,
     id: &RawValue,
 ) -> Reply {
     use std::sync::atomic::Ordering::Relaxed;
-    let entry = gw.server(server).cloned();
-    if let Some(e) = &entry {
-        e.stats.calls.fetch_add(1, Relaxed);
-    }
-    let count = |pick: fn(&crate::gateway::ServerStats) -> &std::sync::atomic::AtomicU64| {
-        if let Some(e) = &entry {
-            pick(&e.stats).fetch_add(1, Relaxed);
-        }
-    };
+    let server = entry.config.name.as_str();
+    let stats = &entry.stats;
+    stats.calls.fetch_add(1, Relaxed);
     // The call's deadline covers opening the client's upstream session too.
-    let limit = entry
-        .as_ref()
-        .map(|e| e.call_timeout)
-        .unwrap_or(gw.config.call_tool_timeout);
+    let limit = entry.call_timeout;
     let deadline = Instant::now() + limit;
     let upstream = match tokio::time::timeout_at(deadline, session.upstream(server)).await {
         Ok(Ok(u)) => u,
         Ok(Err(e)) => {
-            count(|s| &s.unavailable);
-            let message = format!("upstream server '{server}' is unavailable: {e}");
-            let data = serde_json::json!({ "server": server, "reason": e.to_string() });
-            return Reply::Now(jsonrpc::error(
-                Some(id),
-                jsonrpc::UPSTREAM_UNAVAILABLE,
-                &message,
-                Some(data),
+            stats.unavailable.fetch_add(1, Relaxed);
+            return Reply::Now(jsonrpc::upstream_error(
+                id,
+                server,
+                UpstreamFault::Unavailable(&e.to_string()),
             ));
         }
         Err(_) => {
-            count(|s| &s.timeouts);
-            let message = format!(
-                "upstream server '{server}' did not answer within {}s",
-                limit.as_secs_f64()
-            );
-            let data = serde_json::json!({ "server": server, "reason": "timeout" });
-            return Reply::Now(jsonrpc::error(
-                Some(id),
-                jsonrpc::UPSTREAM_TIMEOUT,
-                &message,
-                Some(data),
+            stats.timeouts.fetch_add(1, Relaxed);
+            return Reply::Now(jsonrpc::upstream_error(
+                id,
+                server,
+                UpstreamFault::Timeout(limit),
             ));
         }
     };
@@ -538,33 +506,24 @@ async fn forward(
                 upstream_id,
                 client_id: id.to_owned(),
                 session: session.clone(),
-                entry,
+                entry: entry.clone(),
                 done: false,
             })
         }
         Err(UpstreamError::Timeout(limit)) => {
-            count(|s| &s.timeouts);
-            let message = format!(
-                "upstream server '{server}' did not answer within {}s",
-                limit.as_secs_f64()
-            );
-            let data = serde_json::json!({ "server": server, "reason": "timeout" });
-            Reply::Now(jsonrpc::error(
-                Some(id),
-                jsonrpc::UPSTREAM_TIMEOUT,
-                &message,
-                Some(data),
+            stats.timeouts.fetch_add(1, Relaxed);
+            Reply::Now(jsonrpc::upstream_error(
+                id,
+                server,
+                UpstreamFault::Timeout(limit),
             ))
         }
         Err(e) => {
-            count(|s| &s.unavailable);
-            let message = format!("upstream server '{server}' failed: {e}");
-            let data = serde_json::json!({ "server": server, "reason": e.to_string() });
-            Reply::Now(jsonrpc::error(
-                Some(id),
-                jsonrpc::UPSTREAM_UNAVAILABLE,
-                &message,
-                Some(data),
+            stats.unavailable.fetch_add(1, Relaxed);
+            Reply::Now(jsonrpc::upstream_error(
+                id,
+                server,
+                UpstreamFault::Failed(&e.to_string()),
             ))
         }
     }

@@ -106,8 +106,7 @@ pub async fn message(
         Ok(caller) => caller,
         Err(r) => return r,
     };
-    // Another user's session is answered exactly like an unknown one.
-    let Some(session) = gw.session(&id).filter(|s| s.caller.same_principal(&caller)) else {
+    let Some(session) = gw.session(&id, &caller) else {
         return (
             StatusCode::NOT_FOUND,
             "Not Found: unknown or expired session",

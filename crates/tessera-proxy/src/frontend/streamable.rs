@@ -127,8 +127,7 @@ fn session_of(
             "Bad Request: Mcp-Session-Id header is required",
         ));
     };
-    // Another user's session is answered exactly like an unknown one.
-    let Some(session) = gw.session(id).filter(|s| s.caller.same_principal(caller)) else {
+    let Some(session) = gw.session(id, caller) else {
         return Err(plain(
             StatusCode::NOT_FOUND,
             "Not Found: unknown or expired session; initialize a new one",

@@ -526,22 +526,25 @@ impl UpstreamSession {
 
     /// Ends one call with an upstream-failure error.
     pub fn fail_call(&self, id: u64, reason: &str) {
-        match self.take_waiter(id) {
-            Some(Waiter::Client { tx, client_id, .. }) => {
-                let message = format!("upstream server '{}' failed: {reason}", self.server.name);
-                let data = serde_json::json!({ "server": self.server.name, "reason": reason });
-                let text = jsonrpc::error(
-                    Some(&client_id),
-                    jsonrpc::UPSTREAM_UNAVAILABLE,
-                    &message,
-                    Some(data),
+        if let Some(waiter) = self.take_waiter(id) {
+            self.fail_waiter(waiter, reason);
+        }
+    }
+
+    /// Answers a waiter that will get no response from the upstream.
+    fn fail_waiter(&self, waiter: Waiter, reason: &str) {
+        match waiter {
+            Waiter::Client { tx, client_id, .. } => {
+                let text = jsonrpc::upstream_error(
+                    &client_id,
+                    &self.server.name,
+                    jsonrpc::UpstreamFault::Failed(reason),
                 );
                 send_final(tx, text);
             }
-            Some(Waiter::Internal(tx)) => {
+            Waiter::Internal(tx) => {
                 let _ = tx.send(Err(UpstreamError::Closed(reason.to_owned())));
             }
-            None => {}
         }
     }
 
@@ -557,23 +560,8 @@ impl UpstreamSession {
             Err(_) => return,
         };
         tracing::info!(server = %self.server.name, reason, "upstream session ended");
-        let message = format!("upstream server '{}' failed: {reason}", self.server.name);
         for (_, waiter) in drained {
-            match waiter {
-                Waiter::Client { tx, client_id, .. } => {
-                    let data = serde_json::json!({ "server": self.server.name, "reason": reason });
-                    let text = jsonrpc::error(
-                        Some(&client_id),
-                        jsonrpc::UPSTREAM_UNAVAILABLE,
-                        &message,
-                        Some(data),
-                    );
-                    send_final(tx, text);
-                }
-                Waiter::Internal(tx) => {
-                    let _ = tx.send(Err(UpstreamError::Closed(reason.to_owned())));
-                }
-            }
+            self.fail_waiter(waiter, reason);
         }
         if let Some(down) = self.downstream.upgrade() {
             down.upstream_closed(self, reason);
