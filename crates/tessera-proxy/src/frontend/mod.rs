@@ -33,7 +33,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(gw)
-        .layer(cors());
+        .layer(axum::middleware::from_fn(cors));
     match metadata {
         // RFC 9728 protected-resource metadata, served without authentication.
         Some(resource) => router.merge(resource.router()),
@@ -41,21 +41,45 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     }
 }
 
-/// CORS for browser-based MCP clients (MCP Inspector): the browser may read the session id
-/// and the authorization challenge. Which origins may call at all is decided by the Origin
-/// check in each handler (403), so the preflight mirrors the request's origin.
-fn cors() -> tower_http::cors::CorsLayer {
-    use axum::http::{HeaderName, Method};
-    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::mirror_request())
-        .allow_methods([Method::GET, Method::POST, Method::DELETE])
-        .allow_headers(AllowHeaders::mirror_request())
-        .expose_headers([
-            HeaderName::from_static("mcp-session-id"),
-            HeaderName::from_static("www-authenticate"),
-            HeaderName::from_static("mcp-protocol-version"),
-        ])
+/// CORS for browser-based MCP clients (MCP Inspector): the browser may read the session id and
+/// the authorization challenge. Which origins may call at all is decided by the Origin check in
+/// each handler (403), so the preflight mirrors the request's origin. Requests without `Origin`
+/// (every non-browser client, i.e. the hot path) pass through untouched: no header is added.
+async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::Method;
+    let Some(origin) = req.headers().get(header::ORIGIN).cloned() else {
+        return next.run(req).await;
+    };
+    let preflight = req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, DELETE"),
+        );
+        if let Some(asked) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+        }
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        r
+    } else {
+        next.run(req).await
+    };
+    let h = response.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("mcp-session-id, www-authenticate, mcp-protocol-version"),
+    );
+    h.append(header::VARY, HeaderValue::from_static("origin"));
+    response
 }
 
 /// Who is calling: the user proven by the request's bearer token, or `Anonymous` when the
