@@ -154,6 +154,9 @@ pub(crate) const BROKER: &[&str] = &[
     "private_key_file",
     "revocation_endpoint",
     "issuer",
+    "allowed_users",
+    "allowed_emails",
+    "allowed_groups",
 ];
 
 /// Keys of the `auth` object.

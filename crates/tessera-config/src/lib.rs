@@ -211,6 +211,12 @@ pub struct AuthBrokerConfig {
     pub revocation_endpoint: Option<Url>,
     /// RFC 8414 issuer; endpoints not given are discovered from its metadata.
     pub issuer: Option<Url>,
+    /// Policy allow-list: store user ids or IdP subjects. All three lists empty = everyone.
+    pub allowed_users: Vec<String>,
+    /// Policy allow-list: exact addresses (case-insensitive) or `*@domain`.
+    pub allowed_emails: Vec<String>,
+    /// Policy allow-list: IdP group names.
+    pub allowed_groups: Vec<String>,
 }
 
 /// `auth_broker.mode`.

@@ -871,3 +871,31 @@ fn teams_is_the_legacy_alias_of_server_edition() {
         "broker-TOPSECRET"
     );
 }
+
+#[test]
+fn auth_broker_policy_allow_lists_are_read() {
+    let c = ok(
+        r#"{"auth": {"issuer": "https://idp.example.com", "client_id": "tessera"},
+        "mcpServers": {"gh": {"url": "https://example.com/mcp", "auth_broker": {"mode": "oauth_connect",
+            "issuer": "https://as.example.com", "allowed_users": ["u1"],
+            "allowed_emails": ["Alice@Example.com", "*@corp.example.com"], "allowed_groups": ["eng"]}},
+          "open": {"url": "https://example.com/mcp2", "auth_broker": {"mode": "oauth_connect",
+            "issuer": "https://as.example.com"}}}}"#,
+    );
+    let gh = c.server("gh").and_then(|s| s.auth_broker.as_ref()).unwrap();
+    assert_eq!(gh.allowed_users, ["u1"]);
+    assert_eq!(
+        gh.allowed_emails,
+        ["Alice@Example.com", "*@corp.example.com"]
+    );
+    assert_eq!(gh.allowed_groups, ["eng"]);
+    let open = c
+        .server("open")
+        .and_then(|s| s.auth_broker.as_ref())
+        .unwrap();
+    assert!(
+        open.allowed_users.is_empty()
+            && open.allowed_emails.is_empty()
+            && open.allowed_groups.is_empty()
+    );
+}

@@ -255,6 +255,40 @@ impl Cx<'_> {
             None
         };
 
+        let allow_list = |cx: &mut Self, key: &str, example: &str, email: bool| -> Vec<String> {
+            let Some(node) = f.get(key) else {
+                return Vec::new();
+            };
+            let list_path = at(key);
+            cx.string_list(&list_path, node, example)
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, t)| {
+                    let item = path::index(&list_path, i);
+                    let value = t.value.trim();
+                    if value.is_empty() {
+                        cx.err(&item, "must not be empty (remove it)");
+                        return None;
+                    }
+                    if email && !is_allowed_email(value) {
+                        cx.err(
+                            &item,
+                            format!(
+                                "{} is not an email address or \"*@domain\" (write e.g. \"alice@example.com\" or \"*@example.com\")",
+                                t.shown()
+                            ),
+                        );
+                        return None;
+                    }
+                    Some(value.to_owned())
+                })
+                .collect()
+        };
+        let allowed_users = allow_list(self, "allowed_users", "[\"alice\"]", false);
+        let allowed_emails = allow_list(self, "allowed_emails", "[\"*@example.com\"]", true);
+        let allowed_groups = allow_list(self, "allowed_groups", "[\"engineering\"]", false);
+
         // Rules across keys.
         match client_auth {
             Some(ClientAuth::PrivateKeyJwt) if !f.present("private_key_file") => self.err(
@@ -309,6 +343,23 @@ impl Cx<'_> {
             private_key_file,
             revocation_endpoint,
             issuer,
+            allowed_users,
+            allowed_emails,
+            allowed_groups,
         })
     }
+}
+
+/// `local@domain` (one `@`, both sides non-empty, no whitespace) or `*@domain`.
+fn is_allowed_email(value: &str) -> bool {
+    let Some((local, domain)) = value.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && !domain.starts_with('.')
+        && !domain.contains('*')
+        && (local == "*" || !local.contains('*'))
+        && !value.chars().any(char::is_whitespace)
 }
