@@ -47,6 +47,12 @@ pub mod defaults {
     pub const LIST_PAGE_SIZE: usize = 100;
     /// `session_idle_timeout`
     pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+    /// `upstream_idle_timeout`
+    pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+    /// `max_upstream_sessions_per_user`
+    pub const MAX_UPSTREAM_SESSIONS_PER_USER: usize = 64;
+    /// `max_upstream_sessions`
+    pub const MAX_UPSTREAM_SESSIONS: usize = 10_000;
     /// `mcpServers.*.enabled`
     pub const SERVER_ENABLED: bool = true;
     /// `mcpServers.*.auth_broker.header`
@@ -98,6 +104,13 @@ pub struct Config {
     /// A client session with no request, no open stream and no call in flight for this long is
     /// ended (with its upstream sessions).
     pub session_idle_timeout: Duration,
+    /// A brokered (per-user) upstream session with no call for this long is ended (HTTP DELETE
+    /// at the upstream); the next call opens a new one.
+    pub upstream_idle_timeout: Duration,
+    /// Most brokered upstream sessions one user may hold open at once.
+    pub max_upstream_sessions_per_user: usize,
+    /// Most brokered upstream sessions open at once, all users together.
+    pub max_upstream_sessions: usize,
     /// Extra `Origin` values allowed on `/mcp`, normalised to `scheme://host[:port]`.
     pub allowed_origins: Vec<String>,
     /// The upstream servers from `mcpServers`, in file order, enabled and disabled alike.
@@ -124,6 +137,9 @@ impl Default for Config {
             init_timeout: defaults::INIT_TIMEOUT,
             list_page_size: defaults::LIST_PAGE_SIZE,
             session_idle_timeout: defaults::SESSION_IDLE_TIMEOUT,
+            upstream_idle_timeout: defaults::UPSTREAM_IDLE_TIMEOUT,
+            max_upstream_sessions_per_user: defaults::MAX_UPSTREAM_SESSIONS_PER_USER,
+            max_upstream_sessions: defaults::MAX_UPSTREAM_SESSIONS,
             allowed_origins: Vec::new(),
             servers: Vec::new(),
             auth: AuthMode::default(),

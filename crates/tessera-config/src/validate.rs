@@ -453,6 +453,28 @@ impl Cx<'_> {
         {
             config.session_idle_timeout = d;
         }
+        if let Some(node) = f.get("upstream_idle_timeout")
+            && let Some(d) = self.duration("upstream_idle_timeout", node)
+        {
+            config.upstream_idle_timeout = d;
+        }
+        for (key, slot) in [
+            (
+                "max_upstream_sessions_per_user",
+                &mut config.max_upstream_sessions_per_user,
+            ),
+            ("max_upstream_sessions", &mut config.max_upstream_sessions),
+        ] {
+            if let Some(node) = f.get(key)
+                && let Some(n) = self.page_size(key, node)
+            {
+                if n == 0 {
+                    self.err(key, "must be at least 1 (e.g. 64)".to_owned());
+                } else {
+                    *slot = n;
+                }
+            }
+        }
         if let Some(node) = f.get("list_page_size")
             && let Some(n) = self.page_size("list_page_size", node)
         {

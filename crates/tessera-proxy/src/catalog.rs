@@ -16,6 +16,8 @@ pub struct ServerCatalog {
     pub prompt_names: HashSet<String>,
     pub resources: Vec<Box<RawValue>>,
     pub templates: Vec<Box<RawValue>>,
+    /// A brokered server the user has not connected: only the `<server>__connect` tool.
+    pub connect_placeholder: bool,
 }
 
 /// Which list a request is about.

@@ -24,4 +24,13 @@ pub enum UpstreamError {
     Config(String),
     #[error("session expired")]
     SessionExpired,
+    /// A brokered server: no credential for this user, so no request was sent.
+    #[error("{0}")]
+    Credential(crate::credentials::CredentialFailure),
+    /// A cap on upstream sessions is reached; the message names it.
+    #[error("{0}")]
+    Capacity(String),
+    /// A brokered server refused the user's credential, and the re-acquired one too (HTTP 401).
+    #[error("the upstream rejected this user's credential (HTTP 401) after a re-acquisition")]
+    CredentialRejected,
 }

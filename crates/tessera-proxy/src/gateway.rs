@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 use tessera_config::{Config, ServerConfig};
+use tessera_identity::UserKey;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +24,9 @@ pub enum Health {
     Ready,
     Down,
     Disabled,
+    /// A brokered server: no shared discovery session (the gateway holds no credential of its
+    /// own for it); each user's catalogue is discovered with that user's credential.
+    PerUser,
 }
 
 struct ServerState {
@@ -41,6 +45,11 @@ pub struct ServerEntry {
     refresh: Notify,
     /// Counters for `/metrics` (relaxed atomics: one increment per call).
     pub stats: ServerStats,
+    /// Whether each user reaches this server with their own credential (`auth_broker`).
+    pub brokered: bool,
+    /// Brokered servers: each user's catalogue, discovered with that user's credential. Never
+    /// served to another user.
+    user_catalogs: RwLock<HashMap<UserKey, Arc<ServerCatalog>>>,
 }
 
 /// Per-upstream counters exported at `/metrics`.
@@ -84,6 +93,92 @@ impl ServerEntry {
     pub fn request_refresh(&self) {
         self.refresh.notify_one();
     }
+
+    /// A brokered server's catalogue as `user` sees it, if discovered.
+    pub fn user_catalog(&self, user: &UserKey) -> Option<Arc<ServerCatalog>> {
+        self.user_catalogs
+            .read()
+            .ok()
+            .and_then(|m| m.get(user).cloned())
+    }
+
+    pub fn set_user_catalog(&self, user: &UserKey, catalog: Arc<ServerCatalog>) {
+        if let Ok(mut m) = self.user_catalogs.write() {
+            m.insert(user.clone(), catalog);
+        }
+    }
+
+    /// Forgets `user`'s catalogue (list_changed, credential change, disconnect).
+    pub fn forget_user_catalog(&self, user: &UserKey) -> bool {
+        self.user_catalogs
+            .write()
+            .map(|mut m| m.remove(user).is_some())
+            .unwrap_or(false)
+    }
+}
+
+/// Counts the brokered upstream sessions open, per user and in all, against the configured caps.
+#[derive(Default)]
+pub struct SessionCaps {
+    per_user: std::sync::Mutex<HashMap<UserKey, usize>>,
+    total: std::sync::atomic::AtomicUsize,
+}
+
+/// A brokered upstream session's place under the caps; given back when dropped.
+pub struct CapSlot {
+    caps: Weak<Gateway>,
+    user: UserKey,
+}
+
+impl Drop for CapSlot {
+    fn drop(&mut self) {
+        if let Some(gw) = self.caps.upgrade() {
+            gw.caps.release(&self.user);
+        }
+    }
+}
+
+impl SessionCaps {
+    fn take(&self, user: &UserKey, per_user_max: usize, total_max: usize) -> Result<(), String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut per_user = self
+            .per_user
+            .lock()
+            .map_err(|_| "session accounting unavailable".to_owned())?;
+        let mine = per_user.get(user).copied().unwrap_or(0);
+        if mine >= per_user_max {
+            return Err(format!(
+                "you have {mine} upstream sessions open, the most allowed per user (max_upstream_sessions_per_user); close idle MCP clients or try again later"
+            ));
+        }
+        if self.total.load(Relaxed) >= total_max {
+            return Err(
+                "the gateway holds as many upstream sessions as it allows (max_upstream_sessions); try again later"
+                    .to_owned(),
+            );
+        }
+        per_user.insert(user.clone(), mine + 1);
+        self.total.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    fn release(&self, user: &UserKey) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Ok(mut per_user) = self.per_user.lock()
+            && let Some(n) = per_user.get_mut(user)
+        {
+            *n -= 1;
+            if *n == 0 {
+                per_user.remove(user);
+            }
+            self.total.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Brokered upstream sessions open now.
+    pub fn total(&self) -> usize {
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 pub struct Gateway {
@@ -101,6 +196,10 @@ pub struct Gateway {
     sessions: RwLock<HashMap<String, Arc<ClientSession>>>,
     pub shutdown: CancellationToken,
     pub started: Instant,
+    /// Obtains per-user credentials for brokered servers (set once at start-up).
+    broker: std::sync::OnceLock<Arc<dyn crate::credentials::CredentialBroker>>,
+    /// Brokered upstream sessions open, against `max_upstream_sessions[_per_user]`.
+    pub caps: SessionCaps,
 }
 
 impl Gateway {
@@ -136,16 +235,20 @@ impl Gateway {
                     call_timeout: s.call_timeout.unwrap_or(config.call_tool_timeout),
                     init_timeout: s.init_timeout.unwrap_or(config.init_timeout),
                     state: RwLock::new(ServerState {
-                        health: if s.enabled {
-                            Health::Connecting
-                        } else {
+                        health: if !s.enabled {
                             Health::Disabled
+                        } else if s.auth_broker.is_some() {
+                            Health::PerUser
+                        } else {
+                            Health::Connecting
                         },
                         error: None,
                         catalog: Arc::default(),
                     }),
                     refresh: Notify::new(),
                     stats: ServerStats::default(),
+                    brokered: s.auth_broker.is_some(),
+                    user_catalogs: RwLock::new(HashMap::default()),
                 })
             })
             .collect();
@@ -165,7 +268,69 @@ impl Gateway {
             sessions: RwLock::new(HashMap::default()),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
+            broker: std::sync::OnceLock::new(),
+            caps: SessionCaps::default(),
         }))
+    }
+
+    /// Sets the credential broker for brokered servers (once, at start-up). Without one, a
+    /// brokered server refuses every call: there is never a fallback to a shared identity.
+    pub fn set_broker(&self, broker: Arc<dyn crate::credentials::CredentialBroker>) {
+        let _ = self.broker.set(broker);
+    }
+
+    pub fn broker(&self) -> Option<&Arc<dyn crate::credentials::CredentialBroker>> {
+        self.broker.get()
+    }
+
+    /// Takes a place for one more brokered upstream session of `user`, or says why not.
+    pub fn take_session_slot(self: &Arc<Self>, user: &UserKey) -> Result<CapSlot, String> {
+        self.caps.take(
+            user,
+            self.config.max_upstream_sessions_per_user,
+            self.config.max_upstream_sessions,
+        )?;
+        Ok(CapSlot {
+            caps: Arc::downgrade(self),
+            user: user.clone(),
+        })
+    }
+
+    /// The client sessions opened by `user`.
+    pub fn sessions_of(&self, user: &UserKey) -> Vec<Arc<ClientSession>> {
+        self.sessions
+            .read()
+            .map(|s| {
+                s.values()
+                    .filter(|c| c.caller.identity().is_some_and(|i| &i.user == user))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `user`'s credential for `server` changed (connected, refreshed by the user, disconnected):
+    /// their catalogue of it is rediscovered, their clients are told the lists changed, and URL
+    /// elicitations waiting for this connection are completed.
+    pub fn credential_changed(&self, user: &UserKey, server: &str) {
+        if let Some(entry) = self.server(server) {
+            entry.forget_user_catalog(user);
+        }
+        for session in self.sessions_of(user) {
+            if !session.is_initialized() {
+                continue;
+            }
+            for id in session.take_elicitations(server) {
+                let params = serde_json::json!({ "elicitationId": id });
+                session.send_standalone(jsonrpc::notification(
+                    "notifications/elicitation/complete",
+                    Some(&jsonrpc::to_raw(&params)),
+                ));
+            }
+            for kind in [ListKind::Tools, ListKind::Prompts, ListKind::Resources] {
+                session.send_standalone(jsonrpc::notification(kind.changed_notification(), None));
+            }
+        }
     }
 
     /// Accepts Tessera's personal access tokens on the MCP front ends (set once, at start-up).
@@ -179,7 +344,11 @@ impl Gateway {
 
     /// Starts one discovery loop per enabled upstream.
     pub fn start(self: &Arc<Self>) {
-        for entry in self.servers.iter().filter(|s| s.config.enabled) {
+        for entry in self
+            .servers
+            .iter()
+            .filter(|s| s.config.enabled && !s.brokered)
+        {
             tokio::spawn(discovery_loop(Arc::downgrade(self), entry.clone()));
         }
         tokio::spawn(reap_idle_sessions(Arc::downgrade(self)));
@@ -255,7 +424,7 @@ impl Gateway {
     pub fn merged(&self, kind: ListKind) -> Vec<Arc<ServerCatalog>> {
         self.servers
             .iter()
-            .filter(|s| s.config.enabled)
+            .filter(|s| s.config.enabled && !s.brokered)
             .map(|s| s.catalog())
             .filter(|c| !c.items(kind).is_empty())
             .collect()
@@ -338,7 +507,7 @@ impl Gateway {
         let mut ready = true;
         for s in &self.servers {
             let (health, error) = s.health();
-            if s.config.enabled && health != Health::Ready {
+            if s.config.enabled && !matches!(health, Health::Ready | Health::PerUser) {
                 ready = false;
             }
             let c = s.catalog();
@@ -360,8 +529,9 @@ async fn reap_idle_sessions(gateway: Weak<Gateway>) {
     let Some(gw) = gateway.upgrade() else { return };
     let idle = gw.config.session_idle_timeout;
     let shutdown = gw.shutdown.clone();
+    let every = (idle.min(gw.config.upstream_idle_timeout) / 4)
+        .clamp(Duration::from_secs(1), Duration::from_secs(60));
     drop(gw);
-    let every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -384,6 +554,17 @@ async fn reap_idle_sessions(gateway: Weak<Gateway>) {
         for id in stale {
             tracing::info!(session = %id, "ending idle client session");
             gw.end_session(&id).await;
+        }
+        if gw.caps.total() > 0 {
+            let sessions: Vec<Arc<ClientSession>> = gw
+                .sessions
+                .read()
+                .map(|s| s.values().cloned().collect())
+                .unwrap_or_default();
+            for s in sessions {
+                s.evict_idle_upstreams(gw.config.upstream_idle_timeout)
+                    .await;
+            }
         }
     }
 }
@@ -486,6 +667,7 @@ async fn discovery_loop(gateway: Weak<Gateway>, entry: Arc<ServerEntry>) {
             protocol_version: LATEST_VERSION,
             init_timeout: entry.init_timeout,
             call_timeout: entry.init_timeout.max(entry.call_timeout),
+            auth: None,
         });
         let session = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -562,9 +744,8 @@ async fn refresh_catalog(
         .upgrade()
         .map(|g| g.config.tool_separator.clone())
         .unwrap_or_else(|| "__".into());
-    let caps = session.info().capabilities;
     let old = entry.catalog();
-    let mut catalog = ServerCatalog::default();
+    let catalog = discover(session, &entry.config.name, &separator).await?;
     let mut changed = Vec::new();
     for kind in [
         ListKind::Tools,
@@ -572,11 +753,6 @@ async fn refresh_catalog(
         ListKind::Resources,
         ListKind::Templates,
     ] {
-        if caps.get(kind.capability()).is_none() {
-            continue;
-        }
-        let items = list_all(session, kind).await?;
-        catalog.set(kind, &entry.config.name, &separator, items);
         let same = old.items(kind).len() == catalog.items(kind).len()
             && old
                 .items(kind)
@@ -591,6 +767,29 @@ async fn refresh_catalog(
         s.catalog = Arc::new(catalog);
     }
     Ok(changed)
+}
+
+/// Lists every kind `session`'s upstream supports, namespaced for clients.
+pub(crate) async fn discover(
+    session: &Arc<UpstreamSession>,
+    server: &str,
+    separator: &str,
+) -> Result<ServerCatalog, crate::error::UpstreamError> {
+    let caps = session.info().capabilities;
+    let mut catalog = ServerCatalog::default();
+    for kind in [
+        ListKind::Tools,
+        ListKind::Prompts,
+        ListKind::Resources,
+        ListKind::Templates,
+    ] {
+        if caps.get(kind.capability()).is_none() {
+            continue;
+        }
+        let items = list_all(session, kind).await?;
+        catalog.set(kind, server, separator, items);
+    }
+    Ok(catalog)
 }
 
 async fn list_all(

@@ -24,6 +24,8 @@ pub const UPSTREAM_UNAVAILABLE: i64 = -32001;
 pub const UPSTREAM_TIMEOUT: i64 = -32002;
 /// The request was cancelled (by the client or at shutdown).
 pub const REQUEST_CANCELLED: i64 = -32800;
+/// MCP 2025-11-25 `URLElicitationRequiredError`: the request needs the user to open a URL first.
+pub const URL_ELICITATION_REQUIRED: i64 = -32042;
 
 /// A parsed JSON-RPC message: only the envelope is decoded.
 #[derive(Debug, Deserialize)]

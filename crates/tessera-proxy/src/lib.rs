@@ -4,8 +4,10 @@
 //! [`router`] → the client's upstream session ([`upstream`]) and back. Messages stay JSON
 //! ([`jsonrpc`]): only the envelope and the one field the gateway rewrites are ever parsed.
 
+mod brokered;
 pub mod caller;
 pub mod catalog;
+pub mod credentials;
 pub mod error;
 pub mod frontend;
 pub mod gateway;

@@ -121,7 +121,7 @@ pub async fn request(gw: &Arc<Gateway>, session: &Arc<ClientSession>, env: Envel
         "ping" => Reply::Now(jsonrpc::response(id, Some(&jsonrpc::raw("{}")), None)),
         "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
             let kind = ListKind::from_method(method).unwrap_or(ListKind::Tools);
-            Reply::Now(list(gw, kind, id, env.params.as_deref()))
+            Reply::Now(list(gw, session, kind, id, env.params.as_deref()).await)
         }
         "tools/call" | "prompts/get" => route_by_name(gw, session, &env, id).await,
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
@@ -266,7 +266,13 @@ fn initialize(session: &Arc<ClientSession>, id: &RawValue, params: &str) -> Stri
     jsonrpc::result(id, &result)
 }
 
-fn list(gw: &Gateway, kind: ListKind, id: &RawValue, params: Option<&RawValue>) -> String {
+async fn list(
+    gw: &Arc<Gateway>,
+    session: &Arc<ClientSession>,
+    kind: ListKind,
+    id: &RawValue,
+    params: Option<&RawValue>,
+) -> String {
     let cursor = params
         .and_then(|p| RawObject::parse(p.get()).ok())
         .and_then(|p| p.get_str("cursor"));
@@ -274,7 +280,13 @@ fn list(gw: &Gateway, kind: ListKind, id: &RawValue, params: Option<&RawValue>) 
         Ok(o) => o,
         Err(e) => return jsonrpc::error(Some(id), jsonrpc::INVALID_PARAMS, &e, None),
     };
-    let catalogs = gw.merged(kind);
+    let mut catalogs = gw.merged(kind);
+    catalogs.extend(
+        crate::brokered::user_catalogs(gw, session)
+            .await
+            .into_iter()
+            .filter(|c| !c.items(kind).is_empty()),
+    );
     let items: Vec<&RawValue> = catalogs
         .iter()
         .flat_map(|c| c.items(kind).iter().map(|b| b.as_ref()))
@@ -327,6 +339,15 @@ async fn route_by_name(
     let Some(entry) = gw.server(server) else {
         return unknown(id, what, &exposed);
     };
+    if entry.brokered {
+        if let Some(reply) =
+            crate::brokered::route_name(gw, session, entry, what, name, &exposed, id).await
+        {
+            return reply;
+        }
+        params.set_str("name", name);
+        return forward(entry, session, env.method(), &params, id).await;
+    }
     let catalog = entry.catalog();
     let known = if what == "tool" {
         &catalog.tool_names
@@ -459,11 +480,21 @@ async fn forward(
     let server = entry.config.name.as_str();
     let stats = &entry.stats;
     stats.calls.fetch_add(1, Relaxed);
+    // A brokered server: this user's credential first (fail closed, audited per call).
+    if entry.brokered
+        && let Err(reply) = crate::brokered::credential_step(session, server, method, id).await
+    {
+        return reply;
+    }
     // The call's deadline covers opening the client's upstream session too.
     let limit = entry.call_timeout;
     let deadline = Instant::now() + limit;
     let upstream = match tokio::time::timeout_at(deadline, session.upstream(server)).await {
         Ok(Ok(u)) => u,
+        Ok(Err(e @ (UpstreamError::Credential(_) | UpstreamError::CredentialRejected))) => {
+            stats.unavailable.fetch_add(1, Relaxed);
+            return crate::brokered::upstream_failure(session, server, method, id, &e);
+        }
         Ok(Err(e)) => {
             stats.unavailable.fetch_add(1, Relaxed);
             return Reply::Now(jsonrpc::upstream_error(
@@ -517,6 +548,10 @@ async fn forward(
                 server,
                 UpstreamFault::Timeout(limit),
             ))
+        }
+        Err(e @ (UpstreamError::Credential(_) | UpstreamError::CredentialRejected)) => {
+            stats.unavailable.fetch_add(1, Relaxed);
+            crate::brokered::upstream_failure(session, server, method, id, &e)
         }
         Err(e) => {
             stats.unavailable.fetch_add(1, Relaxed);

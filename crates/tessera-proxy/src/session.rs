@@ -5,6 +5,7 @@
 use crate::FastMap as HashMap;
 use crate::caller::Caller;
 use crate::catalog::{self};
+use crate::credentials::{CredentialFailure, UpstreamAuth};
 use crate::error::UpstreamError;
 use crate::gateway::Gateway;
 use crate::jsonrpc::{self, Envelope, RawObject};
@@ -67,6 +68,8 @@ pub struct ClientSession {
     log_level: Mutex<Option<Box<RawValue>>>,
     /// Milliseconds since the gateway started, at the last message from the client.
     last_active: AtomicU64,
+    /// URL-mode elicitations sent to this client, waiting for a connection: (server, id).
+    elicitations: Mutex<Vec<(String, String)>>,
     me: Weak<ClientSession>,
 }
 
@@ -85,6 +88,7 @@ impl ClientSession {
             standalone: Mutex::new(Standalone::default()),
             log_level: Mutex::new(None),
             last_active: AtomicU64::new(0),
+            elicitations: Mutex::new(Vec::new()),
             me: me.clone(),
         })
     }
@@ -104,6 +108,72 @@ impl ClientSession {
             .unwrap_or(false);
         let busy = self.calls_in_flight.load(Ordering::Relaxed) > 0;
         self.last_active.load(Ordering::Relaxed) < cutoff_ms && !streaming && !busy
+    }
+
+    /// Remembers a URL-mode elicitation sent to this client for connecting `server`.
+    pub fn add_elicitation(&self, server: &str, id: String) {
+        if let Ok(mut e) = self.elicitations.lock() {
+            // Bounded: a client that never completes cannot grow this without limit.
+            if e.len() >= 32 {
+                e.remove(0);
+            }
+            e.push((server.to_owned(), id));
+        }
+    }
+
+    /// The elicitation ids waiting for `server`, forgotten once taken.
+    pub fn take_elicitations(&self, server: &str) -> Vec<String> {
+        let Ok(mut e) = self.elicitations.lock() else {
+            return Vec::new();
+        };
+        let (taken, kept): (Vec<_>, Vec<_>) = e.drain(..).partition(|(s, _)| s == server);
+        *e = kept;
+        taken.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Whether the client declared URL-mode elicitation (MCP 2025-11-25:
+    /// `capabilities.elicitation.url`).
+    pub fn supports_url_elicitation(&self) -> bool {
+        let Some(n) = self.negotiated() else {
+            return false;
+        };
+        let Some(caps) = n.client_params.get("capabilities") else {
+            return false;
+        };
+        #[derive(serde::Deserialize)]
+        struct Caps {
+            elicitation: Option<Elicitation>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Elicitation {
+            url: Option<serde::de::IgnoredAny>,
+        }
+        serde_json::from_str::<Caps>(caps.get())
+            .ok()
+            .and_then(|c| c.elicitation)
+            .is_some_and(|e| e.url.is_some())
+    }
+
+    /// Ends brokered upstream sessions with no call for `idle` (HTTP DELETE at the upstream).
+    pub async fn evict_idle_upstreams(&self, idle: std::time::Duration) {
+        let idle_sessions: Vec<Arc<UpstreamSession>> = {
+            let Ok(mut map) = self.upstreams.lock() else {
+                return;
+            };
+            let mut out = Vec::new();
+            map.retain(|_, cell| match cell.get() {
+                Some(s) if s.server.auth_broker.is_some() && s.idle_for(idle) => {
+                    out.push(s.clone());
+                    false
+                }
+                _ => true,
+            });
+            out
+        };
+        for s in idle_sessions {
+            tracing::info!(session = %self.id, server = %s.server.name, "ending idle brokered upstream session");
+            s.close("idle").await;
+        }
     }
 
     pub fn negotiate(&self, n: Negotiated) -> bool {
@@ -178,6 +248,29 @@ impl ClientSession {
             .negotiated()
             .ok_or_else(|| UpstreamError::Protocol("client session not initialized".into()))?;
         let downstream: Weak<dyn Downstream> = self.me.clone();
+        // A brokered server: this user's own session, under the caps, with their credential on
+        // every request. Never opened for an anonymous caller or without a broker.
+        let (auth, slot) = if entry.brokered {
+            let identity = self.caller.identity().ok_or(UpstreamError::Credential(
+                CredentialFailure::Unauthenticated,
+            ))?;
+            let broker = gw.broker().cloned().ok_or_else(|| {
+                UpstreamError::Credential(CredentialFailure::Unavailable(
+                    "the credential broker is not configured".into(),
+                ))
+            })?;
+            let slot = gw
+                .take_session_slot(&identity.user)
+                .map_err(UpstreamError::Capacity)?;
+            let auth = Arc::new(UpstreamAuth {
+                broker,
+                identity: identity.clone(),
+                server: Arc::from(server),
+            });
+            (Some(auth), Some(slot))
+        } else {
+            (None, None)
+        };
         let session = UpstreamSession::connect(Connect {
             server: entry.config.clone(),
             http: &gw.http,
@@ -186,8 +279,12 @@ impl ClientSession {
             protocol_version: &negotiated.protocol_version,
             init_timeout: entry.init_timeout,
             call_timeout: entry.call_timeout,
+            auth,
         })
         .await?;
+        if let Some(slot) = slot {
+            session.hold(Box::new(slot));
+        }
         let level = self.log_level.lock().ok().and_then(|l| l.clone());
         if let Some(level) = level {
             let _ = session.request("logging/setLevel", Some(level)).await;
@@ -402,12 +499,24 @@ impl Downstream for ClientSession {
     ) {
         let method = message.method();
         if method.ends_with("/list_changed") {
-            // The gateway re-lists and tells every client once the catalog has changed.
-            if let Some(entry) = self
-                .gateway()
-                .and_then(|g| g.server(&from.server.name).cloned())
-            {
-                entry.request_refresh();
+            let Some(gw) = self.gateway() else { return };
+            let Some(entry) = gw.server(&from.server.name).cloned() else {
+                return;
+            };
+            match self.caller.identity() {
+                // This user's catalogue of a brokered server: rediscovered on their next list;
+                // each of their clients is told.
+                Some(identity) if entry.brokered => {
+                    entry.forget_user_catalog(&identity.user);
+                    let text = jsonrpc::notification(method, None);
+                    for session in gw.sessions_of(&identity.user) {
+                        if session.is_initialized() {
+                            session.send_standalone(text.clone());
+                        }
+                    }
+                }
+                // The gateway re-lists and tells every client once the catalog has changed.
+                _ => entry.request_refresh(),
             }
             return;
         }

@@ -6,6 +6,7 @@
 
 use super::UpstreamSession;
 use super::client::{HttpClient, body_text};
+use crate::credentials::{BrokeredHeader, UpstreamAuth};
 use crate::error::UpstreamError;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -34,6 +35,8 @@ pub struct HttpTransport {
     /// Configured static headers plus, once known, the session id and protocol version:
     /// rebuilt only when those change, cloned per request.
     headers: RwLock<HeaderMap>,
+    /// A brokered server: the user's credential, looked up for every request.
+    auth: Option<Arc<UpstreamAuth>>,
     stop: CancellationToken,
 }
 
@@ -62,9 +65,11 @@ impl HttpTransport {
         client: HttpClient,
         url: &url::Url,
         headers: &[(String, SecretString)],
+        auth: Option<Arc<UpstreamAuth>>,
     ) -> Result<Self, UpstreamError> {
         Ok(HttpTransport {
             client,
+            auth,
             uri: to_uri(url)?,
             headers: RwLock::new({
                 // Prepared for the common case (a POST): cloned per request, nothing inserted.
@@ -96,6 +101,7 @@ impl HttpTransport {
         accept: HeaderValue,
         body: Bytes,
         extra: Option<(HeaderName, HeaderValue)>,
+        credential: Option<&BrokeredHeader>,
     ) -> Result<Request<Full<Bytes>>, UpstreamError> {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
@@ -110,8 +116,49 @@ impl HttpTransport {
         if let Some((name, value)) = extra {
             headers.insert(name, value);
         }
+        if let Some(c) = credential {
+            headers.insert(c.name.clone(), c.value.clone());
+        }
         *req.headers_mut() = headers;
         Ok(req)
+    }
+
+    /// The user's credential for the next request (brokered servers), else nothing.
+    async fn credential(&self) -> Result<Option<BrokeredHeader>, UpstreamError> {
+        match &self.auth {
+            Some(auth) => auth
+                .header()
+                .await
+                .map(Some)
+                .map_err(UpstreamError::Credential),
+            None => Ok(None),
+        }
+    }
+
+    /// Sends a request built by `build` with the current credential. A brokered server's 401
+    /// drops that credential and the request is sent once more with a re-acquired one; a
+    /// second 401 is [`UpstreamError::CredentialRejected`]. Never sent without a credential.
+    async fn send_authorized(
+        &self,
+        build: impl Fn(Option<&BrokeredHeader>) -> Result<Request<Full<Bytes>>, UpstreamError>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let credential = self.credential().await?;
+        let response = self.client.send(build(credential.as_ref())?).await?;
+        let (Some(auth), Some(sent)) = (&self.auth, credential) else {
+            return Ok(response);
+        };
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let fresh = auth
+            .after_rejection(&sent.value)
+            .await
+            .map_err(UpstreamError::Credential)?;
+        let response = self.client.send(build(Some(&fresh))?).await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            return Err(UpstreamError::CredentialRejected);
+        }
+        Ok(response)
     }
 
     pub async fn post(
@@ -120,8 +167,10 @@ impl HttpTransport {
         text: String,
         related: Option<u64>,
     ) -> Result<(), UpstreamError> {
-        let req = self.request(Method::POST, ACCEPT_BOTH, Bytes::from(text), None)?;
-        let response = self.client.send(req).await?;
+        let body = Bytes::from(text);
+        let response = self
+            .send_authorized(|c| self.request(Method::POST, ACCEPT_BOTH, body.clone(), None, c))
+            .await?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND && self.has_session() {
             session.fail_all("upstream session expired (404)");
@@ -163,12 +212,12 @@ impl HttpTransport {
             let mut failures = 0u32;
             while !me.stop.is_cancelled() {
                 let extra = last_id.clone().map(|id| (LAST_EVENT_ID, id));
-                let Ok(req) = me.request(Method::GET, ACCEPT_SSE, Bytes::new(), extra) else {
-                    return;
-                };
+                let send = me.send_authorized(|c| {
+                    me.request(Method::GET, ACCEPT_SSE, Bytes::new(), extra.clone(), c)
+                });
                 let response = tokio::select! {
                     _ = me.stop.cancelled() => return,
-                    r = me.client.send(req) => r,
+                    r = send => r,
                 };
                 match response {
                     Ok(r) if r.status().is_success() => {
@@ -209,21 +258,28 @@ impl HttpTransport {
     /// Ends the session at the server (DELETE, best effort) and stops the streams.
     pub async fn close(&self) {
         self.stop.cancel();
-        if self.has_session()
-            && let Ok(req) = self.request(Method::DELETE, ACCEPT_BOTH, Bytes::new(), None)
-        {
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.client.send(req)).await;
+        if self.has_session() {
+            // A brokered session is ended with the user's credential too (from the cache when
+            // it is there); a credential that cannot be had means no DELETE, never one without.
+            let delete = self.send_authorized(|c| {
+                self.request(Method::DELETE, ACCEPT_BOTH, Bytes::new(), None, c)
+            });
+            let _ = tokio::time::timeout(Duration::from_secs(2), delete).await;
         }
     }
 
-    fn resume_request(&self, last_event_id: &str) -> Option<Request<Full<Bytes>>> {
+    async fn resume(&self, last_event_id: &str) -> Option<Response<Incoming>> {
         let id = HeaderValue::from_str(last_event_id).ok()?;
-        self.request(
-            Method::GET,
-            ACCEPT_SSE,
-            Bytes::new(),
-            Some((LAST_EVENT_ID, id)),
-        )
+        self.send_authorized(|c| {
+            self.request(
+                Method::GET,
+                ACCEPT_SSE,
+                Bytes::new(),
+                Some((LAST_EVENT_ID, id.clone())),
+                c,
+            )
+        })
+        .await
         .ok()
     }
 }
@@ -309,15 +365,12 @@ async fn resume_if_needed(
             return;
         }
         let Some(id) = last_id.clone() else { break };
-        let Some((client, req)) = s
-            .http_transport()
-            .and_then(|t| Some((t.client.clone(), t.resume_request(&id)?)))
-        else {
+        let Some(transport) = s.http_transport().cloned() else {
             break;
         };
         drop(s);
-        match client.send(req).await {
-            Ok(r) if r.status().is_success() => {
+        match transport.resume(&id).await {
+            Some(r) if r.status().is_success() => {
                 if let Some(newer) = read_events(&session, r.into_body(), related, &stop).await {
                     last_id = Some(newer);
                 }

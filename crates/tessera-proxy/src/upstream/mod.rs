@@ -89,6 +89,11 @@ pub struct UpstreamSession {
     closed: AtomicBool,
     info: Mutex<UpstreamInfo>,
     pub call_timeout: Duration,
+    opened: std::time::Instant,
+    /// Milliseconds after `opened` of the last client call (idle eviction of brokered sessions).
+    last_call_ms: AtomicU64,
+    /// Held for the session's lifetime (a brokered session's place under the caps).
+    guard: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// Everything needed to open an upstream session.
@@ -102,6 +107,8 @@ pub struct Connect<'a> {
     pub protocol_version: &'a str,
     pub init_timeout: Duration,
     pub call_timeout: Duration,
+    /// A brokered server: the user whose credential every request carries.
+    pub auth: Option<Arc<crate::credentials::UpstreamAuth>>,
 }
 
 impl UpstreamSession {
@@ -125,6 +132,7 @@ impl UpstreamSession {
                         c.http.clone(),
                         url,
                         headers,
+                        c.auth.clone(),
                     )?)),
                 ),
                 HttpProtocol::Sse => Self::open_sse(&c, url, headers).await?,
@@ -137,6 +145,7 @@ impl UpstreamSession {
                             c.http.clone(),
                             url,
                             headers,
+                            c.auth.clone(),
                         )?)),
                     );
                     match attempt.initialize_within(&c).await {
@@ -164,6 +173,9 @@ impl UpstreamSession {
             closed: AtomicBool::new(false),
             info: Mutex::new(UpstreamInfo::default()),
             call_timeout: c.call_timeout,
+            opened: std::time::Instant::now(),
+            last_call_ms: AtomicU64::new(0),
+            guard: std::sync::OnceLock::new(),
         })
     }
 
@@ -174,7 +186,11 @@ impl UpstreamSession {
     ) -> Result<Arc<Self>, UpstreamError> {
         let session = Self::new(
             c,
-            Transport::Sse(Box::new(sse::SseTransport::new(c.http.clone(), headers)?)),
+            Transport::Sse(Box::new(sse::SseTransport::new(
+                c.http.clone(),
+                headers,
+                c.auth.clone(),
+            )?)),
         );
         if let Transport::Sse(t) = &session.transport {
             let opened = tokio::time::timeout(
@@ -255,8 +271,30 @@ impl UpstreamSession {
         self.info.lock().map(|i| i.clone()).unwrap_or_default()
     }
 
+    /// Keeps `guard` alive as long as the session.
+    pub fn hold(&self, guard: Box<dyn std::any::Any + Send + Sync>) {
+        let _ = self.guard.set(guard);
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether no client call has started for `idle` and none is in flight.
+    pub fn idle_for(&self, idle: Duration) -> bool {
+        let quiet = self
+            .elapsed_ms()
+            .saturating_sub(self.last_call_ms.load(Ordering::Relaxed));
+        let busy = self
+            .pending
+            .lock()
+            .map(|p| p.values().any(|w| matches!(w, Waiter::Client { .. })))
+            .unwrap_or(true);
+        !busy && u128::from(quiet) >= idle.as_millis()
     }
 
     fn next_id(&self) -> u64 {
@@ -323,6 +361,8 @@ impl UpstreamSession {
         tx: mpsc::Sender<Outbound>,
         deadline: tokio::time::Instant,
     ) -> Result<u64, UpstreamError> {
+        self.last_call_ms
+            .store(self.elapsed_ms(), Ordering::Relaxed);
         let id = self.next_id();
         self.insert_waiter(
             id,

@@ -4,6 +4,7 @@
 use super::UpstreamSession;
 use super::client::HttpClient;
 use super::http::{is_event_stream, static_headers, to_uri};
+use crate::credentials::UpstreamAuth;
 use crate::error::UpstreamError;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -19,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 pub struct SseTransport {
     client: HttpClient,
     headers: HeaderMap,
+    /// A brokered server: the user's credential, looked up for every request (no 401 retry on
+    /// this legacy transport: a refusal fails the call).
+    auth: Option<Arc<UpstreamAuth>>,
     endpoint: Arc<OnceLock<Uri>>,
     stop: CancellationToken,
 }
@@ -27,21 +31,32 @@ impl SseTransport {
     pub fn new(
         client: HttpClient,
         headers: &[(String, SecretString)],
+        auth: Option<Arc<UpstreamAuth>>,
     ) -> Result<Self, UpstreamError> {
         Ok(SseTransport {
             client,
             headers: static_headers(headers)?,
+            auth,
             endpoint: Arc::new(OnceLock::new()),
             stop: CancellationToken::new(),
         })
     }
 
-    fn request(&self, method: Method, uri: Uri, body: Bytes) -> Request<Full<Bytes>> {
+    async fn request(
+        &self,
+        method: Method,
+        uri: Uri,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, UpstreamError> {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = self.headers.clone();
-        req
+        if let Some(auth) = &self.auth {
+            let credential = auth.header().await.map_err(UpstreamError::Credential)?;
+            req.headers_mut().insert(credential.name, credential.value);
+        }
+        Ok(req)
     }
 
     /// Opens the event stream and waits for the `endpoint` event.
@@ -50,7 +65,9 @@ impl SseTransport {
         url: url::Url,
         session: Weak<UpstreamSession>,
     ) -> Result<(), UpstreamError> {
-        let mut req = self.request(Method::GET, to_uri(&url)?, Bytes::new());
+        let mut req = self
+            .request(Method::GET, to_uri(&url)?, Bytes::new())
+            .await?;
         req.headers_mut()
             .insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
         let response = self.client.send(req).await?;
@@ -113,7 +130,9 @@ impl SseTransport {
         let Some(endpoint) = self.endpoint.get() else {
             return Err(UpstreamError::Closed("no endpoint yet".into()));
         };
-        let mut req = self.request(Method::POST, endpoint.clone(), Bytes::from(text));
+        let mut req = self
+            .request(Method::POST, endpoint.clone(), Bytes::from(text))
+            .await?;
         req.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let response = self.client.send(req).await?;
