@@ -169,6 +169,13 @@ GATEWAY_LOGS: list[Path] = []
 USED_SECRETS: set[str] = set()
 
 
+# Credentials clients sent to Tessera (IdP access tokens, PATs, session cookies) and the files in
+# which upstreams recorded every request's headers (tests/e2e/brokered.py): scanned once the whole
+# suite is done — no recorded request may carry one of those credentials.
+INBOUND_CREDENTIALS: set[str] = set()
+UPSTREAM_HEADER_RECORDS: list[Path] = []
+
+
 def register_secret(value: str) -> str:
     """Remember a token, secret or key a test used; no gateway log line may contain it."""
     if value:
@@ -390,6 +397,22 @@ def no_secret_in_any_gateway_log() -> Iterator[None]:
             if jwt_like.search(line) or pat_like.search(line) or any(s in line for s in USED_SECRETS):
                 problems.append(f"{log}:{n}: {line[:200]}")
     assert not problems, "secrets in gateway logs:\n" + "\n".join(problems[:20])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_inbound_credential_reached_an_upstream() -> Iterator[None]:
+    """After the whole suite: no request any header-recording upstream saw carries a credential
+    a client sent to Tessera."""
+    yield
+    problems = []
+    for path in UPSTREAM_HEADER_RECORDS:
+        if not path.exists():
+            continue
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            hits = [s for s in INBOUND_CREDENTIALS if s in line]
+            if hits:
+                problems.append(f"{path}:{n}: carries an inbound credential ({hits[0][:8]}…)")
+    assert not problems, "inbound credentials reached an upstream:\n" + "\n".join(problems[:20])
 
 
 @pytest.fixture(scope="session")

@@ -48,6 +48,11 @@ const settings = {
   rotate_refresh_tokens: config.rotate_refresh_tokens ?? true,
   auto_consent: config.auto_consent ?? false,
   default_resource: args['default-resource'] ?? config.default_resource ?? null,
+  // Delay (ms) before every POST /token is handled: a provider slower than a client's timeout.
+  token_delay_ms: config.token_delay_ms ?? 0,
+  // null, or {error, error_description?, sub?, grant_types?}: the custom grants (token exchange,
+  // OBO) fail with `error` for that subject (any when absent) and those grant types (any when absent).
+  grant_error: config.grant_error ?? null,
 };
 const resourceScopes = config.resource_scopes ?? ['mcp', 'mcp:tools', 'mcp:read', 'mcp:write', 'tools:read', 'tools:call', 'read', 'write', 'admin'];
 const extraAudiences = new Set(config.audiences ?? ['api://upstream', 'upstream-api']);
@@ -288,6 +293,14 @@ function requireConfidentialClient(ctx) {
   }
 }
 
+function forcedGrantError(grantType, sub) {
+  const f = settings.grant_error;
+  if (!f) return;
+  if (f.sub && f.sub !== sub) return;
+  if (Array.isArray(f.grant_types) && !f.grant_types.includes(grantType)) return;
+  throw oauthError(f.error ?? 'invalid_grant', f.error_description ?? 'refused by the test setting grant_error');
+}
+
 function checkScopes(scope) {
   for (const s of (scope ?? '').split(' ').filter(Boolean)) {
     if (deniedScopes.has(s)) throw oauthError('invalid_scope', `scope ${s} is not allowed`);
@@ -303,6 +316,7 @@ async function tokenExchangeGrant(ctx) {
   }
   if (!params.subject_token_type) throw oauthError('invalid_request', 'missing required parameter subject_token_type');
   const subject = await validateSubjectToken(provider, params.subject_token, params.subject_token_type);
+  forcedGrantError(TOKEN_EXCHANGE, subject.sub);
   const target = params.resource ?? params.audience;
   if (!target) throw oauthError('invalid_target', 'audience or resource is required');
   for (const t of [params.resource, params.audience].filter(Boolean)) {
@@ -338,6 +352,7 @@ async function oboGrant(ctx) {
   const audOk = auds.some((a) => a === client.clientId || (own ? own.has(a) : isLocalHttpUrl(a)));
   if (!audOk) throw oauthError('invalid_grant', 'assertion audience is not this client');
   if (!payload.sub || !accounts.has(payload.sub)) throw oauthError('invalid_grant', 'assertion names no known user');
+  forcedGrantError(JWT_BEARER, payload.sub);
   if (!params.scope) throw oauthError('invalid_request', 'missing required parameter scope');
 
   let resource;
@@ -612,6 +627,9 @@ const server = http.createServer(async (req, res) => {
   try {
     if (url.pathname.startsWith('/__test/')) return await adminRoute(req, res, url);
     if (url.pathname.startsWith('/interaction/')) return await interactionRoute(req, res, url);
+    if (req.method === 'POST' && url.pathname === '/token' && settings.token_delay_ms > 0) {
+      await new Promise((resolve) => setTimeout(resolve, settings.token_delay_ms));
+    }
     if (url.pathname === '/.well-known/oauth-authorization-server') {
       req.url = `/.well-known/openid-configuration${url.search}`;
     }
