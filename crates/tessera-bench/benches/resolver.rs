@@ -50,6 +50,9 @@ fn server() -> BrokeredServer {
         private_key_file: None,
         revocation_endpoint: None,
         issuer: None,
+        allowed_users: Vec::new(),
+        allowed_emails: Vec::new(),
+        allowed_groups: Vec::new(),
     };
     BrokeredServer::from_parts("upstream", "http://127.0.0.1:9/mcp", config).expect("server")
 }
@@ -86,7 +89,7 @@ fn warm_resolver(rt: &tokio::runtime::Runtime, server: &BrokeredServer, users: u
     rt.block_on(async {
         for i in 0..users {
             resolver
-                .resolve(&user(i), server)
+                .resolve(&tessera_broker::Requester::new(&user(i)), server)
                 .await
                 .expect("warm-up resolve");
         }
@@ -101,7 +104,7 @@ fn warm_resolver(rt: &tokio::runtime::Runtime, server: &BrokeredServer, users: u
 
 /// Polls a cache-hit resolve once; a hit is always ready.
 fn hit(resolver: &Resolver, user: &str, server: &BrokeredServer, cx: &mut Context<'_>) {
-    let fut = std::pin::pin!(resolver.resolve(user, server));
+    let fut = std::pin::pin!(resolver.resolve(&tessera_broker::Requester::new(user), server));
     match fut.poll(cx) {
         Poll::Ready(Ok(credential)) => {
             black_box(credential);

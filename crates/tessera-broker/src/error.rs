@@ -73,9 +73,28 @@ pub enum BrokerError {
     /// The user's subject token could not be obtained for another reason.
     #[error("broker: no subject token available for the user")]
     SubjectTokenUnavailable,
-    /// The user has not connected this server (oauth_connect).
-    #[error("broker: upstream {0:?} is not connected for this user")]
-    NotConnected(String),
+    /// The user has not connected this server (oauth_connect), or the connection expired and
+    /// cannot be refreshed. `connect_url` is Tessera's own connect page, never the upstream's
+    /// authorization URL.
+    #[error(
+        "broker: upstream {server:?} is not connected for this user; connect at: {connect_url}"
+    )]
+    NotConnected { server: String, connect_url: String },
+    /// The policy does not allow this user this server.
+    #[error("broker: policy denies this user a credential for {server:?}")]
+    PolicyDenied { server: String },
+    /// A connect callback arrived from another signed-in user than the one who started the flow.
+    #[error("broker: this connect flow was started by another user")]
+    ConnectUserMismatch,
+    /// The user (or the authorization server) refused consent; `code` is allow-listed.
+    #[error("broker: connect denied ({code})")]
+    ConnectDenied { code: &'static str },
+    /// The connect `state` is unknown, expired or already used.
+    #[error("broker: unknown, expired or already used connect state")]
+    UnknownState,
+    /// RFC 8414 discovery of the issuer's metadata failed (`why` is a fixed phrase).
+    #[error("broker: authorization server metadata for {issuer} could not be used ({why})")]
+    Discovery { issuer: String, why: &'static str },
     /// The token endpoint could not be reached.
     #[error("broker: token endpoint unreachable")]
     Unreachable,
@@ -115,7 +134,12 @@ impl BrokerError {
             Self::MissingField(_) | Self::InvalidField(_) => "misconfigured",
             Self::SignInAgain => "sign_in_again",
             Self::SubjectTokenUnavailable => "no_subject_token",
-            Self::NotConnected(_) => "not_connected",
+            Self::NotConnected { .. } => "not_connected",
+            Self::PolicyDenied { .. } => "policy_denied",
+            Self::ConnectUserMismatch => "user_mismatch",
+            Self::ConnectDenied { code } => code,
+            Self::UnknownState => "unknown_state",
+            Self::Discovery { .. } => "discovery_failed",
             Self::Unreachable => "unreachable",
             Self::Timeout => "timeout",
             Self::Rejected { code, .. } => code.as_str(),

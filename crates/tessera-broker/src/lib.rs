@@ -10,24 +10,42 @@
 //!
 //! The broker never names a cipher: the store behind [`CredentialStore`] seals and opens records.
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 mod audit;
+mod connector;
+mod discovery;
+mod elicitation;
 mod error;
 mod exchange;
+mod policy;
 mod resolver;
 mod store;
 mod store_binding;
+mod token;
 
 pub use audit::{ActivityAction, ActivityMethod, ActivityOutcome, Auditor, DEFAULT_AUDIT_QUEUE};
+pub use connector::{
+    CALLBACK_ERROR_CODES, CONNECT_EVENTS_CAPACITY, CONNECT_FLOW_TTL, ConnectDone, ConnectEvent,
+    ConnectOutcome, Connector, ConnectorBuilder, callback_error_code,
+};
+pub use discovery::{Discovery, Endpoints};
+pub use elicitation::{ELICITATION_TTL, Elicitations, MAX_ELICITATIONS};
 pub use error::{BrokerError, OAuthErrorCode};
-pub use exchange::{DEFAULT_EXCHANGE_TIMEOUT, IssuedToken, MAX_RESPONSE_BYTES, TokenExchanger};
+pub use exchange::{IssuedToken, TokenExchanger};
+pub use policy::{AllowAll, ConfigPolicy, Policy};
 pub use resolver::{
-    BrokeredServer, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CACHE_CAPACITY, EXPIRY_SKEW,
+    BrokeredServer, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CACHE_CAPACITY, EXPIRY_SKEW, Requester,
     ResolvedCredential, Resolver, ResolverBuilder, SubjectTokenError, SubjectTokenSource,
 };
 pub use store::{
     CredentialSource, CredentialStore, MemoryCredentialStore, StoreError, StoredCredential,
 };
 pub use store_binding::StoreCredentials;
+pub use token::{
+    CLIENT_ASSERTION_TTL, DEFAULT_EXCHANGE_TIMEOUT, MAX_RESPONSE_BYTES, client_assertion,
+};
 
 use sha2::{Digest, Sha256};
 

@@ -12,8 +12,10 @@ use secrecy::{ExposeSecret, SecretString};
 use tessera_config::{AuthBrokerConfig, BrokerMode, ServerConfig, SubjectTokenType, Transport};
 
 use crate::audit::{ActivityAction, ActivityMethod, ActivityOutcome, Auditor};
+use crate::connector::{Connector, expires_within};
 use crate::error::BrokerError;
-use crate::exchange::TokenExchanger;
+use crate::exchange::{IssuedToken, TokenExchanger};
+use crate::policy::{ConfigPolicy, Policy};
 use crate::store::{CredentialStore, StoredCredential};
 
 /// How long a caller waits for a credential (its own acquisition or another caller's) by default.
@@ -41,6 +43,33 @@ pub trait SubjectTokenSource: Send + Sync + 'static {
         user: &'a str,
         kind: SubjectTokenType,
     ) -> BoxFuture<'a, Result<SecretString, SubjectTokenError>>;
+}
+
+/// Who asks for a credential. Borrowed from the caller's identity; nothing is copied unless an
+/// acquisition starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Requester<'a> {
+    /// The store's user id (`users.id`).
+    pub user_id: &'a str,
+    pub email: Option<&'a str>,
+    pub groups: &'a [String],
+    /// MCP request id / correlation id for audit.
+    pub request_id: Option<&'a str>,
+    /// The caller's inbound IdP access token when it can serve as subject token (None for PAT
+    /// callers: then the [`SubjectTokenSource`] is asked).
+    pub subject_token: Option<&'a SecretString>,
+    /// The caller's IdP subject (`sub`), matched by `allowed_users` beside the user id.
+    pub subject: Option<&'a str>,
+}
+
+impl<'a> Requester<'a> {
+    /// A requester known only by user id.
+    pub fn new(user_id: &'a str) -> Self {
+        Self {
+            user_id,
+            ..Self::default()
+        }
+    }
 }
 
 /// A server prepared for brokering: its key and header name computed once.
@@ -93,6 +122,16 @@ impl BrokeredServer {
         &self.name
     }
 
+    /// How credentials for this server are obtained.
+    pub fn mode(&self) -> BrokerMode {
+        self.config.mode
+    }
+
+    /// The server's `auth_broker` block.
+    pub fn config(&self) -> &AuthBrokerConfig {
+        &self.config
+    }
+
     /// The store key: see [`crate::server_key`].
     pub fn key(&self) -> &str {
         &self.key
@@ -126,8 +165,10 @@ type FlightResult = Result<Arc<ResolvedCredential>, BrokerError>;
 type Flight = Shared<BoxFuture<'static, FlightResult>>;
 /// user id → server key → opened credential.
 type CacheMap = HashMap<String, HashMap<Arc<str>, Arc<ResolvedCredential>>>;
-/// (user id, server key) → (flight id, the shared acquisition).
-type FlightMap = HashMap<(String, Arc<str>), (u64, Flight)>;
+/// (user id, server key, forced) → (flight id, the shared acquisition). `forced` flights ignore
+/// the stored access token (re-acquisition after an upstream 401).
+type FlightKey = (String, Arc<str>, bool);
+type FlightMap = HashMap<FlightKey, (u64, Flight)>;
 
 /// Resolves credentials. Cheap to clone.
 #[derive(Clone)]
@@ -148,6 +189,8 @@ struct Inner {
     exchanger: TokenExchanger,
     store: Arc<dyn CredentialStore>,
     subjects: Arc<dyn SubjectTokenSource>,
+    connector: Option<Arc<Connector>>,
+    policy: Arc<dyn Policy>,
     acquire_timeout: Duration,
     cache_capacity: usize,
     /// Where acquisitions and failures are recorded; `None` = not audited.
@@ -155,7 +198,7 @@ struct Inner {
     /// user id → server key → opened credential. Never keyed by a token.
     cache: RwLock<CacheMap>,
     cache_len: AtomicU64,
-    /// (user id, server key) → the acquisition in progress.
+    /// (user id, server key, forced) → the acquisition in progress.
     flights: Mutex<FlightMap>,
     next_flight: AtomicU64,
 }
@@ -165,15 +208,29 @@ pub struct ResolverBuilder {
     exchanger: TokenExchanger,
     store: Arc<dyn CredentialStore>,
     subjects: Arc<dyn SubjectTokenSource>,
+    connector: Option<Arc<Connector>>,
+    policy: Arc<dyn Policy>,
     acquire_timeout: Duration,
     cache_capacity: usize,
     auditor: Option<Auditor>,
 }
 
 impl ResolverBuilder {
-    /// Record every acquisition, refresh and failure (secret-free) through `auditor`.
+    /// Record every acquisition, refresh, denial and failure (secret-free) through `auditor`.
     pub fn auditor(mut self, auditor: Auditor) -> Self {
         self.auditor = Some(auditor);
+        self
+    }
+
+    /// The connect flow (refresh of `oauth_connect` credentials, connect URLs).
+    pub fn connector(mut self, connector: Arc<Connector>) -> Self {
+        self.connector = Some(connector);
+        self
+    }
+
+    /// Replace the default policy ([`ConfigPolicy`]: the servers' allow-lists).
+    pub fn policy(mut self, policy: Arc<dyn Policy>) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -193,6 +250,8 @@ impl ResolverBuilder {
                 exchanger: self.exchanger,
                 store: self.store,
                 subjects: self.subjects,
+                connector: self.connector,
+                policy: self.policy,
                 acquire_timeout: self.acquire_timeout,
                 cache_capacity: self.cache_capacity,
                 auditor: self.auditor,
@@ -209,6 +268,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// What one acquisition needs, owned (it runs in its own task).
+struct Job {
+    user: String,
+    server: BrokeredServer,
+    subject: Option<SecretString>,
+    request_id: Option<String>,
+    forced: bool,
+}
+
 impl Resolver {
     pub fn builder(
         exchanger: TokenExchanger,
@@ -219,42 +287,144 @@ impl Resolver {
             exchanger,
             store,
             subjects,
+            connector: None,
+            policy: Arc::new(ConfigPolicy),
             acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             auditor: None,
         }
     }
 
-    /// The credential `user` sends to `server`. A cache hit takes a read lock and clones an `Arc`:
-    /// no decryption, no storage. A miss joins or starts the single acquisition for (user, server).
+    /// The connector, if one was configured.
+    pub fn connector(&self) -> Option<&Arc<Connector>> {
+        self.inner.connector.as_ref()
+    }
+
+    /// Sync fast path: a fresh cached credential, no await, no allocation beyond the Arc clone.
+    /// (No policy check: call [`Self::resolve`] for a caller the policy has not seen.)
+    pub fn cached(
+        &self,
+        user_id: &str,
+        server: &BrokeredServer,
+    ) -> Option<Arc<ResolvedCredential>> {
+        self.inner.cached(user_id, &server.key)
+    }
+
+    /// Policy check first (denied → [`BrokerError::PolicyDenied`], audited `policy_deny` /
+    /// `denied`, no token request), then cache → store → refresh / exchange / OBO, one
+    /// acquisition per (user, server) at a time, each caller bounded by the acquisition timeout.
     pub async fn resolve(
         &self,
-        user: &str,
+        who: &Requester<'_>,
         server: &BrokeredServer,
     ) -> Result<Arc<ResolvedCredential>, BrokerError> {
-        if user.is_empty() {
-            return Err(BrokerError::Unauthenticated);
-        }
-        if let Some(hit) = self.inner.cached(user, &server.key) {
+        self.check(who, server)?;
+        if let Some(hit) = self.inner.cached(who.user_id, &server.key) {
             return Ok(hit);
         }
+        self.fly(who, server, false, None).await
+    }
+
+    /// The upstream answered 401 to `rejected`. If the cache already holds a different value
+    /// (another caller re-acquired), that is returned. Otherwise the cached value is dropped and
+    /// a new credential obtained **ignoring the stored access token**: `oauth_connect` → the
+    /// refresh-token grant (none, or it fails → [`BrokerError::NotConnected`]); token exchange /
+    /// OBO → a new exchange. Single flight as [`Self::resolve`]; audited (action `refresh`).
+    pub async fn reacquire(
+        &self,
+        who: &Requester<'_>,
+        server: &BrokeredServer,
+        rejected: &HeaderValue,
+    ) -> Result<Arc<ResolvedCredential>, BrokerError> {
+        self.check(who, server)?;
+        if let Some(hit) = self.inner.cached(who.user_id, &server.key) {
+            if hit.header_value != rejected {
+                return Ok(hit);
+            }
+            self.invalidate(who.user_id, server);
+        }
+        self.fly(who, server, true, Some(rejected)).await
+    }
+
+    /// Record that injecting the credential failed (e.g. the upstream refused it even after
+    /// [`Self::reacquire`]); `reason` must be a fixed, secret-free phrase.
+    pub fn record_inject_failure(
+        &self,
+        who: &Requester<'_>,
+        server: &BrokeredServer,
+        reason: &str,
+    ) {
+        self.inner.audit_record(
+            who.user_id,
+            who.request_id,
+            server,
+            ActivityAction::Inject,
+            ActivityOutcome::Failure,
+            Some(reason),
+            None,
+        );
+    }
+
+    fn check(&self, who: &Requester<'_>, server: &BrokeredServer) -> Result<(), BrokerError> {
+        if who.user_id.is_empty() {
+            return Err(BrokerError::Unauthenticated);
+        }
+        if !self.inner.policy.allows(who, server) {
+            self.inner.audit_record(
+                who.user_id,
+                who.request_id,
+                server,
+                ActivityAction::PolicyDeny,
+                ActivityOutcome::Denied,
+                Some("policy"),
+                None,
+            );
+            return Err(BrokerError::PolicyDenied {
+                server: server.name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn fly(
+        &self,
+        who: &Requester<'_>,
+        server: &BrokeredServer,
+        forced: bool,
+        rejected: Option<&HeaderValue>,
+    ) -> Result<Arc<ResolvedCredential>, BrokerError> {
+        let user = who.user_id;
         let flight = {
             let mut flights = lock(&self.inner.flights);
             // A finished flight filled the cache before leaving the map: check again under the lock.
-            if let Some(hit) = self.inner.cached(user, &server.key) {
+            if let Some(hit) = self.inner.cached(user, &server.key)
+                && rejected.is_none_or(|r| hit.header_value != r)
+            {
                 return Ok(hit);
             }
-            let key = (user.to_owned(), server.key.clone());
-            match flights.get(&key) {
+            // A re-acquisition in progress serves plain resolves too (it skips the stored token).
+            let forced_key = (user.to_owned(), server.key.clone(), true);
+            let key = (user.to_owned(), server.key.clone(), forced);
+            match flights.get(&forced_key).or_else(|| flights.get(&key)) {
                 Some((_, flight)) => flight.clone(),
                 None => {
                     let id = self.inner.next_flight.fetch_add(1, Ordering::Relaxed);
                     let inner = self.inner.clone();
-                    let server = server.clone();
+                    let subject = match (who.subject_token, server.config.subject_token_type) {
+                        (Some(t), SubjectTokenType::AccessToken) => Some(t.clone()),
+                        _ => None,
+                    };
+                    let job = Job {
+                        user: user.to_owned(),
+                        server: server.clone(),
+                        subject,
+                        request_id: who.request_id.map(str::to_owned),
+                        forced,
+                    };
                     let task_key = key.clone();
                     // Spawned so that a cancelled caller does not cancel its co-waiters.
                     let handle = tokio::spawn(async move {
-                        let result = inner.acquire(&task_key.0, &server).await;
+                        let result = inner.acquire(&job).await;
                         let mut flights = lock(&inner.flights);
                         if flights.get(&task_key).is_some_and(|(fid, _)| *fid == id) {
                             flights.remove(&task_key);
@@ -277,17 +447,23 @@ impl Resolver {
 
     /// Forget the cached credential (e.g. the upstream answered 401 with it).
     pub fn invalidate(&self, user: &str, server: &BrokeredServer) {
+        self.forget_user_server(user, &server.key);
+    }
+
+    /// Drop every cached credential of one user for one server key (after disconnect /
+    /// connect), so the next resolve reads the store again.
+    pub fn forget_user_server(&self, user_id: &str, server_key: &str) {
         let mut cache = self
             .inner
             .cache
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(per_user) = cache.get_mut(user) {
-            if per_user.remove(&server.key).is_some() {
+        if let Some(per_user) = cache.get_mut(user_id) {
+            if per_user.remove(server_key).is_some() {
                 self.inner.cache_len.fetch_sub(1, Ordering::Relaxed);
             }
             if per_user.is_empty() {
-                cache.remove(user);
+                cache.remove(user_id);
             }
         }
     }
@@ -339,53 +515,127 @@ impl Inner {
         }
     }
 
-    async fn acquire(&self, user: &str, server: &BrokeredServer) -> FlightResult {
+    fn not_connected(&self, server: &BrokeredServer) -> BrokerError {
+        match &self.connector {
+            Some(c) => BrokerError::NotConnected {
+                server: server.name.to_string(),
+                connect_url: c.connect_url(server),
+            },
+            None => BrokerError::Unsupported {
+                server: server.name.to_string(),
+                what: "oauth_connect without a connector",
+            },
+        }
+    }
+
+    async fn acquire(&self, job: &Job) -> FlightResult {
         let started = std::time::Instant::now();
-        let now = SystemTime::now();
+        let (user, server) = (job.user.as_str(), &job.server);
+        let audit = |action, result: Result<(), &BrokerError>| {
+            let (outcome, reason) = match result {
+                Ok(()) => (ActivityOutcome::Success, None),
+                Err(e) => (ActivityOutcome::Failure, Some(e.reason())),
+            };
+            self.audit_record(
+                user,
+                job.request_id.as_deref(),
+                server,
+                action,
+                outcome,
+                reason,
+                Some(started),
+            );
+        };
         let stored = match self.store.load(user, &server.key).await {
             Ok(stored) => stored,
             Err(e) => {
                 let err = BrokerError::Store(e.0);
-                self.audit(user, server, ActivityAction::Acquire, started, Err(&err));
+                audit(ActivityAction::Inject, Err(&err));
                 return Err(err);
             }
         };
-        // A stored credential that is stale makes this a refresh rather than a first acquisition.
-        let action = match stored {
-            Some(stored) if stored.expires_at.is_none_or(|at| at > now + EXPIRY_SKEW) => {
-                let resolved =
-                    Arc::new(header_for(server, &stored.access_token, stored.expires_at)?);
-                self.remember(user, &server.key, resolved.clone());
-                return Ok(resolved);
+        let fresh = |s: &StoredCredential| !expires_within(s.expires_at, EXPIRY_SKEW);
+        if !job.forced
+            && let Some(stored) = stored.as_ref().filter(|s| fresh(s))
+        {
+            let resolved = header_for(server, &stored.access_token, stored.expires_at);
+            audit(ActivityAction::Inject, resolved.as_ref().map(|_| ()));
+            let resolved = Arc::new(resolved?);
+            self.remember(user, &server.key, resolved.clone());
+            return Ok(resolved);
+        }
+        match server.config.mode {
+            BrokerMode::TokenExchange | BrokerMode::EntraObo => {
+                // A stored (stale or rejected) credential makes this a refresh.
+                let action = if stored.is_some() || job.forced {
+                    ActivityAction::Refresh
+                } else {
+                    ActivityAction::Acquire
+                };
+                let result = self.obtain(job).await;
+                audit(action, result.as_ref().map(|_| ()));
+                result
             }
-            Some(_) => ActivityAction::Refresh,
-            None => ActivityAction::Acquire,
-        };
-        let result = self.obtain(user, server).await;
-        self.audit(user, server, action, started, result.as_ref().map(|_| ()));
-        result
+            BrokerMode::OauthConnect => {
+                let Some(stored) = stored else {
+                    let err = self.not_connected(server);
+                    audit(ActivityAction::Acquire, Err(&err));
+                    return Err(err);
+                };
+                let (Some(refresh), Some(connector)) = (&stored.refresh_token, &self.connector)
+                else {
+                    // No way to refresh: serve the token until it actually expires (unless the
+                    // upstream just refused it), then ask the user to connect again.
+                    if !job.forced && !expires_within(stored.expires_at, Duration::ZERO) {
+                        return Ok(Arc::new(header_for(
+                            server,
+                            &stored.access_token,
+                            stored.expires_at,
+                        )?));
+                    }
+                    let err = self.not_connected(server);
+                    audit(ActivityAction::Refresh, Err(&err));
+                    return Err(err);
+                };
+                match connector.refresh(server, refresh, &stored.scopes).await {
+                    Ok(issued) => {
+                        let result = self.keep(user, server, issued).await;
+                        audit(ActivityAction::Refresh, result.as_ref().map(|_| ()));
+                        result
+                    }
+                    Err(e) => {
+                        audit(ActivityAction::Refresh, Err(&e));
+                        tracing::debug!(server = %server.name, reason = e.reason(), "connect refresh failed");
+                        Err(self.not_connected(server))
+                    }
+                }
+            }
+        }
     }
 
     /// Exchange / OBO with the user's current subject token, then store and cache the result.
-    async fn obtain(&self, user: &str, server: &BrokeredServer) -> FlightResult {
-        match server.config.mode {
-            BrokerMode::TokenExchange | BrokerMode::EntraObo => {}
-            BrokerMode::OauthConnect => {
-                return Err(BrokerError::NotConnected(server.name.to_string()));
-            }
-        }
-        let subject = self
-            .subjects
-            .subject_token(user, server.config.subject_token_type)
-            .await
-            .map_err(|e| match e {
-                SubjectTokenError::SignInAgain => BrokerError::SignInAgain,
-                SubjectTokenError::Unavailable => BrokerError::SubjectTokenUnavailable,
-            })?;
+    async fn obtain(&self, job: &Job) -> FlightResult {
+        let server = &job.server;
+        let subject = match &job.subject {
+            Some(t) => t.clone(),
+            None => self
+                .subjects
+                .subject_token(&job.user, server.config.subject_token_type)
+                .await
+                .map_err(|e| match e {
+                    SubjectTokenError::SignInAgain => BrokerError::SignInAgain,
+                    SubjectTokenError::Unavailable => BrokerError::SubjectTokenUnavailable,
+                })?,
+        };
         let issued = self
             .exchanger
             .exchange(&server.name, &server.config, &subject)
             .await?;
+        self.keep(&job.user, server, issued).await
+    }
+
+    /// Store and cache a newly issued token.
+    async fn keep(&self, user: &str, server: &BrokeredServer, issued: IssuedToken) -> FlightResult {
         let resolved = Arc::new(header_for(server, &issued.access_token, issued.expires_at)?);
         let record = StoredCredential {
             access_token: issued.access_token,
@@ -407,13 +657,16 @@ impl Inner {
 
     /// Queue one secret-free audit record: who, which server, how, what, the outcome, the coarse
     /// reason ([`BrokerError::reason`]) and how long it took. A no-op without an auditor.
-    fn audit(
+    #[allow(clippy::too_many_arguments)]
+    fn audit_record(
         &self,
         user: &str,
+        request_id: Option<&str>,
         server: &BrokeredServer,
         action: ActivityAction,
-        started: std::time::Instant,
-        result: Result<(), &BrokerError>,
+        outcome: ActivityOutcome,
+        reason: Option<&str>,
+        started: Option<std::time::Instant>,
     ) {
         let Some(auditor) = &self.auditor else {
             return;
@@ -423,20 +676,17 @@ impl Inner {
             BrokerMode::EntraObo => ActivityMethod::EntraObo,
             BrokerMode::OauthConnect => ActivityMethod::Connect,
         };
-        let (outcome, reason) = match result {
-            Ok(()) => (ActivityOutcome::Success, None),
-            Err(e) => (ActivityOutcome::Failure, Some(e.reason().to_owned())),
-        };
         auditor.record(tessera_store::ActivityRecord {
             ts: tessera_store::now_unix(),
             user_id: Some(user.to_owned()),
             server: server.name.to_string(),
-            request_id: None,
+            request_id: request_id.map(str::to_owned),
             method,
             action,
             outcome,
-            reason,
-            duration_ms: Some(i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)),
+            reason: reason.map(str::to_owned),
+            duration_ms: started
+                .map(|s| i64::try_from(s.elapsed().as_millis()).unwrap_or(i64::MAX)),
         });
     }
 }

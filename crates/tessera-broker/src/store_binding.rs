@@ -43,7 +43,7 @@ fn from_store_source(source: tessera_store::CredentialSource) -> CredentialSourc
     }
 }
 
-fn to_unix(at: SystemTime) -> UnixTime {
+pub(crate) fn to_unix(at: SystemTime) -> UnixTime {
     match at.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(_) => 0,

@@ -28,6 +28,9 @@ fn config(server: &MockServer, mode: BrokerMode, auth: ClientAuth) -> AuthBroker
         private_key_file: None,
         revocation_endpoint: None,
         issuer: None,
+        allowed_users: Vec::new(),
+        allowed_emails: Vec::new(),
+        allowed_groups: Vec::new(),
     }
 }
 
@@ -311,21 +314,90 @@ async fn unreachable_endpoint_is_an_error() {
 }
 
 #[tokio::test]
-async fn private_key_jwt_is_refused_before_any_request() {
+async fn private_key_jwt_without_a_key_file_is_refused_before_any_request() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200))
         .expect(0)
         .mount(&server)
         .await;
-    let cfg = config(
+    let mut cfg = config(
         &server,
         BrokerMode::TokenExchange,
         ClientAuth::PrivateKeyJwt,
     );
+    cfg.private_key_file = None;
     let err = exchanger()
         .exchange("up", &cfg, &subject())
         .await
         .unwrap_err();
-    assert!(matches!(err, BrokerError::Unsupported { .. }), "{err:?}");
+    assert_eq!(err, BrokerError::MissingField("private_key_file"));
+    cfg.private_key_file = Some(keys().join("README.md"));
+    let err = exchanger()
+        .exchange("up", &cfg, &subject())
+        .await
+        .unwrap_err();
+    assert_eq!(err, BrokerError::InvalidField("private_key_file"));
+}
+
+fn keys() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys")
+}
+
+/// RFC 7523: the assertion is signed with the configured key (ES256 for an EC key, RS256 for
+/// RSA), `iss` = `sub` = client id, `aud` = the token endpoint, a fresh `jti`, 60 s lifetime;
+/// no client secret is sent.
+#[tokio::test]
+async fn private_key_jwt_sends_a_signed_client_assertion() {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    for (key, public, alg) in [
+        ("ec.pem", "ec.pub.pem", Algorithm::ES256),
+        ("rsa.pem", "rsa.pub.pem", Algorithm::RS256),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"access_token": "upstream-token", "expires_in": 60}),
+            ))
+            .expect(2)
+            .mount(&server)
+            .await;
+        let mut cfg = config(&server, BrokerMode::EntraObo, ClientAuth::PrivateKeyJwt);
+        cfg.client_secret = None;
+        cfg.private_key_file = Some(keys().join(key));
+        let ex = exchanger();
+        ex.exchange("up", &cfg, &subject()).await.unwrap();
+        ex.exchange("up", &cfg, &subject()).await.unwrap();
+        let requests = server.received_requests().await.unwrap();
+        let mut jtis = Vec::new();
+        for r in &requests {
+            let form: std::collections::HashMap<String, String> =
+                url::form_urlencoded::parse(&r.body).into_owned().collect();
+            assert_eq!(
+                form["client_assertion_type"],
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+            );
+            assert!(!form.contains_key("client_secret"));
+            assert!(!r.headers.contains_key("authorization"));
+            let pem = std::fs::read(keys().join(public)).unwrap();
+            let decoding = match alg {
+                Algorithm::ES256 => DecodingKey::from_ec_pem(&pem).unwrap(),
+                _ => DecodingKey::from_rsa_pem(&pem).unwrap(),
+            };
+            let endpoint = format!("{}/token", server.uri());
+            let mut v = Validation::new(alg);
+            v.set_audience(&[endpoint.as_str()]);
+            v.set_issuer(&[cfg.client_id.as_deref().unwrap()]);
+            let data =
+                jsonwebtoken::decode::<serde_json::Value>(&form["client_assertion"], &decoding, &v)
+                    .unwrap_or_else(|e| panic!("{key}: {e}"));
+            let c = data.claims;
+            assert_eq!(data.header.alg, alg);
+            assert_eq!(c["sub"], c["iss"]);
+            let (iat, exp) = (c["iat"].as_u64().unwrap(), c["exp"].as_u64().unwrap());
+            assert_eq!(exp - iat, 60);
+            jtis.push(c["jti"].as_str().unwrap().to_owned());
+        }
+        assert_ne!(jtis[0], jtis[1], "jti is fresh per assertion");
+    }
 }

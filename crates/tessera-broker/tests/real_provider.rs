@@ -136,6 +136,9 @@ impl Provider {
             private_key_file: None,
             revocation_endpoint: None,
             issuer: None,
+            allowed_users: Vec::new(),
+            allowed_emails: Vec::new(),
+            allowed_groups: Vec::new(),
         }
     }
 }
@@ -198,7 +201,10 @@ async fn token_exchange_returns_an_upstream_token_carrying_alices_subject() {
         ),
     )
     .unwrap();
-    let credential = resolver.resolve("alice", &server).await.unwrap();
+    let credential = resolver
+        .resolve(&tessera_broker::Requester::new("alice"), &server)
+        .await
+        .unwrap();
     let c = claims(&credential);
     assert_eq!(c["sub"], "alice");
     assert_eq!(c["aud"], UPSTREAM_RESOURCE);
@@ -220,7 +226,12 @@ async fn token_exchange_with_client_secret_post() {
         ),
     )
     .unwrap();
-    let c = claims(&resolver.resolve("alice", &server).await.unwrap());
+    let c = claims(
+        &resolver
+            .resolve(&tessera_broker::Requester::new("alice"), &server)
+            .await
+            .unwrap(),
+    );
     assert_eq!(
         (c["sub"].as_str(), c["act"]["sub"].as_str()),
         (Some("alice"), Some("tessera-post"))
@@ -241,7 +252,12 @@ async fn entra_obo_returns_an_upstream_token_carrying_alices_subject() {
         ),
     )
     .unwrap();
-    let c = claims(&resolver.resolve("alice", &server).await.unwrap());
+    let c = claims(
+        &resolver
+            .resolve(&tessera_broker::Requester::new("alice"), &server)
+            .await
+            .unwrap(),
+    );
     assert_eq!(c["sub"], "alice");
     assert_eq!(c["aud"], "api://upstream");
     assert_eq!(c["azp"], "tessera");
@@ -263,8 +279,12 @@ async fn hundred_concurrent_resolves_make_one_grant_and_users_never_share() {
         ),
     )
     .unwrap();
-    let results =
-        futures::future::join_all((0..100).map(|_| resolver.resolve("alice", &server))).await;
+    let results = futures::future::join_all((0..100).map(|_| async {
+        resolver
+            .resolve(&tessera_broker::Requester::new("alice"), &server)
+            .await
+    }))
+    .await;
     let first = results[0].as_ref().unwrap().header_value.clone();
     for r in &results {
         assert_eq!(r.as_ref().unwrap().header_value, first);
@@ -276,7 +296,12 @@ async fn hundred_concurrent_resolves_make_one_grant_and_users_never_share() {
     );
 
     // Alice and bob, concurrently: two grants, two subjects.
-    let bobs = futures::future::join_all((0..50).map(|_| resolver.resolve("bob", &server))).await;
+    let bobs = futures::future::join_all((0..50).map(|_| async {
+        resolver
+            .resolve(&tessera_broker::Requester::new("bob"), &server)
+            .await
+    }))
+    .await;
     let bob = bobs[0].as_ref().unwrap();
     assert_eq!(claims(bob)["sub"], "bob");
     assert_eq!(claims(results[0].as_ref().unwrap())["sub"], "alice");
@@ -302,7 +327,10 @@ async fn provider_refusal_is_reduced_to_its_code() {
         ),
     )
     .unwrap();
-    let err = resolver.resolve("mallory", &server).await.unwrap_err();
+    let err = resolver
+        .resolve(&tessera_broker::Requester::new("mallory"), &server)
+        .await
+        .unwrap_err();
     assert_eq!(
         err,
         BrokerError::Rejected {
@@ -324,7 +352,10 @@ async fn provider_refusal_is_reduced_to_its_code() {
     cfg.client_secret = Some(SecretString::from("wrong"));
     let resolver = resolver_for(&provider, &["alice"]).await;
     let server = BrokeredServer::from_parts("files", UPSTREAM_RESOURCE, cfg).unwrap();
-    let err = resolver.resolve("alice", &server).await.unwrap_err();
+    let err = resolver
+        .resolve(&tessera_broker::Requester::new("alice"), &server)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,

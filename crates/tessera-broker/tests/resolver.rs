@@ -56,6 +56,9 @@ fn broker_config(endpoint: &str, mode: BrokerMode) -> AuthBrokerConfig {
         private_key_file: None,
         revocation_endpoint: None,
         issuer: None,
+        allowed_users: Vec::new(),
+        allowed_emails: Vec::new(),
+        allowed_groups: Vec::new(),
     }
 }
 
@@ -136,7 +139,11 @@ async fn token_requests(mock: &MockServer) -> usize {
 async fn no_cache_exchanges_once_stores_and_then_hits_memory_without_storage() {
     let f = fixture().await;
     mount_per_user_tokens(&f.mock, &["alice"], Duration::ZERO).await;
-    let first = f.resolver.resolve("alice", &f.server).await.unwrap();
+    let first = f
+        .resolver
+        .resolve(&tessera_broker::Requester::new("alice"), &f.server)
+        .await
+        .unwrap();
     assert_eq!(first.header_name, "authorization");
     assert_eq!(value(&first), "Bearer token-for-alice");
     assert!(first.header_value.is_sensitive());
@@ -146,7 +153,11 @@ async fn no_cache_exchanges_once_stores_and_then_hits_memory_without_storage() {
     assert_eq!(record.source, CredentialSource::Exchange);
 
     for _ in 0..10 {
-        let again = f.resolver.resolve("alice", &f.server).await.unwrap();
+        let again = f
+            .resolver
+            .resolve(&tessera_broker::Requester::new("alice"), &f.server)
+            .await
+            .unwrap();
         assert!(Arc::ptr_eq(&first, &again));
     }
     assert_eq!(token_requests(&f.mock).await, 1);
@@ -165,7 +176,11 @@ async fn valid_stored_credential_is_used_without_exchange() {
         f.server.key(),
         stored("stored-token", Duration::from_secs(600)),
     );
-    let got = f.resolver.resolve("alice", &f.server).await.unwrap();
+    let got = f
+        .resolver
+        .resolve(&tessera_broker::Requester::new("alice"), &f.server)
+        .await
+        .unwrap();
     assert_eq!(value(&got), "Bearer stored-token");
     assert_eq!(token_requests(&f.mock).await, 0);
     assert_eq!(f.subjects.calls.load(Ordering::SeqCst), 0);
@@ -180,7 +195,11 @@ async fn near_expiry_stored_credential_is_exchanged_again() {
         f.server.key(),
         stored("nearly-expired", Duration::from_secs(10)),
     );
-    let got = f.resolver.resolve("alice", &f.server).await.unwrap();
+    let got = f
+        .resolver
+        .resolve(&tessera_broker::Requester::new("alice"), &f.server)
+        .await
+        .unwrap();
     assert_eq!(value(&got), "Bearer token-for-alice");
     assert_eq!(token_requests(&f.mock).await, 1);
 }
@@ -199,7 +218,11 @@ async fn no_static_fallback_on_exchange_failure() {
         f.server.key(),
         stored("stale-token", Duration::from_secs(5)),
     );
-    let err = f.resolver.resolve("alice", &f.server).await.unwrap_err();
+    let err = f
+        .resolver
+        .resolve(&tessera_broker::Requester::new("alice"), &f.server)
+        .await
+        .unwrap_err();
     assert_eq!(
         err,
         BrokerError::Rejected {
@@ -209,7 +232,10 @@ async fn no_static_fallback_on_exchange_failure() {
     );
     assert_eq!(err.reason(), "invalid_grant");
     // The failure is not cached: the next call tries again.
-    f.resolver.resolve("alice", &f.server).await.unwrap_err();
+    f.resolver
+        .resolve(&tessera_broker::Requester::new("alice"), &f.server)
+        .await
+        .unwrap_err();
     assert_eq!(token_requests(&f.mock).await, 2);
 }
 
@@ -217,8 +243,12 @@ async fn no_static_fallback_on_exchange_failure() {
 async fn concurrent_resolves_make_one_token_request() {
     let f = fixture().await;
     mount_per_user_tokens(&f.mock, &["alice"], Duration::from_millis(100)).await;
-    let results =
-        futures::future::join_all((0..50).map(|_| f.resolver.resolve("alice", &f.server))).await;
+    let results = futures::future::join_all((0..50).map(|_| async {
+        f.resolver
+            .resolve(&tessera_broker::Requester::new("alice"), &f.server)
+            .await
+    }))
+    .await;
     for r in &results {
         assert_eq!(value(r.as_ref().unwrap()), "Bearer token-for-alice");
     }
@@ -233,8 +263,12 @@ async fn concurrent_failure_is_shared_not_retried_per_caller() {
         .respond_with(ResponseTemplate::new(500).set_delay(Duration::from_millis(100)))
         .mount(&f.mock)
         .await;
-    let results =
-        futures::future::join_all((0..20).map(|_| f.resolver.resolve("alice", &f.server))).await;
+    let results = futures::future::join_all((0..20).map(|_| async {
+        f.resolver
+            .resolve(&tessera_broker::Requester::new("alice"), &f.server)
+            .await
+    }))
+    .await;
     assert!(
         results
             .iter()
@@ -249,11 +283,19 @@ async fn cancelled_first_caller_does_not_fail_the_others() {
     mount_per_user_tokens(&f.mock, &["alice"], Duration::from_millis(200)).await;
     let first = tokio::spawn({
         let (resolver, server) = (f.resolver.clone(), f.server.clone());
-        async move { resolver.resolve("alice", &server).await }
+        async move {
+            resolver
+                .resolve(&tessera_broker::Requester::new("alice"), &server)
+                .await
+        }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     first.abort();
-    let got = f.resolver.resolve("alice", &f.server).await.unwrap();
+    let got = f
+        .resolver
+        .resolve(&tessera_broker::Requester::new("alice"), &f.server)
+        .await
+        .unwrap();
     assert_eq!(value(&got), "Bearer token-for-alice");
     assert_eq!(token_requests(&f.mock).await, 1);
 }
@@ -263,7 +305,11 @@ async fn waiting_caller_is_bounded_by_acquire_timeout() {
     let f = fixture_with(BrokerMode::TokenExchange, Duration::from_millis(200)).await;
     mount_per_user_tokens(&f.mock, &["alice"], Duration::from_secs(3)).await;
     let started = std::time::Instant::now();
-    let err = f.resolver.resolve("alice", &f.server).await.unwrap_err();
+    let err = f
+        .resolver
+        .resolve(&tessera_broker::Requester::new("alice"), &f.server)
+        .await
+        .unwrap_err();
     assert_eq!(err, BrokerError::AcquireTimeout);
     assert!(started.elapsed() < Duration::from_secs(2));
 }
@@ -272,9 +318,13 @@ async fn waiting_caller_is_bounded_by_acquire_timeout() {
 async fn users_never_share_a_credential() {
     let f = fixture().await;
     mount_per_user_tokens(&f.mock, &["alice", "bob"], Duration::from_millis(50)).await;
+    let (a, b) = (
+        tessera_broker::Requester::new("alice"),
+        tessera_broker::Requester::new("bob"),
+    );
     let (alice, bob) = tokio::join!(
-        f.resolver.resolve("alice", &f.server),
-        f.resolver.resolve("bob", &f.server)
+        f.resolver.resolve(&a, &f.server),
+        f.resolver.resolve(&b, &f.server)
     );
     assert_eq!(value(&alice.unwrap()), "Bearer token-for-alice");
     assert_eq!(value(&bob.unwrap()), "Bearer token-for-bob");
@@ -289,12 +339,19 @@ async fn another_users_valid_credential_is_never_returned() {
         f.server.key(),
         stored("bobs-token", Duration::from_secs(600)),
     );
-    f.resolver.resolve("bob", &f.server).await.unwrap();
+    f.resolver
+        .resolve(&tessera_broker::Requester::new("bob"), &f.server)
+        .await
+        .unwrap();
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(500))
         .mount(&f.mock)
         .await;
-    let err = f.resolver.resolve("alice", &f.server).await.unwrap_err();
+    let err = f
+        .resolver
+        .resolve(&tessera_broker::Requester::new("alice"), &f.server)
+        .await
+        .unwrap_err();
     assert!(!format!("{err} {err:?}").contains("bobs-token"));
     assert_eq!(token_requests(&f.mock).await, 1);
     assert!(f.store.get("bob", f.server.key()).is_some());
@@ -304,7 +361,10 @@ async fn another_users_valid_credential_is_never_returned() {
 async fn empty_user_is_unauthenticated_and_calls_nothing() {
     let f = fixture().await;
     assert_eq!(
-        f.resolver.resolve("", &f.server).await.unwrap_err(),
+        f.resolver
+            .resolve(&tessera_broker::Requester::new(""), &f.server)
+            .await
+            .unwrap_err(),
         BrokerError::Unauthenticated
     );
     assert_eq!(token_requests(&f.mock).await, 0);
@@ -314,7 +374,11 @@ async fn empty_user_is_unauthenticated_and_calls_nothing() {
 #[tokio::test]
 async fn expired_sign_in_asks_to_sign_in_again() {
     let f = fixture().await;
-    let err = f.resolver.resolve("carol", &f.server).await.unwrap_err();
+    let err = f
+        .resolver
+        .resolve(&tessera_broker::Requester::new("carol"), &f.server)
+        .await
+        .unwrap_err();
     assert_eq!(err, BrokerError::SignInAgain);
     assert_eq!(token_requests(&f.mock).await, 0);
 }
@@ -325,25 +389,37 @@ async fn store_failure_is_an_error_not_a_fallback() {
     mount_per_user_tokens(&f.mock, &["alice"], Duration::ZERO).await;
     f.store.set_failing(true);
     assert!(matches!(
-        f.resolver.resolve("alice", &f.server).await,
+        f.resolver
+            .resolve(&tessera_broker::Requester::new("alice"), &f.server)
+            .await,
         Err(BrokerError::Store(_))
     ));
 }
 
 #[tokio::test]
-async fn oauth_connect_without_record_is_not_connected() {
+async fn oauth_connect_without_a_connector_is_unsupported() {
     let f = fixture_with(BrokerMode::OauthConnect, Duration::from_secs(5)).await;
-    let err = f.resolver.resolve("alice", &f.server).await.unwrap_err();
-    assert_eq!(err, BrokerError::NotConnected("files".into()));
+    let err = f
+        .resolver
+        .resolve(&tessera_broker::Requester::new("alice"), &f.server)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BrokerError::Unsupported { .. }), "{err}");
 }
 
 #[tokio::test]
 async fn invalidate_forces_a_new_acquisition() {
     let f = fixture().await;
     mount_per_user_tokens(&f.mock, &["alice"], Duration::ZERO).await;
-    f.resolver.resolve("alice", &f.server).await.unwrap();
+    f.resolver
+        .resolve(&tessera_broker::Requester::new("alice"), &f.server)
+        .await
+        .unwrap();
     f.resolver.invalidate("alice", &f.server);
-    f.resolver.resolve("alice", &f.server).await.unwrap();
+    f.resolver
+        .resolve(&tessera_broker::Requester::new("alice"), &f.server)
+        .await
+        .unwrap();
     // The store still held a valid record, so no second exchange.
     assert_eq!(token_requests(&f.mock).await, 1);
     assert_eq!(f.store.loads(), 2);
@@ -368,15 +444,24 @@ async fn cache_stays_within_capacity() {
     .unwrap();
     for user in ["a", "b", "c", "d"] {
         store.insert(user, server.key(), stored("t", Duration::from_secs(600)));
-        resolver.resolve(user, &server).await.unwrap();
+        resolver
+            .resolve(&tessera_broker::Requester::new(user), &server)
+            .await
+            .unwrap();
     }
     // d was just cached: a hit.
     let loads = store.loads();
-    resolver.resolve("d", &server).await.unwrap();
+    resolver
+        .resolve(&tessera_broker::Requester::new("d"), &server)
+        .await
+        .unwrap();
     assert_eq!(store.loads(), loads);
     // At most two of the four are cached: the others go back to the store.
     for user in ["a", "b", "c", "d"] {
-        resolver.resolve(user, &server).await.unwrap();
+        resolver
+            .resolve(&tessera_broker::Requester::new(user), &server)
+            .await
+            .unwrap();
     }
     assert!(
         store.loads() - loads >= 2,

@@ -87,6 +87,9 @@ fn server(endpoint: &str, mode: BrokerMode) -> BrokeredServer {
         private_key_file: None,
         revocation_endpoint: None,
         issuer: None,
+        allowed_users: Vec::new(),
+        allowed_emails: Vec::new(),
+        allowed_groups: Vec::new(),
     };
     BrokeredServer::from_parts("files", "https://upstream.example/mcp", config).unwrap()
 }
@@ -170,7 +173,10 @@ async fn store_credentials_persist_sealed_and_a_fresh_resolver_finds_them() {
     mount_ok(&mock).await;
     let srv = server(&mock.uri(), BrokerMode::TokenExchange);
 
-    let first = resolver(&store, None).resolve(&alice, &srv).await.unwrap();
+    let first = resolver(&store, None)
+        .resolve(&tessera_broker::Requester::new(&alice), &srv)
+        .await
+        .unwrap();
     assert_eq!(
         first.header_value.to_str().unwrap(),
         format!("Bearer {ACCESS}")
@@ -218,7 +224,10 @@ async fn store_credentials_persist_sealed_and_a_fresh_resolver_finds_them() {
     assert_eq!(opened.source, tessera_store::CredentialSource::Exchange);
 
     // A second resolver (empty cache) over the same store: no provider call.
-    let second = resolver(&store, None).resolve(&alice, &srv).await.unwrap();
+    let second = resolver(&store, None)
+        .resolve(&tessera_broker::Requester::new(&alice), &srv)
+        .await
+        .unwrap();
     assert_eq!(second.header_value, first.header_value);
     assert_eq!(mock.received_requests().await.unwrap().len(), 1);
 
@@ -226,7 +235,7 @@ async fn store_credentials_persist_sealed_and_a_fresh_resolver_finds_them() {
     drop(store);
     let reopened = open_store(dir.path()).await;
     let third = resolver(&reopened, None)
-        .resolve(&alice, &srv)
+        .resolve(&tessera_broker::Requester::new(&alice), &srv)
         .await
         .unwrap();
     assert_eq!(third.header_value, first.header_value);
@@ -252,18 +261,27 @@ async fn audit_records_success_and_failure_without_secrets() {
     let auditor = Auditor::spawn(store.clone(), 1024);
     let r = resolver(&store, Some(auditor.clone()));
 
-    r.resolve(&alice, &server(&ok.uri(), BrokerMode::TokenExchange))
-        .await
-        .unwrap();
+    r.resolve(
+        &tessera_broker::Requester::new(&alice),
+        &server(&ok.uri(), BrokerMode::TokenExchange),
+    )
+    .await
+    .unwrap();
     let err = r
-        .resolve(&bob, &server(&bad.uri(), BrokerMode::EntraObo))
+        .resolve(
+            &tessera_broker::Requester::new(&bob),
+            &server(&bad.uri(), BrokerMode::EntraObo),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "invalid_grant");
     // A cache hit is not an acquisition: no record.
-    r.resolve(&alice, &server(&ok.uri(), BrokerMode::TokenExchange))
-        .await
-        .unwrap();
+    r.resolve(
+        &tessera_broker::Requester::new(&alice),
+        &server(&ok.uri(), BrokerMode::TokenExchange),
+    )
+    .await
+    .unwrap();
 
     let rows = wait_for_activity(&store, 2).await;
     assert_eq!(rows.len(), 2, "{rows:?}");
@@ -328,7 +346,7 @@ async fn stale_stored_credential_is_audited_as_refresh() {
         .unwrap();
     let auditor = Auditor::spawn(store.clone(), 16);
     resolver(&store, Some(auditor))
-        .resolve(&alice, &srv)
+        .resolve(&tessera_broker::Requester::new(&alice), &srv)
         .await
         .unwrap();
     let rows = wait_for_activity(&store, 1).await;
@@ -382,17 +400,23 @@ async fn store_failure_and_not_connected_are_audited_as_failures() {
     .auditor(auditor.clone())
     .build();
     let err = r
-        .resolve("alice", &server(&mock.uri(), BrokerMode::TokenExchange))
+        .resolve(
+            &tessera_broker::Requester::new("alice"),
+            &server(&mock.uri(), BrokerMode::TokenExchange),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.reason(), "store");
 
     let connect = resolver(&store, Some(auditor));
     let err = connect
-        .resolve("bob", &server(&mock.uri(), BrokerMode::OauthConnect))
+        .resolve(
+            &tessera_broker::Requester::new("bob"),
+            &server(&mock.uri(), BrokerMode::OauthConnect),
+        )
         .await
         .unwrap_err();
-    assert_eq!(err.reason(), "not_connected");
+    assert_eq!(err.reason(), "unsupported");
     assert!(mock.received_requests().await.unwrap().is_empty());
 
     let rows = wait_for_activity(&store, 2).await;
@@ -412,5 +436,5 @@ async fn store_failure_and_not_connected_are_audited_as_failures() {
     assert_eq!(not_connected.method, ActivityMethod::Connect);
     assert_eq!(not_connected.action, ActivityAction::Acquire);
     assert_eq!(not_connected.outcome, ActivityOutcome::Failure);
-    assert_eq!(not_connected.reason.as_deref(), Some("not_connected"));
+    assert_eq!(not_connected.reason.as_deref(), Some("unsupported"));
 }
