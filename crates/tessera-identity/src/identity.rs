@@ -47,6 +47,9 @@ pub struct Identity {
     pub client_id: Option<String>,
     /// Scopes the token carries (`scope` / `scp`).
     pub scopes: Vec<String>,
+    /// Groups the token names (`groups` claim: an array of strings, or one string), for
+    /// per-server access policy.
+    pub groups: Vec<String>,
     /// When the token stops being valid, if known.
     pub expires_at: Option<SystemTime>,
     /// The validated inbound token: the subject token for the broker. Never logged.
@@ -75,6 +78,7 @@ impl fmt::Debug for Identity {
             .field("token_kind", &self.token_kind)
             .field("client_id", &self.client_id)
             .field("scopes", &self.scopes)
+            .field("groups", &self.groups)
             .field("expires_at", &self.expires_at)
             .field("token", &"[redacted]")
             .finish()

@@ -568,6 +568,14 @@ impl TokenValidator {
             .or_else(|| str_claim("client_id"))
             .map(str::to_string);
 
+        let groups = match claims.get("groups") {
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            Some(Value::String(one)) => vec![one.clone()],
+            _ => Vec::new(),
+        };
         Ok(Identity {
             user: UserKey { issuer, subject },
             email,
@@ -576,6 +584,7 @@ impl TokenValidator {
             token_kind: kind,
             client_id,
             scopes,
+            groups,
             expires_at,
             token: SecretString::from(token.to_string()),
         })

@@ -208,6 +208,7 @@ fn identity_debug_never_shows_the_token() {
         token_kind: TokenKind::Jwt,
         client_id: None,
         scopes: vec!["mcp".into()],
+        groups: Vec::new(),
         expires_at: Some(SystemTime::now()),
         token: SecretString::from("eyJ-TOPSECRET-token"),
     };

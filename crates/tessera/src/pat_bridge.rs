@@ -41,6 +41,7 @@ impl PatVerifier for StorePatVerifier {
                     token_kind: TokenKind::PersonalAccessToken,
                     client_id: None,
                     scopes: Vec::new(),
+                    groups: Vec::new(),
                     expires_at: user
                         .expires_at
                         .and_then(|s| u64::try_from(s).ok())
