@@ -362,15 +362,20 @@ async def whoami(client: Client, server: str) -> dict[str, Any]:
     return json.loads(out.text)
 
 
-async def tool_names(client: Client) -> set[str]:
-    names: set[str] = set()
+async def list_all_tools(client: Client) -> dict[str, Any]:
+    """Every tool of every page of tools/list, by name."""
+    tools: dict[str, Any] = {}
     cursor = None
     while True:
         result = await client.session.list_tools(cursor=cursor) if cursor else await client.session.list_tools()
-        names |= {t.name for t in result.tools}
+        tools.update({t.name: t for t in result.tools})
         cursor = result.nextCursor
         if not cursor:
-            return names
+            return tools
+
+
+async def tool_names(client: Client) -> set[str]:
+    return set(await list_all_tools(client))
 
 
 # -------------------------------------------------------------------- browser

@@ -43,6 +43,7 @@ from brokered import (
     grants,
     inbound,
     inbound_tokens_found_upstream,
+    list_all_tools,
     new_secrets,
     obo_server,
     provider_config,
@@ -265,7 +266,7 @@ async def test_per_user_catalogue(env: Env) -> None:
     the caller); a user not connected to the oauth_connect server sees only `<server>__connect`."""
     async with sdk_client(env.gw, env.token("alice")) as alice, sdk_client(env.gw, env.token("bob")) as bob:
         a, b = await tool_names(alice), await tool_names(bob)
-        listed = {t.name: t for t in (await bob.session.list_tools()).tools}
+        listed = await list_all_tools(bob)
     for server in (TX, OBO):
         assert {f"{server}{SEP}whoami", f"{server}{SEP}echo", f"{server}{SEP}hello_alice"} <= a, f"alice's tools: {sorted(a)}"
         assert f"{server}{SEP}hello_bob" not in a, "alice's catalogue was discovered with bob's credential"

@@ -115,6 +115,7 @@ async def warm_bob(env: Env, server: str) -> None:
         assert (await whoami(bob, server))["sub"] == "bob"
 
 
+@pytest.mark.timeout(180)  # waits out the broker's exchange timeout (30 s) at least once
 async def test_provider_slow_past_the_timeout(env: Env) -> None:
     await warm_bob(env, SLOW)
     env.idp.settings(token_delay_ms=SLOW_PROVIDER_MS)
