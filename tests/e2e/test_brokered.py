@@ -397,17 +397,20 @@ async def test_short_lived_upstream_tokens_are_refreshed_without_the_client_noti
 
 
 async def test_connected_credential_is_refreshed_with_its_refresh_token(env: Env) -> None:
+    """frank connects while the provider issues 61-second tokens: each is inside Tessera's refresh
+    window a second after it is issued, so the next call after that refreshes it (refresh_token
+    grant) — no new consent, the client notices nothing."""
     env.idp.settings(access_token_ttl=SKEW + 1)
     try:
         await connect_user(env, "frank")
+        interactions = env.idp.stats()["requests"].get("GET /interaction/:uid", 0)
+        refresh_before = grants(env.idp, "refresh_token")
+        async with sdk_client(env.gw, env.token("frank")) as client:
+            w1 = await whoami(client, CONNECT)
+            await await_until(lambda: time.time() > w1["exp"] - SKEW + 1, 10, "frank's connected token to come within the refresh window")
+            w2 = await whoami(client, CONNECT)
     finally:
         env.idp.settings(access_token_ttl=600)
-    interactions = env.idp.stats()["requests"].get("GET /interaction/:uid", 0)
-    refresh_before = grants(env.idp, "refresh_token")
-    async with sdk_client(env.gw, env.token("frank")) as client:
-        w1 = await whoami(client, CONNECT)
-        await await_until(lambda: time.time() > w1["exp"] - SKEW + 1, 10, "frank's connected token to come within the refresh window")
-        w2 = await whoami(client, CONNECT)
     assert w2["sub"] == "frank" and w2["jti"] != w1["jti"], "the connected credential was not refreshed"
     refresh_after = grants(env.idp, "refresh_token")
     assert refresh_after["success"] > refresh_before["success"], f"no refresh_token grant: {refresh_before} -> {refresh_after}"
