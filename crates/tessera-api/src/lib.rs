@@ -24,6 +24,7 @@
 
 pub mod caller;
 pub mod cookies;
+pub mod credentials;
 pub mod error;
 pub mod github;
 pub mod oidc;
@@ -45,6 +46,7 @@ use url::Url;
 
 pub use caller::{Caller, CallerKind};
 pub use cookies::CookiePolicy;
+pub use credentials::BrokerRoutes;
 pub use error::ApiError;
 pub use pat::{PatError, UserIdentity};
 
@@ -65,6 +67,8 @@ pub struct ApiState {
     pub(crate) pending: pending::PendingLogins,
     pub(crate) session_ttl: Duration,
     pub(crate) subject_tokens: subject_token::SubjectTokens,
+    /// The connect routes' part of the credential broker, once the binary wired it.
+    pub(crate) broker: std::sync::OnceLock<credentials::BrokerRoutes>,
 }
 
 impl ApiState {
@@ -88,7 +92,13 @@ impl ApiState {
             pending: pending::PendingLogins::default(),
             session_ttl: auth.session_ttl,
             subject_tokens,
+            broker: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Wires the connect routes to the broker (once; a second call is refused: `false`).
+    pub fn set_broker(&self, broker: credentials::BrokerRoutes) -> bool {
+        self.broker.set(broker).is_ok()
     }
 
     /// The store the API works on.
@@ -153,6 +163,14 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/user/tokens", post(pat::create).get(pat::list))
         .route("/api/v1/user/tokens/{id}", delete(pat::revoke))
         .route("/api/v1/user/idp-token", get(subject_token::status))
+        .route(
+            "/api/v1/user/credentials/{server}/connect",
+            get(credentials::connect),
+        )
+        .route(
+            "/api/v1/user/credentials/{server}/callback",
+            get(credentials::callback),
+        )
         .with_state(state)
 }
 

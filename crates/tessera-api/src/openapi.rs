@@ -72,7 +72,7 @@ mod tests {
                 }
             }
             for m in handlers.split('.') {
-                let m = m.trim();
+                let m = m.trim().trim_end_matches(',').trim();
                 assert!(METHODS.contains(&m), "route {path}: unexpected {m:?}");
                 out.insert((m.to_uppercase(), path.clone()));
             }

@@ -349,6 +349,48 @@ pub(crate) async fn status(State(state): State<Arc<ApiState>>, caller: Caller) -
     }
 }
 
+/// The users' stored provider tokens as the broker's subject-token source (for callers whose
+/// inbound token cannot be exchanged itself, e.g. personal access tokens). `ReauthRequired` →
+/// "sign in again"; any other failure → unavailable.
+impl tessera_broker::SubjectTokenSource for SubjectTokens {
+    fn subject_token<'a>(
+        &'a self,
+        user: &'a str,
+        kind: tessera_config::SubjectTokenType,
+    ) -> futures::future::BoxFuture<'a, Result<SecretString, tessera_broker::SubjectTokenError>>
+    {
+        Box::pin(async move {
+            let kind = match kind {
+                tessera_config::SubjectTokenType::AccessToken => SubjectKind::AccessToken,
+                tessera_config::SubjectTokenType::IdToken => SubjectKind::IdToken,
+            };
+            self.current(user, kind).await.map_err(broker_error)
+        })
+    }
+}
+
+fn broker_error(e: SubjectTokenError) -> tessera_broker::SubjectTokenError {
+    match e {
+        SubjectTokenError::ReauthRequired => tessera_broker::SubjectTokenError::SignInAgain,
+        _ => tessera_broker::SubjectTokenError::Unavailable,
+    }
+}
+
+/// [`SubjectTokens`] of a shared [`ApiState`] as a `tessera_broker::SubjectTokenSource`:
+/// `Arc::new(BrokerSubjects(api_state.clone()))`.
+pub struct BrokerSubjects(pub Arc<ApiState>);
+
+impl tessera_broker::SubjectTokenSource for BrokerSubjects {
+    fn subject_token<'a>(
+        &'a self,
+        user: &'a str,
+        kind: tessera_config::SubjectTokenType,
+    ) -> futures::future::BoxFuture<'a, Result<SecretString, tessera_broker::SubjectTokenError>>
+    {
+        tessera_broker::SubjectTokenSource::subject_token(&self.0.subject_tokens, user, kind)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
