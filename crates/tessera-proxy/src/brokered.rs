@@ -40,7 +40,7 @@ pub(crate) async fn credential_step(
     method: &str,
     id: &RawValue,
 ) -> Result<(), Reply> {
-    let Some(identity) = session.caller.identity() else {
+    let Some(identity) = session.identity() else {
         return Err(failure_reply(
             session,
             server,
@@ -54,18 +54,18 @@ pub(crate) async fn credential_step(
         return Err(failure_reply(session, server, method, id, &failure));
     };
     let rid = request_id(session, id);
-    let result = match broker.cached(identity, server) {
+    let result = match broker.cached(&identity, server) {
         Some(header) => Ok(header),
-        None => broker.acquire(identity, server, Some(&rid)).await,
+        None => broker.acquire(&identity, server, Some(&rid)).await,
     };
     match result {
         Ok(_) => {
-            broker.audit_inject(identity, server, Some(&rid), InjectOutcome::Injected);
+            broker.audit_inject(&identity, server, Some(&rid), InjectOutcome::Injected);
             Ok(())
         }
         Err(failure) => {
             broker.audit_inject(
-                identity,
+                &identity,
                 server,
                 Some(&rid),
                 InjectOutcome::Failed(&failure),
@@ -88,15 +88,20 @@ pub(crate) fn upstream_failure(
     let rid = request_id(session, id);
     match error {
         UpstreamError::Credential(failure) => {
-            if let (Some(broker), Some(identity)) = (&broker, session.caller.identity()) {
-                broker.audit_inject(identity, server, Some(&rid), InjectOutcome::Failed(failure));
+            if let (Some(broker), Some(identity)) = (&broker, session.identity()) {
+                broker.audit_inject(
+                    &identity,
+                    server,
+                    Some(&rid),
+                    InjectOutcome::Failed(failure),
+                );
             }
             failure_reply(session, server, method, id, failure)
         }
         _ => {
-            if let (Some(broker), Some(identity)) = (&broker, session.caller.identity()) {
+            if let (Some(broker), Some(identity)) = (&broker, session.identity()) {
                 broker.audit_inject(
-                    identity,
+                    &identity,
                     server,
                     Some(&rid),
                     InjectOutcome::UpstreamRejected,
@@ -148,9 +153,9 @@ fn failure_reply(
 ) -> Reply {
     if let CredentialFailure::NotConnected { connect_url } = failure {
         if session.supports_url_elicitation()
-            && let Some(identity) = session.caller.identity()
+            && let Some(identity) = session.identity()
             && let Some(broker) = session.gateway().and_then(|g| g.broker().cloned())
-            && let Some((elicitation_id, url)) = broker.connect_elicitation(identity, server)
+            && let Some((elicitation_id, url)) = broker.connect_elicitation(&identity, server)
         {
             session.add_elicitation(server, elicitation_id.clone());
             let message = format!(
@@ -191,7 +196,7 @@ pub(crate) async fn route_name(
     id: &RawValue,
 ) -> Option<Reply> {
     let server = entry.config.name.as_str();
-    let identity = session.caller.identity()?;
+    let identity = session.identity()?;
     let catalog = entry.user_catalog(&identity.user);
     let is_connect_tool = what == "tool"
         && name == CONNECT_TOOL
@@ -262,9 +267,10 @@ pub(crate) async fn user_catalogs(
     gw: &Arc<Gateway>,
     session: &Arc<ClientSession>,
 ) -> Vec<Arc<ServerCatalog>> {
-    let Some(identity) = session.caller.identity() else {
+    let Some(identity) = session.identity() else {
         return Vec::new();
     };
+    let identity = &identity;
     let lookups = gw
         .servers
         .iter()
@@ -287,7 +293,7 @@ async fn discover_for_user(
     session: &Arc<ClientSession>,
     entry: &Arc<ServerEntry>,
 ) -> Option<Arc<ServerCatalog>> {
-    let identity = session.caller.identity()?;
+    let identity = session.identity()?;
     let server = entry.config.name.as_str();
     let separator = gw.config.tool_separator.as_str();
     let bound = entry.init_timeout;

@@ -105,25 +105,58 @@ pub trait CredentialBroker: Send + Sync + 'static {
         request_id: Option<&str>,
         outcome: InjectOutcome<'_>,
     );
+
+    /// Appends the broker's counters to `/metrics` (Prometheus text format).
+    fn metrics(&self, _out: &mut String) {}
+}
+
+/// The latest identity of one client session's user: the client may present a renewed token on
+/// later requests, and a new exchange must use the current one, not the one the session began
+/// with. Shared by the client session and its upstream sessions.
+#[derive(Clone)]
+pub struct IdentityCell(Arc<std::sync::RwLock<Arc<Identity>>>);
+
+impl IdentityCell {
+    pub fn new(identity: Arc<Identity>) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(identity)))
+    }
+
+    pub fn get(&self) -> Arc<Identity> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes `identity` (the same principal, proven by a later request) if it is another token.
+    pub fn update(&self, identity: &Arc<Identity>) {
+        let current = self.get();
+        if Arc::ptr_eq(&current, identity) || current.user != identity.user {
+            return;
+        }
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = identity.clone();
+    }
 }
 
 /// One user's credential source for one upstream session: the transport asks it for the header
 /// of every HTTP request, so a refreshed credential takes effect without reconnecting.
 pub struct UpstreamAuth {
     pub broker: Arc<dyn CredentialBroker>,
-    pub identity: Arc<Identity>,
+    pub identity: IdentityCell,
     pub server: Arc<str>,
 }
 
 impl UpstreamAuth {
     /// The header for the next request: from the cache, else obtained.
     pub async fn header(&self) -> Result<BrokeredHeader, CredentialFailure> {
-        if let Some(header) = self.broker.cached(&self.identity, &self.server) {
+        let identity = self.identity.get();
+        if let Some(header) = self.broker.cached(&identity, &self.server) {
             return Ok(header);
         }
-        self.broker
-            .acquire(&self.identity, &self.server, None)
-            .await
+        self.broker.acquire(&identity, &self.server, None).await
     }
 
     /// The upstream refused `rejected`; a new header to retry with once.
@@ -131,8 +164,9 @@ impl UpstreamAuth {
         &self,
         rejected: &HeaderValue,
     ) -> Result<BrokeredHeader, CredentialFailure> {
+        let identity = self.identity.get();
         self.broker
-            .rejected(&self.identity, &self.server, rejected)
+            .rejected(&identity, &self.server, rejected)
             .await
     }
 }

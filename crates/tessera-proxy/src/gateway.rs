@@ -386,6 +386,7 @@ impl Gateway {
         if !session.caller.same_principal(caller) {
             return None;
         }
+        session.renew_caller(caller);
         session.touch(self.now_ms());
         Some(session)
     }
@@ -498,6 +499,14 @@ impl Gateway {
             "# HELP tessera_auth_rejections_total MCP requests refused for want of a valid token.\n# TYPE tessera_auth_rejections_total counter\ntessera_auth_rejections_total {}",
             self.auth_rejections.load(Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP tessera_brokered_upstream_sessions Per-user upstream sessions of brokered servers open now.\n# TYPE tessera_brokered_upstream_sessions gauge\ntessera_brokered_upstream_sessions {}",
+            self.caps.total()
+        );
+        if let Some(broker) = self.broker() {
+            broker.metrics(&mut out);
+        }
         out
     }
 

@@ -5,7 +5,7 @@
 use crate::FastMap as HashMap;
 use crate::caller::Caller;
 use crate::catalog::{self};
-use crate::credentials::{CredentialFailure, UpstreamAuth};
+use crate::credentials::{CredentialFailure, IdentityCell, UpstreamAuth};
 use crate::error::UpstreamError;
 use crate::gateway::Gateway;
 use crate::jsonrpc::{self, Envelope, RawObject};
@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use tessera_identity::Identity;
 use tokio::sync::{OnceCell, mpsc};
 
 /// Messages kept for a client that has no server-to-client stream open yet.
@@ -68,6 +69,8 @@ pub struct ClientSession {
     log_level: Mutex<Option<Box<RawValue>>>,
     /// Milliseconds since the gateway started, at the last message from the client.
     last_active: AtomicU64,
+    /// The caller's latest identity (renewed tokens replace the first one); `None` if anonymous.
+    identity: Option<IdentityCell>,
     /// URL-mode elicitations sent to this client, waiting for a connection: (server, id).
     elicitations: Mutex<Vec<(String, String)>>,
     me: Weak<ClientSession>,
@@ -78,6 +81,7 @@ impl ClientSession {
         Arc::new_cyclic(|me| ClientSession {
             id: uuid::Uuid::new_v4().simple().to_string(),
             front_end,
+            identity: caller.identity().cloned().map(IdentityCell::new),
             caller,
             gateway,
             negotiated: OnceLock::new(),
@@ -108,6 +112,18 @@ impl ClientSession {
             .unwrap_or(false);
         let busy = self.calls_in_flight.load(Ordering::Relaxed) > 0;
         self.last_active.load(Ordering::Relaxed) < cutoff_ms && !streaming && !busy
+    }
+
+    /// The caller's current identity (with the latest token the client presented).
+    pub fn identity(&self) -> Option<Arc<Identity>> {
+        self.identity.as_ref().map(IdentityCell::get)
+    }
+
+    /// A later request of the same principal proved `caller`: keep its (possibly renewed) token.
+    pub fn renew_caller(&self, caller: &Caller) {
+        if let (Some(cell), Some(identity)) = (&self.identity, caller.identity()) {
+            cell.update(identity);
+        }
     }
 
     /// Remembers a URL-mode elicitation sent to this client for connecting `server`.
@@ -251,7 +267,7 @@ impl ClientSession {
         // A brokered server: this user's own session, under the caps, with their credential on
         // every request. Never opened for an anonymous caller or without a broker.
         let (auth, slot) = if entry.brokered {
-            let identity = self.caller.identity().ok_or(UpstreamError::Credential(
+            let identity = self.identity.clone().ok_or(UpstreamError::Credential(
                 CredentialFailure::Unauthenticated,
             ))?;
             let broker = gw.broker().cloned().ok_or_else(|| {
@@ -260,11 +276,11 @@ impl ClientSession {
                 ))
             })?;
             let slot = gw
-                .take_session_slot(&identity.user)
+                .take_session_slot(&identity.get().user)
                 .map_err(UpstreamError::Capacity)?;
             let auth = Arc::new(UpstreamAuth {
                 broker,
-                identity: identity.clone(),
+                identity,
                 server: Arc::from(server),
             });
             (Some(auth), Some(slot))

@@ -1,5 +1,7 @@
 //! The `tessera` binary: command-line interface and wiring only.
 
+mod broker_bridge;
+mod broker_setup;
 mod keys;
 mod pat_bridge;
 mod serve;

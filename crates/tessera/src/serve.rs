@@ -27,10 +27,25 @@ pub(crate) async fn run(config_path: PathBuf, listen: Option<String>) -> anyhow:
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let (extra, store) = api_routes(&config, addr).await?;
+    let (extra, api) = api_routes(&config, addr).await?;
+    let broker = match &api {
+        Some(api) if config.servers.iter().any(|s| s.auth_broker.is_some()) => {
+            let base = base_url(&config, addr)?;
+            Some(
+                crate::broker_setup::build(&config, api, &base)
+                    .context("cannot set up the credential broker")?,
+            )
+        }
+        _ => None,
+    };
     let gateway = tessera_proxy::Gateway::new(config).context("cannot build the HTTP client")?;
-    if let Some(store) = store {
-        gateway.set_pat_verifier(Arc::new(crate::pat_bridge::StorePatVerifier { store }));
+    if let Some(api) = &api {
+        gateway.set_pat_verifier(Arc::new(crate::pat_bridge::StorePatVerifier {
+            store: api.store().clone(),
+        }));
+    }
+    if let Some(broker) = broker {
+        crate::broker_setup::attach(&gateway, broker);
     }
     tracing::info!(mcp = %format!("http://{addr}/mcp"), sse = %format!("http://{addr}/sse"), servers = gateway.servers.len(), "tessera listening");
     tessera_proxy::serve(gateway, listener, extra, shutdown_signal()).await?;
@@ -43,7 +58,7 @@ pub(crate) async fn run(config_path: PathBuf, listen: Option<String>) -> anyhow:
 async fn api_routes(
     config: &Config,
     addr: std::net::SocketAddr,
-) -> anyhow::Result<(axum::Router, Option<tessera_store::Store>)> {
+) -> anyhow::Result<(axum::Router, Option<Arc<tessera_api::ApiState>>)> {
     let auth = match &config.auth {
         AuthMode::Oidc(auth) => auth,
         AuthMode::None { explicit: true } => {
@@ -60,20 +75,30 @@ async fn api_routes(
     let mut store = tessera_store::Store::open(&config.data_dir)
         .await
         .context("cannot open the store")?;
-    if auth.store_idp_tokens {
-        let keyring = tessera_store::Keyring::from_env()
-            .context("auth.store_idp_tokens is on, so a sealing key is needed")?;
+    let brokered = config.servers.iter().any(|s| s.auth_broker.is_some());
+    if auth.store_idp_tokens || brokered {
+        let why = if brokered {
+            "mcpServers with auth_broker keep per-user credentials sealed, so a sealing key is needed (set TESSERA_SEALING_KEY to 32 random bytes, base64)"
+        } else {
+            "auth.store_idp_tokens is on, so a sealing key is needed (set TESSERA_SEALING_KEY to 32 random bytes, base64)"
+        };
+        let keyring = tessera_store::Keyring::from_env().context(why)?;
         store = store.with_keyring(Arc::new(keyring));
     }
-    let base_url = match &config.public_url {
-        Some(url) => url.clone(),
-        None => url::Url::parse(&format!("http://{addr}"))
-            .with_context(|| format!("cannot make a base URL from the listen address {addr}"))?,
-    };
+    let base_url = base_url(config, addr)?;
     let state = tessera_api::ApiState::new(auth, &base_url, store.clone())
         .context("cannot set up browser sign-in")?;
     tracing::info!(login = %format!("{}auth/login", with_slash(&base_url)), "browser sign-in enabled");
-    Ok((tessera_api::router(state), Some(store)))
+    Ok((tessera_api::router(state.clone()), Some(state)))
+}
+
+/// How browsers reach the gateway: `public_url`, else `http://<listen address>`.
+fn base_url(config: &Config, addr: std::net::SocketAddr) -> anyhow::Result<url::Url> {
+    match &config.public_url {
+        Some(url) => Ok(url.clone()),
+        None => url::Url::parse(&format!("http://{addr}"))
+            .with_context(|| format!("cannot make a base URL from the listen address {addr}")),
+    }
 }
 
 fn with_slash(url: &url::Url) -> String {

@@ -1,0 +1,247 @@
+//! Lets the MCP data path obtain per-user credentials: the proxy only knows the
+//! `CredentialBroker` seam; this adapter answers it with the broker's resolver (cache, store,
+//! token exchange, connect flows), maps MCP identities to the store's users, and writes the
+//! per-call `inject` audit record.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use futures::future::BoxFuture;
+use http::HeaderValue;
+use tessera_broker::{
+    ActivityAction, ActivityMethod, ActivityOutcome, Auditor, BrokerError, BrokeredServer,
+    Connector, Elicitations, Requester, ResolvedCredential, Resolver,
+};
+use tessera_config::BrokerMode;
+use tessera_identity::{Identity, TokenKind, UserKey};
+use tessera_proxy::credentials::{
+    BrokeredHeader, CredentialBroker, CredentialFailure, InjectOutcome,
+};
+use tessera_store::{Role, Store, UserLogin};
+
+pub(crate) struct BrokerBridge {
+    pub(crate) resolver: Resolver,
+    pub(crate) servers: HashMap<String, BrokeredServer>,
+    pub(crate) connector: Option<Arc<Connector>>,
+    pub(crate) elicitations: Arc<Elicitations>,
+    pub(crate) auditor: Option<Auditor>,
+    store: Store,
+    /// MCP identity (issuer, subject) → the store's user id: filled on a user's first brokered
+    /// call, so that later calls need no database round trip.
+    users: RwLock<HashMap<UserKey, Arc<str>>>,
+    /// The reverse, for connect events (which name the store's user).
+    by_id: RwLock<HashMap<Arc<str>, UserKey>>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn header(credential: &ResolvedCredential) -> BrokeredHeader {
+    BrokeredHeader {
+        name: credential.header_name.clone(),
+        value: credential.header_value.clone(),
+    }
+}
+
+/// The broker's error as the user may see it (the broker's errors carry no secret).
+fn failure(e: BrokerError) -> CredentialFailure {
+    match e {
+        BrokerError::NotConnected { connect_url, .. } => {
+            CredentialFailure::NotConnected { connect_url }
+        }
+        BrokerError::PolicyDenied { .. } => CredentialFailure::Denied,
+        BrokerError::SignInAgain => CredentialFailure::SignInAgain,
+        BrokerError::Unauthenticated => CredentialFailure::Unauthenticated,
+        other => {
+            let text = other.to_string();
+            CredentialFailure::Unavailable(
+                text.strip_prefix("broker: ").unwrap_or(&text).to_owned(),
+            )
+        }
+    }
+}
+
+impl BrokerBridge {
+    pub(crate) fn new(
+        resolver: Resolver,
+        servers: HashMap<String, BrokeredServer>,
+        connector: Option<Arc<Connector>>,
+        elicitations: Arc<Elicitations>,
+        auditor: Option<Auditor>,
+        store: Store,
+    ) -> Self {
+        Self {
+            resolver,
+            servers,
+            connector,
+            elicitations,
+            auditor,
+            store,
+            users: RwLock::new(HashMap::new()),
+            by_id: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn known_user(&self, who: &Identity) -> Option<Arc<str>> {
+        read(&self.users).get(&who.user).cloned()
+    }
+
+    /// The store's user for an MCP identity, created on first sight (as a sign-in would).
+    async fn user_id(&self, who: &Identity) -> Result<Arc<str>, CredentialFailure> {
+        if let Some(id) = self.known_user(who) {
+            return Ok(id);
+        }
+        let user = self
+            .store
+            .upsert_user(&UserLogin {
+                issuer: &who.user.issuer,
+                subject: &who.user.subject,
+                email: who.email.as_deref(),
+                display_name: Some(&who.display_name),
+                role_if_new: Role::User,
+            })
+            .await
+            .map_err(|_| {
+                CredentialFailure::Unavailable("the user directory is unavailable".into())
+            })?;
+        let id: Arc<str> = Arc::from(user.id);
+        write(&self.users).insert(who.user.clone(), id.clone());
+        write(&self.by_id).insert(id.clone(), who.user.clone());
+        Ok(id)
+    }
+
+    /// The MCP identity of a store user seen on the MCP path in this process, if any.
+    pub(crate) fn user_key(&self, user_id: &str) -> Option<UserKey> {
+        read(&self.by_id).get(user_id).cloned()
+    }
+
+    fn requester<'a>(
+        who: &'a Identity,
+        user_id: &'a str,
+        request_id: Option<&'a str>,
+    ) -> Requester<'a> {
+        // The caller's own IdP token can be exchanged; a PAT or a browser session cannot (the
+        // resolver then asks for the user's stored provider token).
+        let inbound_idp_token = matches!(who.token_kind, TokenKind::Jwt | TokenKind::Introspected);
+        Requester {
+            user_id,
+            email: who.email.as_deref(),
+            groups: &who.groups,
+            request_id,
+            subject_token: inbound_idp_token.then_some(&who.token),
+            subject: Some(&who.user.subject),
+        }
+    }
+}
+
+impl CredentialBroker for BrokerBridge {
+    fn cached(&self, who: &Identity, server: &str) -> Option<BrokeredHeader> {
+        let user_id = self.known_user(who)?;
+        let server = self.servers.get(server)?;
+        self.resolver.cached(&user_id, server).map(|c| header(&c))
+    }
+
+    fn acquire<'a>(
+        &'a self,
+        who: &'a Identity,
+        server: &'a str,
+        request_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<BrokeredHeader, CredentialFailure>> {
+        Box::pin(async move {
+            let brokered = self.servers.get(server).ok_or_else(|| {
+                CredentialFailure::Unavailable("the server has no auth_broker".into())
+            })?;
+            let user_id = self.user_id(who).await?;
+            let requester = Self::requester(who, &user_id, request_id);
+            self.resolver
+                .resolve(&requester, brokered)
+                .await
+                .map(|c| header(&c))
+                .map_err(failure)
+        })
+    }
+
+    fn rejected<'a>(
+        &'a self,
+        who: &'a Identity,
+        server: &'a str,
+        rejected: &'a HeaderValue,
+    ) -> BoxFuture<'a, Result<BrokeredHeader, CredentialFailure>> {
+        Box::pin(async move {
+            let brokered = self.servers.get(server).ok_or_else(|| {
+                CredentialFailure::Unavailable("the server has no auth_broker".into())
+            })?;
+            let user_id = self.user_id(who).await?;
+            let requester = Self::requester(who, &user_id, None);
+            self.resolver
+                .reacquire(&requester, brokered, rejected)
+                .await
+                .map(|c| header(&c))
+                .map_err(failure)
+        })
+    }
+
+    fn connect_elicitation(&self, who: &Identity, server: &str) -> Option<(String, String)> {
+        let user_id = self.known_user(who)?;
+        let server = self.servers.get(server)?;
+        let connector = self.connector.as_ref()?;
+        self.elicitations.create(connector, &user_id, server).ok()
+    }
+
+    fn audit_inject(
+        &self,
+        who: &Identity,
+        server: &str,
+        request_id: Option<&str>,
+        outcome: InjectOutcome<'_>,
+    ) {
+        let (Some(auditor), Some(brokered)) = (&self.auditor, self.servers.get(server)) else {
+            return;
+        };
+        let (outcome, reason) = match outcome {
+            InjectOutcome::Injected => (ActivityOutcome::Success, None),
+            InjectOutcome::Failed(CredentialFailure::Denied) => {
+                (ActivityOutcome::Denied, Some("policy"))
+            }
+            InjectOutcome::Failed(CredentialFailure::NotConnected { .. }) => {
+                (ActivityOutcome::Failure, Some("not_connected"))
+            }
+            InjectOutcome::Failed(CredentialFailure::SignInAgain) => {
+                (ActivityOutcome::Failure, Some("sign_in_again"))
+            }
+            InjectOutcome::Failed(CredentialFailure::Unauthenticated) => {
+                (ActivityOutcome::Failure, Some("unauthenticated"))
+            }
+            InjectOutcome::Failed(CredentialFailure::Unavailable(_)) => {
+                (ActivityOutcome::Failure, Some("credential_unavailable"))
+            }
+            InjectOutcome::UpstreamRejected => (
+                ActivityOutcome::Failure,
+                Some("upstream_rejected_credential"),
+            ),
+        };
+        let method = match brokered.mode() {
+            BrokerMode::TokenExchange => ActivityMethod::TokenExchange,
+            BrokerMode::EntraObo => ActivityMethod::EntraObo,
+            BrokerMode::OauthConnect => ActivityMethod::Connect,
+        };
+        auditor.record(tessera_store::ActivityRecord {
+            ts: tessera_store::now_unix(),
+            user_id: self.known_user(who).map(|u| u.to_string()),
+            server: server.to_owned(),
+            request_id: request_id.map(str::to_owned),
+            method,
+            action: ActivityAction::Inject,
+            outcome,
+            reason: reason.map(str::to_owned),
+            duration_ms: None,
+        });
+    }
+}

@@ -1,0 +1,148 @@
+//! Builds the credential broker from the configuration and attaches it to the gateway: the
+//! resolver (cache, sealed store, token exchange / OBO, connect refresh, policy, audit), the
+//! connect flows and their elicitations, and the task that turns finished connect flows into
+//! MCP notifications.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::future::BoxFuture;
+use secrecy::SecretString;
+use tessera_api::ApiState;
+use tessera_api::subject_token::{SubjectKind, SubjectTokenError as ApiSubjectError};
+use tessera_broker::{
+    Auditor, BrokeredServer, ConfigPolicy, ConnectOutcome, Connector, DEFAULT_AUDIT_QUEUE,
+    Discovery, Elicitations, Resolver, StoreCredentials, SubjectTokenError, SubjectTokenSource,
+    TokenExchanger,
+};
+use tessera_config::{Config, SubjectTokenType};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::broker_bridge::BrokerBridge;
+
+/// Token endpoints and authorization servers are asked rarely (results cached), so one plain
+/// reqwest client with a whole-request bound serves them all.
+const AUTHORIZATION_SERVER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The users' stored provider tokens (from browser sign-in), for callers whose inbound token
+/// cannot be exchanged itself (personal access tokens).
+struct ApiSubjects(Arc<ApiState>);
+
+impl SubjectTokenSource for ApiSubjects {
+    fn subject_token<'a>(
+        &'a self,
+        user: &'a str,
+        kind: SubjectTokenType,
+    ) -> BoxFuture<'a, Result<SecretString, SubjectTokenError>> {
+        Box::pin(async move {
+            let kind = match kind {
+                SubjectTokenType::AccessToken => SubjectKind::AccessToken,
+                SubjectTokenType::IdToken => SubjectKind::IdToken,
+            };
+            self.0
+                .subject_tokens()
+                .current(user, kind)
+                .await
+                .map_err(|e| match e {
+                    ApiSubjectError::ReauthRequired => SubjectTokenError::SignInAgain,
+                    _ => SubjectTokenError::Unavailable,
+                })
+        })
+    }
+}
+
+pub(crate) fn build(
+    config: &Config,
+    api: &Arc<ApiState>,
+    base_url: &url::Url,
+) -> anyhow::Result<Arc<BrokerBridge>> {
+    let store = api.store().clone();
+    let http = reqwest::Client::builder()
+        .timeout(AUTHORIZATION_SERVER_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("HTTP client for authorization servers")?;
+    let mut servers = HashMap::new();
+    for server in config
+        .servers
+        .iter()
+        .filter(|s| s.enabled && s.auth_broker.is_some())
+    {
+        let brokered = BrokeredServer::new(server)
+            .with_context(|| format!("mcpServers entry {:?}", server.name))?;
+        servers.insert(server.name.clone(), brokered);
+    }
+    let discovery = Discovery::new();
+    let auditor = Auditor::spawn(store.clone(), DEFAULT_AUDIT_QUEUE);
+    let connector = Arc::new(
+        Connector::builder(store.clone(), http.clone(), base_url.clone())
+            .auditor(auditor.clone())
+            .discovery(discovery.clone())
+            .servers(servers.values())
+            .build(),
+    );
+    let exchanger = TokenExchanger::new(http).with_discovery(discovery);
+    let resolver = Resolver::builder(
+        exchanger,
+        Arc::new(StoreCredentials::new(store.clone())),
+        Arc::new(ApiSubjects(api.clone())),
+    )
+    .auditor(auditor.clone())
+    .connector(connector.clone())
+    .policy(Arc::new(ConfigPolicy))
+    .build();
+    let elicitations = Arc::new(Elicitations::default());
+    // WIRE-ROUTES: api.set_broker(...) once tessera-api has the connect routes.
+    tracing::info!(servers = servers.len(), "credential broker enabled");
+    Ok(Arc::new(BrokerBridge::new(
+        resolver,
+        servers,
+        Some(connector),
+        elicitations,
+        Some(auditor),
+        store,
+    )))
+}
+
+/// Hands the broker to the gateway and follows finished connect flows: the user's cached
+/// credential is dropped, their catalogue rediscovered, their clients told (list_changed, and
+/// `notifications/elicitation/complete` for the elicitations that asked for this connection).
+pub(crate) fn attach(gateway: &Arc<tessera_proxy::Gateway>, broker: Arc<BrokerBridge>) {
+    gateway.set_broker(broker.clone());
+    let Some(connector) = broker.connector.clone() else {
+        return;
+    };
+    let mut events = connector.subscribe();
+    let gateway = Arc::downgrade(gateway);
+    tokio::spawn(async move {
+        loop {
+            let event = match events.recv().await {
+                Ok(event) => event,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "connect events missed; affected users see changes on their next list"
+                    );
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            };
+            if event.outcome != ConnectOutcome::Connected {
+                continue;
+            }
+            if let Some(server) = broker.servers.get(&event.server) {
+                broker
+                    .resolver
+                    .forget_user_server(&event.user_id, server.key());
+            }
+            let Some(gateway) = gateway.upgrade() else {
+                return;
+            };
+            if let Some(user) = broker.user_key(&event.user_id) {
+                gateway.credential_changed(&user, &event.server);
+            }
+        }
+    });
+}
