@@ -295,8 +295,8 @@ async def test_another_browser_user_cannot_open_alices_connect_url(env: Env) -> 
     async with sdk_client(env.gw, env.token("alice")) as client:
         e = url_elicitation_of(await call(client, f"{CONNECT}{SEP}connect"), env.gw, CONNECT)
     authorize = env.idp.discovery["authorization_endpoint"]
-    auth_requests = env.idp.stats()["requests"].get("GET /auth", 0)
     bob = sign_in_browser(env.gw, "bob")
+    auth_requests = env.idp.stats()["requests"].get("GET /auth", 0)  # after bob's own sign-in there
     try:
         r = bob.get(e.url)
         assert r.status_code == 403, f"bob opening alice's connect URL: {r.status_code} {r.headers.get('location', '')} {r.text[:200]}"
