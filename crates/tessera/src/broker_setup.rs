@@ -8,16 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::future::BoxFuture;
-use secrecy::SecretString;
 use tessera_api::ApiState;
-use tessera_api::subject_token::{SubjectKind, SubjectTokenError as ApiSubjectError};
+use tessera_api::subject_token::BrokerSubjects;
 use tessera_broker::{
     Auditor, BrokeredServer, ConfigPolicy, ConnectOutcome, Connector, DEFAULT_AUDIT_QUEUE,
-    Discovery, Elicitations, Resolver, StoreCredentials, SubjectTokenError, SubjectTokenSource,
-    TokenExchanger,
+    Discovery, Elicitations, Resolver, StoreCredentials, TokenExchanger,
 };
-use tessera_config::{Config, SubjectTokenType};
+use tessera_config::Config;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::broker_bridge::BrokerBridge;
@@ -25,33 +22,6 @@ use crate::broker_bridge::BrokerBridge;
 /// Token endpoints and authorization servers are asked rarely (results cached), so one plain
 /// reqwest client with a whole-request bound serves them all.
 const AUTHORIZATION_SERVER_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The users' stored provider tokens (from browser sign-in), for callers whose inbound token
-/// cannot be exchanged itself (personal access tokens).
-struct ApiSubjects(Arc<ApiState>);
-
-impl SubjectTokenSource for ApiSubjects {
-    fn subject_token<'a>(
-        &'a self,
-        user: &'a str,
-        kind: SubjectTokenType,
-    ) -> BoxFuture<'a, Result<SecretString, SubjectTokenError>> {
-        Box::pin(async move {
-            let kind = match kind {
-                SubjectTokenType::AccessToken => SubjectKind::AccessToken,
-                SubjectTokenType::IdToken => SubjectKind::IdToken,
-            };
-            self.0
-                .subject_tokens()
-                .current(user, kind)
-                .await
-                .map_err(|e| match e {
-                    ApiSubjectError::ReauthRequired => SubjectTokenError::SignInAgain,
-                    _ => SubjectTokenError::Unavailable,
-                })
-        })
-    }
-}
 
 pub(crate) fn build(
     config: &Config,
@@ -87,14 +57,19 @@ pub(crate) fn build(
     let resolver = Resolver::builder(
         exchanger,
         Arc::new(StoreCredentials::new(store.clone())),
-        Arc::new(ApiSubjects(api.clone())),
+        Arc::new(BrokerSubjects(api.clone())),
     )
     .auditor(auditor.clone())
     .connector(connector.clone())
     .policy(Arc::new(ConfigPolicy))
     .build();
     let elicitations = Arc::new(Elicitations::default());
-    // WIRE-ROUTES: api.set_broker(...) once tessera-api has the connect routes.
+    api.set_broker(tessera_api::credentials::BrokerRoutes {
+        resolver: resolver.clone(),
+        connector: connector.clone(),
+        elicitations: elicitations.clone(),
+        servers: servers.clone(),
+    });
     tracing::info!(servers = servers.len(), "credential broker enabled");
     Ok(Arc::new(BrokerBridge::new(
         resolver,
