@@ -126,6 +126,9 @@ async def test_provider_slow_past_the_timeout(env: Env) -> None:
             took = time.monotonic() - started
         assert_clear_error(out, SLOW, ("timed out", "timeout", "deadline"), "a provider slower than the timeout")
         assert took < 40, f"the error took {took:.1f}s: the acquisition is not bounded by a timeout"
+        # docs/ARCHITECTURE.md: every client call is bounded by its deadline (per-server `timeout`)
+        # from opening the client's upstream session — which, brokered, starts with the credential.
+        assert took < SERVER_TIMEOUT + 5, f"the error took {took:.1f}s: {SLOW}'s call timeout ({SERVER_TIMEOUT}s) does not bound the credential acquisition"
         await bystanders_still_work(env, SLOW)
     finally:
         env.idp.settings(token_delay_ms=0)
