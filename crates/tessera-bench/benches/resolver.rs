@@ -104,7 +104,8 @@ fn warm_resolver(rt: &tokio::runtime::Runtime, server: &BrokeredServer, users: u
 
 /// Polls a cache-hit resolve once; a hit is always ready.
 fn hit(resolver: &Resolver, user: &str, server: &BrokeredServer, cx: &mut Context<'_>) {
-    let fut = std::pin::pin!(resolver.resolve(&tessera_broker::Requester::new(user), server));
+    let who = tessera_broker::Requester::new(user);
+    let fut = std::pin::pin!(resolver.resolve(&who, server));
     match fut.poll(cx) {
         Poll::Ready(Ok(credential)) => {
             black_box(credential);
