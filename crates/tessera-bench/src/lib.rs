@@ -3,11 +3,13 @@
 //! * [`upstream`] — a fast hand-written MCP server (JSON-RPC on `serde_json`), served over streamable HTTP or stdio;
 //! * [`barehop`] — the thinnest possible HTTP pass-through proxy, the floor a gateway is compared with;
 //! * [`load`] — an MCP load generator (sessions, fixed-rate or flat-out `tools/call`, latency histograms);
+//! * [`idp`] — a mini identity provider and RFC 8693 token endpoint (caller JWTs, JWKS, token exchange);
 //! * [`procfs`] — CPU time and RSS of a process from `/proc`;
 //! * [`child`] — starting the helper binaries and waiting for their `listening on` line.
 
 pub mod barehop;
 pub mod child;
+pub mod idp;
 pub mod load;
 pub mod procfs;
 pub mod upstream;

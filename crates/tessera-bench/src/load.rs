@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use http::header::{ACCEPT, CONTENT_TYPE};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
@@ -56,6 +56,9 @@ pub struct LoadConfig {
     pub payload: usize,
     /// Processes whose CPU time is sampled at the start and end of the measured window: (name, pid).
     pub cpu_pids: Vec<(String, u32)>,
+    /// Bearer tokens sent as `Authorization: Bearer <token>`: session `i` uses `bearers[i % len]`;
+    /// empty = no `Authorization` header.
+    pub bearers: Vec<String>,
 }
 
 /// CPU used by one process during the measured window.
@@ -158,16 +161,47 @@ pub struct Session {
     url: reqwest::Url,
     session_id: Option<HeaderValue>,
     protocol: Option<HeaderValue>,
+    /// `Bearer <token>`, sent on every request of the session.
+    authorization: Option<HeaderValue>,
+}
+
+/// The body of a `tools/call` of `tool` with `{"message": message}` and JSON-RPC id `id`.
+pub fn call_body(id: u64, tool: &str, message: &str) -> Vec<u8> {
+    serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": {"message": message}},
+    })
+    .to_string()
+    .into_bytes()
 }
 
 impl Session {
     /// `initialize` (returns the `Mcp-Session-Id`, if the server gives one) then `notifications/initialized`.
     pub async fn open(client: &reqwest::Client, url: &reqwest::Url) -> Result<Self, String> {
+        Self::open_as(client, url, None).await
+    }
+
+    /// [`Session::open`] sending `Authorization: Bearer <bearer>` on every request, when given.
+    pub async fn open_as(
+        client: &reqwest::Client,
+        url: &reqwest::Url,
+        bearer: Option<&str>,
+    ) -> Result<Self, String> {
+        let authorization = match bearer {
+            Some(token) => Some(
+                HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| "the bearer token is not a header value".to_owned())?,
+            ),
+            None => None,
+        };
         let mut session = Self {
             client: client.clone(),
             url: url.clone(),
             session_id: None,
             protocol: None,
+            authorization,
         };
         let init = serde_json::json!({
             "jsonrpc": "2.0",
@@ -234,7 +268,15 @@ impl Session {
         if let Some(v) = &self.protocol {
             rb = rb.header(PROTOCOL_HEADER, v.clone());
         }
+        if let Some(v) = &self.authorization {
+            rb = rb.header(AUTHORIZATION, v.clone());
+        }
         rb
+    }
+
+    /// Calls `tool` with `{"message": message}` and checks that the text comes back.
+    pub async fn call_tool(&self, id: u64, tool: &str, message: &str) -> Result<(), String> {
+        self.call(id, call_body(id, tool, message), message).await
     }
 
     /// Sends one request body with JSON-RPC `id` and checks that `result.content[0].text == expected`.
@@ -271,10 +313,14 @@ impl Session {
         let Some(id) = &self.session_id else {
             return Ok(());
         };
-        let resp = self
+        let mut rb = self
             .client
             .delete(self.url.clone())
-            .header(SESSION_HEADER, id.clone())
+            .header(SESSION_HEADER, id.clone());
+        if let Some(v) = &self.authorization {
+            rb = rb.header(AUTHORIZATION, v.clone());
+        }
+        let resp = rb
             .send()
             .await
             .map_err(|e| format!("DELETE session: {}", error_chain(&e)))?;
@@ -394,6 +440,7 @@ struct Plan {
     interval: Option<Duration>,
     start: Instant,
     rate: Option<f64>,
+    bearers: Vec<String>,
 }
 
 struct WorkerResult {
@@ -418,7 +465,11 @@ fn new_histogram() -> Result<Histogram<u64>> {
 }
 
 async fn worker(plan: Arc<Plan>, index: usize, mut result: WorkerResult) -> WorkerResult {
-    let session = match Session::open(&plan.client, &plan.url).await {
+    let bearer = match plan.bearers.len() {
+        0 => None,
+        n => Some(plan.bearers[index % n].as_str()),
+    };
+    let session = match Session::open_as(&plan.client, &plan.url, bearer).await {
         Ok(s) => s,
         Err(e) => {
             result.error(e);
@@ -507,6 +558,7 @@ pub async fn run(cfg: &LoadConfig) -> Result<LoadReport> {
             .map(|r| Duration::from_secs_f64(cfg.sessions as f64 / r)),
         start,
         rate: cfg.rate,
+        bearers: cfg.bearers.clone(),
     });
 
     let pids = cfg.cpu_pids.clone();
@@ -609,8 +661,23 @@ pub async fn open_sessions(
     n: usize,
     concurrency: usize,
 ) -> (Vec<Session>, Vec<String>) {
+    open_sessions_as(client, url, n, &[], concurrency).await
+}
+
+/// [`open_sessions`] where session `i` sends `Authorization: Bearer <bearers[i % len]>` (none when
+/// `bearers` is empty).
+pub async fn open_sessions_as(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    n: usize,
+    bearers: &[String],
+    concurrency: usize,
+) -> (Vec<Session>, Vec<String>) {
     let results: Vec<Result<Session, String>> = futures::stream::iter(0..n)
-        .map(|_| Session::open(client, url))
+        .map(|i| {
+            let bearer = (!bearers.is_empty()).then(|| bearers[i % bearers.len()].as_str());
+            Session::open_as(client, url, bearer)
+        })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;

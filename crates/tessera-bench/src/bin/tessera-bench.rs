@@ -4,16 +4,27 @@
 //! `--skip-tessera`), then for each of direct, bare hop and Tessera: a flat-out run and a fixed-rate run, with the
 //! CPU per call of the proxy and of the upstream. Finally the gateway's RSS with `--idle-sessions` idle client
 //! sessions. Every child process is stopped at the end, and killed if anything fails.
+//!
+//! Unless `--skip-brokered`, a second gateway runs with OIDC `auth` against an in-process mini identity
+//! provider ([`tessera_bench::idp`]) and four entries for the same upstream: `bench` (unbrokered) and
+//! `brokered`, `brokered2`, `brokered3` (`auth_broker` token exchange at the mini IdP). Two more modes are
+//! measured with one caller JWT per session (`user-<i>`): **tessera-oidc** (the unbrokered entry) and
+//! **tessera-brokered** (cache hit: every session's credential is obtained during the warm-up). Then the
+//! cache-miss cost (first call of `--miss-users` new users, one after another) and the gateway's RSS with
+//! `--memory-users` users each holding an idle upstream session on each of the three brokered servers.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine as _;
 use clap::{Parser, ValueEnum};
+use futures::StreamExt as _;
 use serde::Serialize;
 use tessera_bench::child::ChildProc;
-use tessera_bench::load::{self, LoadConfig, LoadReport};
+use tessera_bench::idp::MiniIdp;
+use tessera_bench::load::{self, LoadConfig, LoadReport, Session};
 use tessera_bench::{parse_duration, procfs};
 use tokio::process::Command;
 
@@ -58,6 +69,18 @@ struct Cli {
     /// Idle client sessions opened through Tessera for the memory measurement.
     #[arg(long, default_value_t = 1000)]
     idle_sessions: usize,
+    /// Skip the brokered part (mini IdP, OIDC gateway, tessera-oidc and tessera-brokered modes).
+    #[arg(long)]
+    skip_brokered: bool,
+    /// New users whose first brokered call is timed one after another (cache-miss cost).
+    #[arg(long, default_value_t = 200)]
+    miss_users: usize,
+    /// Users each holding an idle upstream session on each of the 3 brokered servers (memory).
+    #[arg(long, default_value_t = 1000)]
+    memory_users: usize,
+    /// Artificial delay of the mini IdP's token endpoint.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    token_delay: Duration,
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
 }
@@ -80,6 +103,82 @@ struct ModeResult {
     upstream_cpu_us_per_call: Option<f64>,
     /// CPU µs per call of the load generator itself (this process) in the flat-out run.
     load_cpu_us_per_call: Option<f64>,
+    /// tessera-brokered only: flat-out calls/s ÷ tessera-oidc's (same gateway, same callers, unbrokered entry).
+    ratio_vs_unbrokered: Option<f64>,
+    /// tessera-brokered only: fixed-rate p50/p99 minus tessera-oidc's.
+    added_p50_vs_unbrokered_us: Option<f64>,
+    added_p99_vs_unbrokered_us: Option<f64>,
+    /// tessera-brokered only: token-endpoint requests at the mini IdP during the flat-out run
+    /// (warm-up included) and during the fixed-rate run.
+    token_requests_flat_out: Option<u64>,
+    token_requests_fixed_rate: Option<u64>,
+}
+
+/// Latency summary in µs.
+#[derive(Serialize, Default)]
+struct Summary {
+    n: usize,
+    p50_us: f64,
+    p90_us: f64,
+    p99_us: f64,
+    max_us: f64,
+}
+
+impl Summary {
+    fn of(mut v: Vec<f64>) -> Self {
+        if v.is_empty() {
+            return Self::default();
+        }
+        v.sort_by(f64::total_cmp);
+        let q = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
+        Self {
+            n: v.len(),
+            p50_us: q(0.5),
+            p90_us: q(0.9),
+            p99_us: q(0.99),
+            max_us: v[v.len() - 1],
+        }
+    }
+}
+
+/// First calls of new users, one after another.
+#[derive(Serialize)]
+struct CacheMiss {
+    users: usize,
+    /// First call of a new user in a new session: user record, token exchange at the mini IdP,
+    /// credential sealed and stored, upstream session opened, call.
+    new_user_first_call: Summary,
+    /// The same users again, credential cached: first call of a new session (upstream session opened).
+    cached_user_first_call: Summary,
+    /// The second call of that session: the steady-state cache hit.
+    cached_user_second_call: Summary,
+    /// Token-endpoint requests at the mini IdP during the new users' calls (should equal `users`).
+    token_requests_new_users: u64,
+    /// … and during the cached users' calls (should be 0).
+    token_requests_cached_users: u64,
+    errors: u64,
+    error_samples: Vec<String>,
+}
+
+/// RSS with many users each holding idle brokered upstream sessions.
+#[derive(Serialize)]
+struct BrokeredMemory {
+    users: usize,
+    servers: usize,
+    /// Client sessions opened whose three calls succeeded.
+    users_ok: usize,
+    /// `tessera_brokered_upstream_sessions` from `/metrics` before and while holding, if readable.
+    upstream_sessions_before: Option<u64>,
+    upstream_sessions_holding: Option<u64>,
+    rss_before_kib: u64,
+    rss_after_kib: u64,
+    /// (after − before) ÷ (users × servers): everything the gateway keeps per idle (user, server)
+    /// session, the user's client session, cached credential and identity included.
+    kib_per_user_server: f64,
+    token_requests: u64,
+    seconds_to_open: f64,
+    errors: u64,
+    error_samples: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -111,6 +210,8 @@ struct BenchReport {
     payload_bytes: usize,
     modes: Vec<ModeResult>,
     memory: Option<Memory>,
+    cache_miss: Option<CacheMiss>,
+    brokered_memory: Option<BrokeredMemory>,
     targets: Vec<TargetCheck>,
     tessera_skipped: bool,
 }
@@ -136,21 +237,38 @@ struct Processes {
     upstream: ChildProc,
     hop: ChildProc,
     gateway: Option<(ChildProc, TempDir)>,
+    /// The gateway with OIDC `auth` and brokered servers.
+    brokered: Option<(ChildProc, TempDir)>,
 }
 
 impl Processes {
     fn ensure_running(&mut self) -> Result<()> {
         self.upstream.ensure_running()?;
         self.hop.ensure_running()?;
-        if let Some((gw, dir)) = &mut self.gateway {
+        for (gw, dir) in [&mut self.gateway, &mut self.brokered]
+            .into_iter()
+            .flatten()
+        {
             gw.ensure_running()
                 .with_context(|| format!("see {}", dir.path.join("tessera.log").display()))?;
         }
         Ok(())
     }
 
+    fn keep_logs(&mut self) {
+        for (_, dir) in [&mut self.gateway, &mut self.brokered]
+            .into_iter()
+            .flatten()
+        {
+            dir.keep = true;
+        }
+    }
+
     async fn stop(self) -> Result<()> {
         let mut result = Ok(());
+        if let Some((gw, _dir)) = self.brokered {
+            result = result.and(gw.stop(STOP_GRACE).await);
+        }
         if let Some((gw, _dir)) = self.gateway {
             result = result.and(gw.stop(STOP_GRACE).await);
         }
@@ -173,7 +291,9 @@ fn main() -> Result<()> {
         .modes
         .iter()
         .map(|m| m.flat_out.errors + m.fixed_rate.errors)
-        .sum();
+        .sum::<u64>()
+        + report.cache_miss.as_ref().map_or(0, |c| c.errors)
+        + report.brokered_memory.as_ref().map_or(0, |m| m.errors);
     if errors > 0 {
         bail!("{errors} calls failed (see the error samples above)");
     }
@@ -200,7 +320,68 @@ fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-async fn start_tessera(path: &Path, upstream_url: &str) -> Result<(ChildProc, TempDir, String)> {
+/// The brokered gateway's servers: one unbrokered, three brokered (all the same upstream).
+const BROKERED_SERVERS: [&str; 3] = ["brokered", "brokered2", "brokered3"];
+
+/// What the gateway is started with.
+struct GatewaySetup<'a> {
+    /// Builds the config from (listen port, data dir).
+    config: &'a dyn Fn(u16, &Path) -> serde_json::Value,
+    env: Vec<(&'static str, String)>,
+}
+
+fn plain_config(upstream_url: &str) -> impl Fn(u16, &Path) -> serde_json::Value + '_ {
+    move |port, data_dir| {
+        serde_json::json!({
+            "listen": format!("127.0.0.1:{port}"),
+            "data_dir": data_dir,
+            "mcpServers": [{"name": "bench", "url": upstream_url, "protocol": "streamable-http"}],
+        })
+    }
+}
+
+/// OIDC `auth` against the mini IdP (callers' JWTs name `http://127.0.0.1:<port>/mcp` in `aud`),
+/// `bench` unbrokered and the three brokered servers exchanging the caller's token at the mini IdP.
+fn brokered_config<'a>(
+    upstream_url: &'a str,
+    issuer: &'a str,
+) -> impl Fn(u16, &Path) -> serde_json::Value + 'a {
+    move |port, data_dir| {
+        let mut servers = vec![serde_json::json!(
+            {"name": "bench", "url": upstream_url, "protocol": "streamable-http"}
+        )];
+        for name in BROKERED_SERVERS {
+            servers.push(serde_json::json!({
+                "name": name,
+                "url": upstream_url,
+                "protocol": "streamable-http",
+                "auth_broker": {
+                    "mode": "token_exchange",
+                    "token_endpoint": format!("{issuer}/token"),
+                    "client_id": "tessera",
+                    "client_secret": "bench-secret",
+                    "audience": "bench",
+                },
+            }));
+        }
+        serde_json::json!({
+            "listen": format!("127.0.0.1:{port}"),
+            "data_dir": data_dir,
+            "auth": {
+                "issuer": issuer,
+                "client_id": "tessera",
+                "client_secret": "bench-secret",
+                "resource": format!("http://127.0.0.1:{port}/mcp"),
+            },
+            "mcpServers": servers,
+        })
+    }
+}
+
+async fn start_tessera(
+    path: &Path,
+    setup: GatewaySetup<'_>,
+) -> Result<(ChildProc, TempDir, String)> {
     let path = if path.exists() {
         path.to_path_buf()
     } else {
@@ -219,11 +400,7 @@ async fn start_tessera(path: &Path, upstream_url: &str) -> Result<(ChildProc, Te
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let port = free_port()?;
-    let config = serde_json::json!({
-        "listen": format!("127.0.0.1:{port}"),
-        "data_dir": data_dir,
-        "mcpServers": [{"name": "bench", "url": upstream_url, "protocol": "streamable-http"}],
-    });
+    let config = (setup.config)(port, &data_dir);
     let config_path = dir.path.join("config.json");
     std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)
         .with_context(|| format!("writing {}", config_path.display()))?;
@@ -237,6 +414,9 @@ async fn start_tessera(path: &Path, upstream_url: &str) -> Result<(ChildProc, Te
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
+    for (k, v) in &setup.env {
+        cmd.env(k, v);
+    }
     let mut gateway = ChildProc::spawn("tessera", cmd)?;
 
     let base = format!("http://127.0.0.1:{port}");
@@ -283,12 +463,39 @@ async fn bench(cli: &Cli) -> Result<BenchReport> {
         upstream,
         hop,
         gateway: None,
+        brokered: None,
     };
     let mut gateway_url = None;
+    let mut brokered = None;
     if !cli.skip_tessera {
-        let (gw, dir, url) = start_tessera(&cli.tessera, &upstream_url).await?;
+        let config = plain_config(&upstream_url);
+        let (gw, dir, url) = start_tessera(
+            &cli.tessera,
+            GatewaySetup {
+                config: &config,
+                env: Vec::new(),
+            },
+        )
+        .await?;
         procs.gateway = Some((gw, dir));
         gateway_url = Some(url);
+        if !cli.skip_brokered {
+            let idp = MiniIdp::start("127.0.0.1:0".parse()?, cli.token_delay).await?;
+            let issuer = idp.issuer().to_owned();
+            let config = brokered_config(&upstream_url, &issuer);
+            let sealing_key = base64::engine::general_purpose::STANDARD
+                .encode(tessera_bench::idp::random_bytes::<32>()?);
+            let (gw, dir, url) = start_tessera(
+                &cli.tessera,
+                GatewaySetup {
+                    config: &config,
+                    env: vec![("TESSERA_SEALING_KEY", sealing_key)],
+                },
+            )
+            .await?;
+            procs.brokered = Some((gw, dir));
+            brokered = Some(Brokered { idp, url });
+        }
     }
 
     let outcome = measure(
@@ -297,15 +504,34 @@ async fn bench(cli: &Cli) -> Result<BenchReport> {
         &upstream_url,
         &hop_url,
         gateway_url.as_deref(),
+        brokered.as_ref(),
     )
     .await;
-    if let (Err(_), Some((_, dir))) = (&outcome, &mut procs.gateway) {
-        dir.keep = true;
+    if outcome.is_err() {
+        procs.keep_logs();
     }
     let stopped = procs.stop().await;
     let report = outcome?;
     stopped?;
     Ok(report)
+}
+
+/// The mini IdP and the OIDC gateway's `/mcp`.
+struct Brokered {
+    idp: MiniIdp,
+    url: String,
+}
+
+/// Caller JWTs `<prefix>-0` … `<prefix>-<n-1>` for the OIDC gateway (RSA signing is ≈1 ms each: done
+/// in batches, yielding between them so that the in-process IdP keeps answering).
+async fn mint(b: &Brokered, prefix: &str, n: usize) -> Result<Vec<String>> {
+    let aud = b.url.clone();
+    let mut tokens = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
+        tokens.extend(b.idp.mint_users(prefix, chunk[0], chunk.len(), &aud)?);
+        tokio::task::yield_now().await;
+    }
+    Ok(tokens)
 }
 
 async fn measure(
@@ -314,23 +540,49 @@ async fn measure(
     upstream_url: &str,
     hop_url: &str,
     gateway_url: Option<&str>,
+    brokered: Option<&Brokered>,
 ) -> Result<BenchReport> {
     let upstream_pid = procs.upstream.pid();
-    let mut plan: Vec<(&'static str, String, &'static str, Option<u32>)> = vec![
-        ("direct", upstream_url.to_owned(), "echo", None),
+    let mut plan: Vec<(&'static str, String, &'static str, Option<u32>, Vec<String>)> = vec![
+        ("direct", upstream_url.to_owned(), "echo", None, Vec::new()),
         (
             "bare hop",
             format!("{hop_url}/mcp"),
             "echo",
             Some(procs.hop.pid()),
+            Vec::new(),
         ),
     ];
     if let (Some(url), Some((gw, _))) = (gateway_url, &procs.gateway) {
-        plan.push(("tessera", url.to_owned(), "bench__echo", Some(gw.pid())));
+        plan.push((
+            "tessera",
+            url.to_owned(),
+            "bench__echo",
+            Some(gw.pid()),
+            Vec::new(),
+        ));
+    }
+    if let (Some(b), Some((gw, _))) = (brokered, &procs.brokered) {
+        // One user per session: user-0 … user-<sessions-1>.
+        let callers = mint(b, "user", cli.sessions).await?;
+        plan.push((
+            "tessera-oidc",
+            b.url.clone(),
+            "bench__echo",
+            Some(gw.pid()),
+            callers.clone(),
+        ));
+        plan.push((
+            "tessera-brokered",
+            b.url.clone(),
+            "brokered__echo",
+            Some(gw.pid()),
+            callers,
+        ));
     }
 
     let mut modes: Vec<ModeResult> = Vec::new();
-    for (mode, url, tool, proxy_pid) in plan {
+    for (mode, url, tool, proxy_pid, bearers) in plan {
         let mut cpu_pids = vec![
             ("upstream".to_owned(), upstream_pid),
             ("load generator".to_owned(), std::process::id()),
@@ -347,7 +599,10 @@ async fn measure(
             tool: tool.to_owned(),
             payload: cli.payload,
             cpu_pids,
+            bearers,
         };
+        let token_requests = || brokered.map(|b| b.idp.token_requests());
+        let before = token_requests();
         eprintln!(
             "{mode}: flat out for {:?} (+{:?} warm-up)…",
             cli.duration, cli.warmup
@@ -356,12 +611,19 @@ async fn measure(
             .await
             .with_context(|| format!("{mode}: flat-out run"))?;
         procs.ensure_running()?;
+        let after_flat = token_requests();
         cfg.rate = Some(cli.rate);
         eprintln!("{mode}: {} calls/s for {:?}…", cli.rate, cli.duration);
         let fixed_rate = load::run(&cfg)
             .await
             .with_context(|| format!("{mode}: fixed-rate run"))?;
         procs.ensure_running()?;
+        let after_fixed = token_requests();
+        let brokered_mode = mode == "tessera-brokered";
+        let delta = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) if brokered_mode => Some(b - a),
+            _ => None,
+        };
         for (run, report) in [("flat out", &flat_out), ("fixed rate", &fixed_rate)] {
             for e in &report.error_samples {
                 eprintln!("{mode} {run}: error: {e}");
@@ -380,6 +642,11 @@ async fn measure(
             ratio_vs_bare_hop: None,
             added_p50_us: None,
             added_p99_us: None,
+            ratio_vs_unbrokered: None,
+            added_p50_vs_unbrokered_us: None,
+            added_p99_vs_unbrokered_us: None,
+            token_requests_flat_out: delta(before, after_flat),
+            token_requests_fixed_rate: delta(after_flat, after_fixed),
         });
     }
     let direct = modes.first().map(|m| {
@@ -397,6 +664,21 @@ async fn measure(
             m.added_p99_us = Some(m.fixed_rate.p99_us - p99);
         }
         m.ratio_vs_bare_hop = hop.and_then(|h| ratio(m.flat_out.calls_per_s, h));
+    }
+    let unbrokered = modes.iter().find(|m| m.mode == "tessera-oidc").map(|m| {
+        (
+            m.flat_out.calls_per_s,
+            m.fixed_rate.p50_us,
+            m.fixed_rate.p99_us,
+        )
+    });
+    if let (Some((calls, p50, p99)), Some(m)) = (
+        unbrokered,
+        modes.iter_mut().find(|m| m.mode == "tessera-brokered"),
+    ) {
+        m.ratio_vs_unbrokered = ratio(m.flat_out.calls_per_s, calls);
+        m.added_p50_vs_unbrokered_us = Some(m.fixed_rate.p50_us - p50);
+        m.added_p99_vs_unbrokered_us = Some(m.fixed_rate.p99_us - p99);
     }
 
     let mut memory = None;
@@ -423,7 +705,31 @@ async fn measure(
         procs.ensure_running()?;
     }
 
-    let targets = check_targets(&modes, memory.as_ref());
+    let mut cache_miss = None;
+    let mut brokered_memory = None;
+    if let (Some(b), Some((gw, _))) = (brokered, &procs.brokered) {
+        let pid = gw.pid();
+        eprintln!(
+            "tessera-brokered: first calls of {} new users, one at a time…",
+            cli.miss_users
+        );
+        cache_miss = Some(measure_misses(cli, b).await?);
+        procs.ensure_running()?;
+        eprintln!(
+            "tessera-brokered: {} users × {} brokered servers holding idle upstream sessions…",
+            cli.memory_users,
+            BROKERED_SERVERS.len()
+        );
+        brokered_memory = Some(measure_brokered_memory(cli, b, pid).await?);
+        procs.ensure_running()?;
+    }
+
+    let targets = check_targets(
+        &modes,
+        memory.as_ref(),
+        cache_miss.as_ref(),
+        brokered_memory.as_ref(),
+    );
     Ok(BenchReport {
         unix_time: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -439,8 +745,184 @@ async fn measure(
         payload_bytes: cli.payload,
         modes,
         memory,
+        cache_miss,
+        brokered_memory,
         targets,
         tessera_skipped: gateway_url.is_none(),
+    })
+}
+
+fn micros_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e6
+}
+
+/// New users one after another: open a session (not timed), time the first brokered call (a
+/// credential miss); then the same users again in new sessions: the first call (credential cached,
+/// upstream session opened) and the second (steady-state hit).
+async fn measure_misses(cli: &Cli, b: &Brokered) -> Result<CacheMiss> {
+    let tokens = mint(b, "miss-user", cli.miss_users).await?;
+    let client = load::http_client(4)?;
+    let url = reqwest::Url::parse(&b.url)?;
+    let message = load::message_of(cli.payload);
+    let tool = "brokered__echo";
+    let mut errors = 0u64;
+    let mut samples = Vec::new();
+    let mut error = |e: String| {
+        errors += 1;
+        if samples.len() < load::MAX_ERROR_SAMPLES {
+            samples.push(e);
+        }
+    };
+
+    let before = b.idp.token_requests();
+    let mut new_user = Vec::with_capacity(tokens.len());
+    for token in &tokens {
+        let session = match Session::open_as(&client, &url, Some(token)).await {
+            Ok(s) => s,
+            Err(e) => {
+                error(e);
+                continue;
+            }
+        };
+        let t = Instant::now();
+        match session.call_tool(1, tool, &message).await {
+            Ok(()) => new_user.push(micros_since(t)),
+            Err(e) => error(e),
+        }
+        if let Err(e) = session.close().await {
+            error(e);
+        }
+    }
+    let middle = b.idp.token_requests();
+
+    let mut first = Vec::with_capacity(tokens.len());
+    let mut second = Vec::with_capacity(tokens.len());
+    for token in &tokens {
+        let session = match Session::open_as(&client, &url, Some(token)).await {
+            Ok(s) => s,
+            Err(e) => {
+                error(e);
+                continue;
+            }
+        };
+        let t = Instant::now();
+        match session.call_tool(1, tool, &message).await {
+            Ok(()) => first.push(micros_since(t)),
+            Err(e) => error(e),
+        }
+        let t = Instant::now();
+        match session.call_tool(2, tool, &message).await {
+            Ok(()) => second.push(micros_since(t)),
+            Err(e) => error(e),
+        }
+        if let Err(e) = session.close().await {
+            error(e);
+        }
+    }
+    let after = b.idp.token_requests();
+    Ok(CacheMiss {
+        users: tokens.len(),
+        new_user_first_call: Summary::of(new_user),
+        cached_user_first_call: Summary::of(first),
+        cached_user_second_call: Summary::of(second),
+        token_requests_new_users: middle - before,
+        token_requests_cached_users: after - middle,
+        errors,
+        error_samples: samples,
+    })
+}
+
+/// `tessera_brokered_upstream_sessions` from the gateway's `/metrics`, if it can be read.
+async fn brokered_sessions_gauge(client: &reqwest::Client, mcp_url: &str) -> Option<u64> {
+    let base = mcp_url.strip_suffix("/mcp")?;
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("tessera_brokered_upstream_sessions "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// `--memory-users` new users, 32 at a time: each opens a session and calls `echo` on each brokered
+/// server, so that its per-(user, server) upstream sessions exist; RSS is read while all are held,
+/// then the sessions are DELETEd.
+async fn measure_brokered_memory(cli: &Cli, b: &Brokered, pid: u32) -> Result<BrokeredMemory> {
+    let tokens = mint(b, "mem-user", cli.memory_users).await?;
+    let client = load::http_client(64)?;
+    let url = reqwest::Url::parse(&b.url)?;
+    let message = load::message_of(cli.payload);
+    let sessions_before = brokered_sessions_gauge(&client, &b.url).await;
+    let token_requests_before = b.idp.token_requests();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before_kib = procfs::rss_kib(pid)?;
+    let started = Instant::now();
+    let results: Vec<Result<Session, String>> = futures::stream::iter(tokens.iter())
+        .map(|token| {
+            let (client, url, message) = (&client, &url, &message);
+            async move {
+                let session = Session::open_as(client, url, Some(token)).await?;
+                for (i, server) in BROKERED_SERVERS.iter().enumerate() {
+                    let tool = format!("{server}__echo");
+                    if let Err(e) = session.call_tool(i as u64 + 1, &tool, message).await {
+                        let _ = session.close().await;
+                        return Err(e);
+                    }
+                }
+                Ok(session)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let seconds_to_open = started.elapsed().as_secs_f64();
+    let mut sessions = Vec::new();
+    let mut errors = 0u64;
+    let mut samples = Vec::new();
+    for r in results {
+        match r {
+            Ok(s) => sessions.push(s),
+            Err(e) => {
+                errors += 1;
+                if samples.len() < load::MAX_ERROR_SAMPLES {
+                    samples.push(e);
+                }
+            }
+        }
+    }
+    // Let the audit queue and the store settle before reading RSS.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after_kib = procfs::rss_kib(pid)?;
+    let sessions_holding = brokered_sessions_gauge(&client, &b.url).await;
+    let token_requests = b.idp.token_requests() - token_requests_before;
+    let users_ok = sessions.len();
+    for e in load::close_sessions(sessions, 32).await {
+        errors += 1;
+        if samples.len() < load::MAX_ERROR_SAMPLES {
+            samples.push(e);
+        }
+    }
+    let pairs = (users_ok * BROKERED_SERVERS.len()).max(1);
+    Ok(BrokeredMemory {
+        users: tokens.len(),
+        servers: BROKERED_SERVERS.len(),
+        users_ok,
+        upstream_sessions_before: sessions_before,
+        upstream_sessions_holding: sessions_holding,
+        rss_before_kib,
+        rss_after_kib,
+        kib_per_user_server: (rss_after_kib as f64 - rss_before_kib as f64) / pairs as f64,
+        token_requests,
+        seconds_to_open,
+        errors,
+        error_samples: samples,
     })
 }
 
@@ -448,11 +930,52 @@ fn ratio(a: f64, b: f64) -> Option<f64> {
     (b > 0.0).then(|| a / b)
 }
 
-fn check_targets(modes: &[ModeResult], memory: Option<&Memory>) -> Vec<TargetCheck> {
-    let Some(t) = modes.iter().find(|m| m.mode == "tessera") else {
-        return Vec::new();
-    };
+fn check_targets(
+    modes: &[ModeResult],
+    memory: Option<&Memory>,
+    misses: Option<&CacheMiss>,
+    brokered_memory: Option<&BrokeredMemory>,
+) -> Vec<TargetCheck> {
     let mut checks = Vec::new();
+    if let Some(r) = modes
+        .iter()
+        .find(|m| m.mode == "tessera-brokered")
+        .and_then(|m| m.ratio_vs_unbrokered)
+    {
+        checks.push(TargetCheck {
+            name: "brokered (cache hit) flat-out throughput vs unbrokered",
+            target: "≥ 0.95×".into(),
+            value: format!("{r:.3}×"),
+            pass: r >= 0.95,
+        });
+    }
+    if let Some(m) = brokered_memory {
+        checks.push(TargetCheck {
+            name: "gateway memory per idle brokered (user, server) session",
+            target: "≤ 20 KiB".into(),
+            value: format!(
+                "{:.1} KiB ({} × {} held)",
+                m.kib_per_user_server, m.users_ok, m.servers
+            ),
+            pass: m.kib_per_user_server <= 20.0 && m.users_ok == m.users,
+        });
+    }
+    if let Some(m) = misses {
+        checks.push(TargetCheck {
+            name: "token requests for new users (one each), none for cached ones",
+            target: format!("{} + 0", m.users),
+            value: format!(
+                "{} + {}",
+                m.token_requests_new_users, m.token_requests_cached_users
+            ),
+            pass: m.token_requests_new_users == m.users as u64
+                && m.token_requests_cached_users == 0
+                && m.errors == 0,
+        });
+    }
+    let Some(t) = modes.iter().find(|m| m.mode == "tessera") else {
+        return checks;
+    };
     if let Some(r) = t.ratio_vs_bare_hop {
         checks.push(TargetCheck {
             name: "flat-out throughput vs bare hop",
@@ -556,6 +1079,79 @@ fn to_markdown(r: &BenchReport) -> String {
         ));
         for e in &m.errors {
             s.push_str(&format!("  session error: {e}\n"));
+        }
+    }
+    if let Some(m) = r.modes.iter().find(|m| m.mode == "tessera-brokered") {
+        s.push_str(&format!(
+            "\nBrokered (cache hit) vs unbrokered, same gateway and callers: throughput {}, gateway CPU {} vs {} µs/call, \
+             fixed-rate p50/p99 {}/{} (added vs unbrokered); token requests during the runs: flat out {}, fixed rate {}\n",
+            opt(m.ratio_vs_unbrokered, 3, "×"),
+            opt(m.proxy_cpu_us_per_call, 1, ""),
+            opt(
+                r.modes
+                    .iter()
+                    .find(|u| u.mode == "tessera-oidc")
+                    .and_then(|u| u.proxy_cpu_us_per_call),
+                1,
+                ""
+            ),
+            opt(m.added_p50_vs_unbrokered_us, 0, " µs"),
+            opt(m.added_p99_vs_unbrokered_us, 0, " µs"),
+            m.token_requests_flat_out
+                .map_or_else(|| "–".to_owned(), |n| n.to_string()),
+            m.token_requests_fixed_rate
+                .map_or_else(|| "–".to_owned(), |n| n.to_string()),
+        ));
+    }
+    if let Some(c) = &r.cache_miss {
+        s.push_str(&format!(
+            "\nCache miss, {} new users one after another (µs):\n\n| call | n | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|\n",
+            c.users
+        ));
+        for (name, x) in [
+            (
+                "new user, first call (token exchange)",
+                &c.new_user_first_call,
+            ),
+            (
+                "cached user, first call of a new session",
+                &c.cached_user_first_call,
+            ),
+            ("cached user, second call", &c.cached_user_second_call),
+        ] {
+            s.push_str(&format!(
+                "| {name} | {} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+                x.n, x.p50_us, x.p90_us, x.p99_us, x.max_us
+            ));
+        }
+        s.push_str(&format!(
+            "\nToken requests at the mini IdP: {} for the new users, {} for the cached ones; {} errors\n",
+            c.token_requests_new_users, c.token_requests_cached_users, c.errors
+        ));
+        for e in &c.error_samples {
+            s.push_str(&format!("  error: {e}\n"));
+        }
+    }
+    if let Some(m) = &r.brokered_memory {
+        s.push_str(&format!(
+            "\nBrokered memory: {} users × {} servers ({} users held all three, opened in {:.1} s): RSS {:.1} MiB → {:.1} MiB, \
+             {:.1} KiB per (user, server); brokered upstream sessions (/metrics) {} → {}; {} token requests; {} errors\n",
+            m.users,
+            m.servers,
+            m.users_ok,
+            m.seconds_to_open,
+            m.rss_before_kib as f64 / 1024.0,
+            m.rss_after_kib as f64 / 1024.0,
+            m.kib_per_user_server,
+            m.upstream_sessions_before
+                .map_or_else(|| "?".to_owned(), |n| n.to_string()),
+            m.upstream_sessions_holding
+                .map_or_else(|| "?".to_owned(), |n| n.to_string()),
+            m.token_requests,
+            m.errors
+        ));
+        for e in &m.error_samples {
+            s.push_str(&format!("  error: {e}\n"));
         }
     }
     if !r.targets.is_empty() {

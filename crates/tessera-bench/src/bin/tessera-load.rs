@@ -49,6 +49,29 @@ struct Cli {
     /// With --idle-sessions: stop holding after this long even if stdin stays open.
     #[arg(long, value_parser = parse_duration)]
     hold: Option<Duration>,
+    /// Send `Authorization: Bearer TOKEN` (repeatable: session i uses token i mod n).
+    #[arg(long = "token")]
+    tokens: Vec<String>,
+    /// Bearer tokens, one per line (added to --token; session i uses token i mod n).
+    #[arg(long)]
+    bearer_file: Option<std::path::PathBuf>,
+}
+
+impl Cli {
+    fn bearers(&self) -> Result<Vec<String>> {
+        let mut tokens = self.tokens.clone();
+        if let Some(path) = &self.bearer_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            tokens.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        Ok(tokens)
+    }
 }
 
 fn main() -> Result<()> {
@@ -78,6 +101,7 @@ async fn run(cli: &Cli) -> Result<()> {
             .iter()
             .map(|p| (format!("pid {p}"), *p))
             .collect(),
+        bearers: cli.bearers()?,
     };
     let report = load::run(&cfg).await?;
     match cli.output {
@@ -94,7 +118,7 @@ async fn hold(cli: &Cli, n: usize) -> Result<()> {
     let url =
         reqwest::Url::parse(&cli.url).with_context(|| format!("invalid URL {:?}", cli.url))?;
     let client = load::http_client(64)?;
-    let (sessions, errors) = load::open_sessions(&client, &url, n, 32).await;
+    let (sessions, errors) = load::open_sessions_as(&client, &url, n, &cli.bearers()?, 32).await;
     for e in errors.iter().take(load::MAX_ERROR_SAMPLES) {
         eprintln!("error: {e}");
     }
