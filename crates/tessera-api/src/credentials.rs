@@ -57,6 +57,21 @@ impl BrokerRoutes {
     }
 }
 
+/// The caller's `X-Request-Id` when it is a plain token (`[A-Za-z0-9_-]{1,256}`), else `fallback`.
+fn request_id(headers: &http::HeaderMap, fallback: Option<String>) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 256
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+        .map(str::to_owned)
+        .or(fallback)
+}
+
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .find(|(k, _)| k == name)
@@ -117,13 +132,15 @@ pub(crate) async fn connect(
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
     uri: Uri,
+    headers: http::HeaderMap,
     caller: Result<Caller, ApiError>,
 ) -> Response {
     let caller = match caller {
         Ok(c) => c,
         Err(e) => return sign_in_first(&uri, e),
     };
-    match start(&state, &name, query.as_deref(), &caller).await {
+    let rid = request_id(&headers, query_param(query.as_deref(), "elicitation"));
+    match start(&state, &name, query.as_deref(), &caller, rid.as_deref()).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -134,6 +151,7 @@ async fn start(
     name: &str,
     query: Option<&str>,
     caller: &Caller,
+    rid: Option<&str>,
 ) -> Result<Response, ApiError> {
     let (broker, server) = connect_server(state, name)?;
     if let Some(id) = query_param(query, "elicitation") {
@@ -158,7 +176,11 @@ async fn start(
             Some(_) => {}
         }
     }
-    match broker.connector.start(&caller.user_id, server).await {
+    match broker
+        .connector
+        .start_traced(&caller.user_id, server, rid)
+        .await
+    {
         Ok(url) => Ok(found(url.as_str())),
         Err(e) => Err(match e {
             BrokerError::Store("too many pending connect flows") => ApiError::new(
@@ -179,13 +201,15 @@ pub(crate) async fn callback(
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
     uri: Uri,
+    headers: http::HeaderMap,
     caller: Result<Caller, ApiError>,
 ) -> Response {
     let caller = match caller {
         Ok(c) => c,
         Err(e) => return sign_in_first(&uri, e),
     };
-    match finish(&state, &name, query.as_deref(), &caller).await {
+    let rid = request_id(&headers, None);
+    match finish(&state, &name, query.as_deref(), &caller, rid.as_deref()).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -196,6 +220,7 @@ async fn finish(
     name: &str,
     query: Option<&str>,
     caller: &Caller,
+    rid: Option<&str>,
 ) -> Result<Response, ApiError> {
     let (broker, server) = connect_server(state, name)?;
     let flow_state = query_param(query, "state")
@@ -205,7 +230,7 @@ async fn finish(
         let code = callback_error_code(&error);
         if let Err(e) = broker
             .connector
-            .deny(&flow_state, code, &caller.user_id)
+            .deny_traced(&flow_state, code, &caller.user_id, rid)
             .await
         {
             tracing::info!(server = %server.name(), reason = e.reason(), "connect denial for an unusable flow");
@@ -217,7 +242,7 @@ async fn finish(
         .ok_or_else(|| ApiError::bad_request("Missing code or error"))?;
     match broker
         .connector
-        .complete(&flow_state, &code, &caller.user_id)
+        .complete_traced(&flow_state, &code, &caller.user_id, rid)
         .await
     {
         Ok(done) => {

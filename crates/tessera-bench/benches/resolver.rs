@@ -77,6 +77,7 @@ fn warm_resolver(rt: &tokio::runtime::Runtime, server: &BrokeredServer, users: u
                 scopes: vec!["read".into()],
                 source: CredentialSource::Exchange,
                 obtained_at: now,
+                audience: None,
             },
         );
     }

@@ -261,6 +261,7 @@ impl Connector {
     #[allow(clippy::too_many_arguments)]
     fn audit(
         &self,
+        request_id: Option<&str>,
         user_id: Option<&str>,
         server: &str,
         action: ActivityAction,
@@ -275,7 +276,7 @@ impl Connector {
             ts: tessera_store::now_unix(),
             user_id: user_id.map(str::to_owned),
             server: server.to_owned(),
-            request_id: None,
+            request_id: request_id.map(str::to_owned),
             method: ActivityMethod::Connect,
             action,
             outcome,
@@ -295,10 +296,21 @@ impl Connector {
 
     /// Starts a flow for `user_id`: returns the upstream authorization URL to redirect to.
     pub async fn start(&self, user_id: &str, server: &BrokeredServer) -> Result<Url, BrokerError> {
+        self.start_traced(user_id, server, None).await
+    }
+
+    /// [`Self::start`] with a request / correlation id for the audit record.
+    pub async fn start_traced(
+        &self,
+        user_id: &str,
+        server: &BrokeredServer,
+        rid: Option<&str>,
+    ) -> Result<Url, BrokerError> {
         let started = Instant::now();
         let result = self.start_inner(user_id, server).await;
         match &result {
             Ok(_) => self.audit(
+                rid,
                 Some(user_id),
                 server.name(),
                 ActivityAction::ConnectStart,
@@ -307,6 +319,7 @@ impl Connector {
                 started,
             ),
             Err(e) => self.audit(
+                rid,
                 Some(user_id),
                 server.name(),
                 ActivityAction::ConnectStart,
@@ -405,11 +418,24 @@ impl Connector {
         code: &str,
         signed_in_user_id: &str,
     ) -> Result<ConnectDone, BrokerError> {
+        self.complete_traced(state, code, signed_in_user_id, None)
+            .await
+    }
+
+    /// [`Self::complete`] with a request / correlation id for the audit records.
+    pub async fn complete_traced(
+        &self,
+        state: &str,
+        code: &str,
+        signed_in_user_id: &str,
+        rid: Option<&str>,
+    ) -> Result<ConnectDone, BrokerError> {
         let started = Instant::now();
         let flow = match self.take(state).await {
             Ok(flow) => flow,
             Err(e) => {
                 self.audit(
+                    rid,
                     None,
                     "",
                     ActivityAction::ConnectFinish,
@@ -423,6 +449,7 @@ impl Connector {
         let Some(server) = self.server_by_key(&flow.server_key) else {
             let e = BrokerError::NotConfigured(flow.server_key.clone());
             self.audit(
+                rid,
                 Some(&flow.user_id),
                 "",
                 ActivityAction::ConnectFinish,
@@ -435,6 +462,7 @@ impl Connector {
         let name = server.name().to_owned();
         let fail = |e: BrokerError| {
             self.audit(
+                rid,
                 Some(&flow.user_id),
                 &name,
                 ActivityAction::ConnectFinish,
@@ -495,6 +523,7 @@ impl Connector {
             .await
             .map_err(|_| fail(BrokerError::Store("unavailable")))?;
         self.audit(
+            rid,
             Some(&flow.user_id),
             &name,
             ActivityAction::ConnectFinish,
@@ -518,12 +547,25 @@ impl Connector {
         error_code: &str,
         signed_in_user_id: &str,
     ) -> Result<ConnectDone, BrokerError> {
+        self.deny_traced(state, error_code, signed_in_user_id, None)
+            .await
+    }
+
+    /// [`Self::deny`] with a request / correlation id for the audit record.
+    pub async fn deny_traced(
+        &self,
+        state: &str,
+        error_code: &str,
+        signed_in_user_id: &str,
+        rid: Option<&str>,
+    ) -> Result<ConnectDone, BrokerError> {
         let started = Instant::now();
         let code = callback_error_code(error_code);
         let flow = match self.take(state).await {
             Ok(flow) => flow,
             Err(e) => {
                 self.audit(
+                    rid,
                     None,
                     "",
                     ActivityAction::ConnectDeny,
@@ -540,6 +582,7 @@ impl Connector {
             .unwrap_or_default();
         if flow.user_id != signed_in_user_id {
             self.audit(
+                rid,
                 Some(&flow.user_id),
                 &name,
                 ActivityAction::ConnectDeny,
@@ -550,6 +593,7 @@ impl Connector {
             return Err(BrokerError::ConnectUserMismatch);
         }
         self.audit(
+            rid,
             Some(&flow.user_id),
             &name,
             ActivityAction::ConnectDeny,

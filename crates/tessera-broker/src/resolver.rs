@@ -645,6 +645,11 @@ impl Inner {
             scopes: issued.scopes,
             source: issued.source,
             obtained_at: SystemTime::now(),
+            audience: server
+                .config
+                .resource
+                .clone()
+                .or_else(|| server.config.audience.clone()),
         };
         self.store
             .save(user, &server.key, &record)

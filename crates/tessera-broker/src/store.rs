@@ -39,6 +39,8 @@ pub struct StoredCredential {
     pub scopes: Vec<String>,
     pub source: CredentialSource,
     pub obtained_at: SystemTime,
+    /// The resource (RFC 8707) or audience the token was issued for, if known.
+    pub audience: Option<String>,
 }
 
 /// A storage failure, reduced to a coarse reason.

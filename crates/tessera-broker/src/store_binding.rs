@@ -75,6 +75,7 @@ fn opened(c: OpenedCredential) -> StoredCredential {
         scopes: c.scopes,
         source: from_store_source(c.source),
         obtained_at: from_unix(c.updated_at),
+        audience: c.audience,
     }
 }
 
@@ -111,7 +112,7 @@ impl CredentialStore for StoreCredentials {
                 scopes: credential.scopes.clone(),
                 token_type: credential.token_type.clone(),
                 source: to_store_source(credential.source),
-                audience: None,
+                audience: credential.audience.clone(),
             };
             self.store.put_credential(&record).await.map_err(|e| {
                 tracing::warn!(reason = coarse(&e).0, "credential save failed");

@@ -614,13 +614,17 @@ async fn consent_denied_is_a_denied_outcome_with_an_audit_row() {
     let provider = Provider::start().await;
     let s = setup(&provider).await;
     let mut events = s.connector.subscribe();
-    let authorize = s.connector.start(&s.alice, &s.server).await.unwrap();
+    let authorize = s
+        .connector
+        .start_traced(&s.alice, &s.server, Some("req-connect-1"))
+        .await
+        .unwrap();
     let back = provider.browse(&authorize, "alice", "deny").await;
     assert_eq!(param(&back, "error").as_deref(), Some("access_denied"));
     let state = param(&back, "state").unwrap();
     let done = s
         .connector
-        .deny(&state, "access_denied", &s.alice)
+        .deny_traced(&state, "access_denied", &s.alice, Some("req-connect-2"))
         .await
         .unwrap();
     assert_eq!(done.server_name, "upstream");
@@ -647,6 +651,12 @@ async fn consent_denied_is_a_denied_outcome_with_an_audit_row() {
     assert_eq!(deny.record.reason.as_deref(), Some("access_denied"));
     assert_eq!(deny.record.user_id.as_deref(), Some(s.alice.as_str()));
     assert_eq!(deny.record.server, "upstream");
+    assert_eq!(deny.record.request_id.as_deref(), Some("req-connect-2"));
+    let start = rows
+        .iter()
+        .find(|r| r.record.action == ActivityAction::ConnectStart)
+        .unwrap();
+    assert_eq!(start.record.request_id.as_deref(), Some("req-connect-1"));
 }
 
 #[tokio::test]

@@ -124,6 +124,7 @@ fn stored(token: &str, expires_in: Duration) -> StoredCredential {
         scopes: vec![],
         source: CredentialSource::Exchange,
         obtained_at: SystemTime::now(),
+        audience: None,
     }
 }
 
