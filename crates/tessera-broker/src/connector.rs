@@ -353,7 +353,7 @@ impl Connector {
             .ok_or(BrokerError::MissingField("client_id"))?;
         let endpoints = self
             .discovery
-            .endpoints(&self.http, self.timeout, cfg)
+            .endpoints(&self.http, self.timeout, cfg, true)
             .await?;
         let authorize = endpoints
             .authorization
@@ -484,7 +484,7 @@ impl Connector {
         let issued = async {
             let endpoints = self
                 .discovery
-                .endpoints(&self.http, self.timeout, cfg)
+                .endpoints(&self.http, self.timeout, cfg, false)
                 .await?;
             let form = {
                 let mut form = form_urlencoded::Serializer::new(String::new());
@@ -619,7 +619,7 @@ impl Connector {
         let cfg = server.config();
         let endpoints = self
             .discovery
-            .endpoints(&self.http, self.timeout, cfg)
+            .endpoints(&self.http, self.timeout, cfg, false)
             .await?;
         let form = {
             let mut form = form_urlencoded::Serializer::new(String::new());

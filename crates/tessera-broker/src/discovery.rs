@@ -68,16 +68,26 @@ impl Discovery {
     }
 
     /// The endpoints for `cfg`: explicit ones win; missing ones come from the issuer's metadata.
-    /// The token endpoint is required (a missing one is [`BrokerError::MissingField`]).
+    /// The token endpoint is required (a missing one is [`BrokerError::MissingField`], or the
+    /// discovery error); the authorization endpoint too when `need_authorization` (connect).
+    /// The metadata is fetched only when a required endpoint is not configured (or it is
+    /// cached already), so an unreachable issuer never delays explicitly configured grants.
     pub async fn endpoints(
         &self,
         http: &reqwest::Client,
         timeout: Duration,
         cfg: &AuthBrokerConfig,
+        need_authorization: bool,
     ) -> Result<Endpoints, BrokerError> {
-        let needs = cfg.token_endpoint.is_none()
-            || cfg.authorization_endpoint.is_none()
-            || cfg.revocation_endpoint.is_none();
+        let cached = cfg.issuer.as_ref().is_some_and(|i| {
+            self.cache
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains_key(i.as_str())
+        });
+        let needs = cached
+            || cfg.token_endpoint.is_none()
+            || (need_authorization && cfg.authorization_endpoint.is_none());
         let meta = match (&cfg.issuer, needs) {
             (Some(issuer), true) => Some(self.metadata(http, timeout, issuer).await),
             _ => None,
@@ -98,6 +108,10 @@ impl Discovery {
         };
         let authorization = match &cfg.authorization_endpoint {
             Some(a) => Some(a.clone()),
+            None if need_authorization => Some(
+                discovered(|m| url_of(&m.authorization_endpoint))?
+                    .ok_or(BrokerError::MissingField("authorization_endpoint"))?,
+            ),
             None => discovered(|m| url_of(&m.authorization_endpoint))
                 .ok()
                 .flatten(),

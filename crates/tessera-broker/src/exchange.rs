@@ -85,7 +85,7 @@ impl TokenExchanger {
         };
         let endpoints = self
             .discovery
-            .endpoints(&self.client, self.timeout, cfg)
+            .endpoints(&self.client, self.timeout, cfg, false)
             .await?;
         let form = form_body(cfg, subject);
         let issued = token_request(

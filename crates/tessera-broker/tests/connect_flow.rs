@@ -1170,7 +1170,7 @@ async fn rfc8414_discovery_finds_the_endpoints() {
     );
     let endpoints = ex
         .discovery()
-        .endpoints(&reqwest::Client::new(), Duration::from_secs(5), &cfg)
+        .endpoints(&reqwest::Client::new(), Duration::from_secs(5), &cfg, false)
         .await
         .unwrap();
     assert_eq!(

@@ -401,3 +401,37 @@ async fn private_key_jwt_sends_a_signed_client_assertion() {
         assert_ne!(jtis[0], jtis[1], "jti is fresh per assertion");
     }
 }
+
+/// An explicitly configured token endpoint never waits for the issuer's metadata.
+#[tokio::test]
+async fn explicit_token_endpoint_skips_discovery() {
+    let issuer = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(2)
+        .mount(&issuer)
+        .await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"access_token": "upstream-token"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut cfg = config(
+        &server,
+        BrokerMode::TokenExchange,
+        ClientAuth::ClientSecretPost,
+    );
+    cfg.issuer = Some(issuer.uri().parse().unwrap());
+    exchanger().exchange("up", &cfg, &subject()).await.unwrap();
+    // Without the token endpoint, the broken issuer is a discovery error naming it.
+    cfg.token_endpoint = None;
+    let err = exchanger()
+        .exchange("up", &cfg, &subject())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BrokerError::Discovery { .. }), "{err:?}");
+}
