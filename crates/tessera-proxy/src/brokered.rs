@@ -39,6 +39,7 @@ pub(crate) async fn credential_step(
     server: &str,
     method: &str,
     id: &RawValue,
+    deadline: tokio::time::Instant,
 ) -> Result<(), Reply> {
     let Some(identity) = session.identity() else {
         return Err(failure_reply(
@@ -56,7 +57,15 @@ pub(crate) async fn credential_step(
     let rid = request_id(session, id);
     let result = match broker.cached(&identity, server) {
         Some(header) => Ok(header),
-        None => broker.acquire(&identity, server, Some(&rid)).await,
+        // Bounded by the call's deadline; the acquisition itself goes on (others may wait for
+        // it) under the broker's own timeouts.
+        None => tokio::time::timeout_at(deadline, broker.acquire(&identity, server, Some(&rid)))
+            .await
+            .unwrap_or_else(|_| {
+                Err(CredentialFailure::Unavailable(
+                    "timed out obtaining your credential from the authorization server".into(),
+                ))
+            }),
     };
     match result {
         Ok(_) => {
@@ -205,16 +214,19 @@ pub(crate) async fn route_name(
             .is_none_or(|c| c.connect_placeholder || !c.tool_names.contains(name));
     if is_connect_tool {
         let method = "tools/call";
-        return Some(match credential_step(session, server, method, id).await {
-            Ok(()) => {
-                entry.forget_user_catalog(&identity.user);
-                Reply::Now(jsonrpc::result(
-                    id,
-                    &json!({ "content": [{ "type": "text", "text": format!("Your account for '{server}' is connected; its tools are listed now.") }] }),
-                ))
-            }
-            Err(reply) => reply,
-        });
+        let deadline = tokio::time::Instant::now() + entry.call_timeout;
+        return Some(
+            match credential_step(session, server, method, id, deadline).await {
+                Ok(()) => {
+                    entry.forget_user_catalog(&identity.user);
+                    Reply::Now(jsonrpc::result(
+                        id,
+                        &json!({ "content": [{ "type": "text", "text": format!("Your account for '{server}' is connected; its tools are listed now.") }] }),
+                    ))
+                }
+                Err(reply) => reply,
+            },
+        );
     }
     let catalog = catalog?;
     if catalog.connect_placeholder {
@@ -296,7 +308,8 @@ async fn discover_for_user(
     let identity = session.identity()?;
     let server = entry.config.name.as_str();
     let separator = gw.config.tool_separator.as_str();
-    let bound = entry.init_timeout;
+    // A slow authorization server must not hold the user's whole list for long.
+    let bound = entry.init_timeout.min(entry.call_timeout);
     let catalog = match tokio::time::timeout(bound, session.upstream(server)).await {
         Ok(Ok(upstream)) => {
             match tokio::time::timeout(

@@ -480,15 +480,17 @@ async fn forward(
     let server = entry.config.name.as_str();
     let stats = &entry.stats;
     stats.calls.fetch_add(1, Relaxed);
+    // The call's deadline covers obtaining the credential and opening the client's upstream
+    // session too.
+    let limit = entry.call_timeout;
+    let deadline = Instant::now() + limit;
     // A brokered server: this user's credential first (fail closed, audited per call).
     if entry.brokered
-        && let Err(reply) = crate::brokered::credential_step(session, server, method, id).await
+        && let Err(reply) =
+            crate::brokered::credential_step(session, server, method, id, deadline).await
     {
         return reply;
     }
-    // The call's deadline covers opening the client's upstream session too.
-    let limit = entry.call_timeout;
-    let deadline = Instant::now() + limit;
     let upstream = match tokio::time::timeout_at(deadline, session.upstream(server)).await {
         Ok(Ok(u)) => u,
         Ok(Err(e @ (UpstreamError::Credential(_) | UpstreamError::CredentialRejected))) => {
