@@ -187,6 +187,10 @@ async fn start(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many connect flows in progress; finish or wait for one to expire",
             ),
+            BrokerError::Store("sealing disabled") => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Credential broker is not enabled (no sealing key)",
+            ),
             BrokerError::Discovery { .. } | BrokerError::Unreachable | BrokerError::Timeout => {
                 ApiError::bad_gateway("The upstream authorization server could not be reached")
             }

@@ -108,3 +108,69 @@ impl Elicitations {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(name: &str) -> BrokeredServer {
+        let cfg = tessera_config::AuthBrokerConfig {
+            mode: tessera_config::BrokerMode::OauthConnect,
+            token_endpoint: None,
+            authorization_endpoint: None,
+            resource: None,
+            scopes: vec![],
+            client_id: None,
+            client_secret: None,
+            header: "Authorization".into(),
+            header_format: "Bearer {token}".into(),
+            audience: None,
+            subject_token_type: Default::default(),
+            client_auth: Default::default(),
+            private_key_file: None,
+            revocation_endpoint: None,
+            issuer: None,
+            allowed_users: vec![],
+            allowed_emails: vec![],
+            allowed_groups: vec![],
+        };
+        BrokeredServer::from_parts(name, "https://example.test/mcp", cfg).unwrap()
+    }
+
+    async fn connector() -> (tempfile::TempDir, Connector) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = tessera_store::Store::open(dir.path()).await.unwrap();
+        let c = Connector::new(
+            store,
+            reqwest::Client::new(),
+            url::Url::parse("https://gw.example.test/").unwrap(),
+            None,
+        );
+        (dir, c)
+    }
+
+    #[tokio::test]
+    async fn links_name_their_user_expire_and_stay_bounded() {
+        let (_dir, c) = connector().await;
+        let gh = server("git hub");
+        let e = Elicitations::new(Duration::from_millis(200), 2);
+        let (id, url) = e.create(&c, "u1", &gh).unwrap();
+        assert_eq!(
+            url,
+            format!(
+                "https://gw.example.test/api/v1/user/credentials/git%20hub/connect?elicitation={id}"
+            )
+        );
+        assert!(id.len() >= 22);
+        assert_eq!(e.get(&id), Some(("u1".to_owned(), "git hub".to_owned())));
+        let (id2, _) = e.create(&c, "u2", &gh).unwrap();
+        let (id3, _) = e.create(&c, "u3", &gh).unwrap();
+        assert_eq!(e.len(), 2, "bounded: the oldest went first");
+        assert_eq!(e.get(&id), None);
+        assert!(e.get(&id2).is_some() && e.get(&id3).is_some());
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(e.get(&id3), None, "expired");
+        e.remove(&id2);
+        assert_eq!(e.len(), 1);
+    }
+}
