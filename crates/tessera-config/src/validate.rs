@@ -466,7 +466,7 @@ impl Cx<'_> {
             ("max_upstream_sessions", &mut config.max_upstream_sessions),
         ] {
             if let Some(node) = f.get(key)
-                && let Some(n) = self.page_size(key, node)
+                && let Some(n) = self.whole_number(key, node, "e.g. 64")
             {
                 if n == 0 {
                     self.err(key, "must be at least 1 (e.g. 64)".to_owned());
@@ -515,27 +515,31 @@ impl Cx<'_> {
     }
 
     fn page_size(&mut self, path: &str, node: &Node) -> Option<usize> {
-        const HINT: &str = "e.g. 100; 0 turns pagination off";
+        self.whole_number(path, node, "e.g. 100; 0 turns pagination off")
+    }
+
+    /// A non-negative whole number; `hint` says what a good value is.
+    fn whole_number(&mut self, path: &str, node: &Node, hint: &str) -> Option<usize> {
         match node {
             Node::Number(Number::Unsigned(n)) => match usize::try_from(*n) {
                 Ok(n) => Some(n),
                 Err(_) => {
-                    self.err(path, format!("is too large ({HINT})"));
+                    self.err(path, format!("is too large ({hint})"));
                     None
                 }
             },
             Node::Number(Number::Negative(_)) => {
-                self.err(path, format!("must not be negative ({HINT})"));
+                self.err(path, format!("must not be negative ({hint})"));
                 None
             }
             Node::Number(Number::Float(_)) => {
-                self.err(path, format!("must be a whole number ({HINT})"));
+                self.err(path, format!("must be a whole number ({hint})"));
                 None
             }
             other => {
                 self.err(
                     path,
-                    format!("must be a number, not {} ({HINT})", other.kind()),
+                    format!("must be a number, not {} ({hint})", other.kind()),
                 );
                 None
             }
