@@ -131,3 +131,22 @@ async def _pause() -> None:
     import anyio
 
     await anyio.sleep(0.1)
+
+
+async def test_metrics_show_the_broker_at_work(env: Env) -> None:
+    import httpx
+
+    async with sdk_client(env.gw, env.alice) as alice:
+        for _ in range(3):
+            assert (await whoami(alice, TX))["sub"] == "alice"
+        text = httpx.get(f"{env.gw.base}/metrics", timeout=10).text
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    assert values.get("tessera_broker_cache_hits_total", 0) >= 3, "calls with a cached credential are not counted as hits"
+    assert values.get('tessera_broker_acquisitions_total{mode="token_exchange",outcome="success"}', 0) >= 1, text
+    assert values.get('tessera_broker_acquisition_seconds_bucket{le="+Inf"}', 0) >= 1, text
+    assert "tessera_brokered_upstream_sessions" in values, text
+    assert "tessera_audit_dropped_total" in values, text

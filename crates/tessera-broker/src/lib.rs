@@ -19,6 +19,7 @@ mod discovery;
 mod elicitation;
 mod error;
 mod exchange;
+mod metrics;
 mod policy;
 mod resolver;
 mod store;

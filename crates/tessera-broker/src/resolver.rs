@@ -201,6 +201,7 @@ struct Inner {
     /// (user id, server key, forced) → the acquisition in progress.
     flights: Mutex<FlightMap>,
     next_flight: AtomicU64,
+    metrics: crate::metrics::ResolverMetrics,
 }
 
 /// Builds a [`Resolver`].
@@ -259,6 +260,7 @@ impl ResolverBuilder {
                 cache_len: AtomicU64::new(0),
                 flights: Mutex::new(HashMap::new()),
                 next_flight: AtomicU64::new(0),
+                metrics: crate::metrics::ResolverMetrics::default(),
             }),
         }
     }
@@ -307,7 +309,17 @@ impl Resolver {
         user_id: &str,
         server: &BrokeredServer,
     ) -> Option<Arc<ResolvedCredential>> {
-        self.inner.cached(user_id, &server.key)
+        let hit = self.inner.cached(user_id, &server.key);
+        if hit.is_some() {
+            self.inner.metrics.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        hit
+    }
+
+    /// Appends the resolver's counters (cache hits and misses, coalesced waits, acquisitions by
+    /// mode and outcome, acquisition latency) in Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.inner.metrics.render(out);
     }
 
     /// Policy check first (denied → [`BrokerError::PolicyDenied`], audited `policy_deny` /
@@ -320,6 +332,7 @@ impl Resolver {
     ) -> Result<Arc<ResolvedCredential>, BrokerError> {
         self.check(who, server)?;
         if let Some(hit) = self.inner.cached(who.user_id, &server.key) {
+            self.inner.metrics.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(hit);
         }
         self.fly(who, server, false, None).await
@@ -394,6 +407,7 @@ impl Resolver {
         rejected: Option<&HeaderValue>,
     ) -> Result<Arc<ResolvedCredential>, BrokerError> {
         let user = who.user_id;
+        self.inner.metrics.misses.fetch_add(1, Ordering::Relaxed);
         let flight = {
             let mut flights = lock(&self.inner.flights);
             // A finished flight filled the cache before leaving the map: check again under the lock.
@@ -406,7 +420,10 @@ impl Resolver {
             let forced_key = (user.to_owned(), server.key.clone(), true);
             let key = (user.to_owned(), server.key.clone(), forced);
             match flights.get(&forced_key).or_else(|| flights.get(&key)) {
-                Some((_, flight)) => flight.clone(),
+                Some((_, flight)) => {
+                    self.inner.metrics.coalesced.fetch_add(1, Ordering::Relaxed);
+                    flight.clone()
+                }
                 None => {
                     let id = self.inner.next_flight.fetch_add(1, Ordering::Relaxed);
                     let inner = self.inner.clone();
@@ -424,7 +441,13 @@ impl Resolver {
                     let task_key = key.clone();
                     // Spawned so that a cancelled caller does not cancel its co-waiters.
                     let handle = tokio::spawn(async move {
+                        let started = std::time::Instant::now();
                         let result = inner.acquire(&job).await;
+                        inner.metrics.acquisition(
+                            job.server.mode(),
+                            result.is_ok(),
+                            started.elapsed(),
+                        );
                         let mut flights = lock(&inner.flights);
                         if flights.get(&task_key).is_some_and(|(fid, _)| *fid == id) {
                             flights.remove(&task_key);

@@ -244,4 +244,21 @@ impl CredentialBroker for BrokerBridge {
             duration_ms: None,
         });
     }
+
+    fn metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        self.resolver.render_metrics(out);
+        if let Some(auditor) = &self.auditor {
+            let _ = writeln!(
+                out,
+                "# HELP tessera_audit_dropped_total Audit records dropped because the queue was full.\n# TYPE tessera_audit_dropped_total counter\ntessera_audit_dropped_total {}",
+                auditor.dropped()
+            );
+            let _ = writeln!(
+                out,
+                "# HELP tessera_audit_write_failures_total Audit records the store could not write.\n# TYPE tessera_audit_write_failures_total counter\ntessera_audit_write_failures_total {}",
+                auditor.write_failures()
+            );
+        }
+    }
 }
