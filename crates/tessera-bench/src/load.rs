@@ -56,6 +56,8 @@ pub struct LoadConfig {
     pub payload: usize,
     /// Processes whose CPU time is sampled at the start and end of the measured window: (name, pid).
     pub cpu_pids: Vec<(String, u32)>,
+    /// Threads sampled the same way: (name, pid, thread-name prefix), e.g. a gateway's SQLite worker.
+    pub cpu_threads: Vec<(String, u32, String)>,
     /// Bearer tokens sent as `Authorization: Bearer <token>`: session `i` uses `bearers[i % len]`;
     /// empty = no `Authorization` header.
     pub bearers: Vec<String>,
@@ -561,19 +563,31 @@ pub async fn run(cfg: &LoadConfig) -> Result<LoadReport> {
         bearers: cfg.bearers.clone(),
     });
 
-    let pids = cfg.cpu_pids.clone();
+    let mut pids: Vec<(String, u32, Option<String>)> = cfg
+        .cpu_pids
+        .iter()
+        .map(|(name, pid)| (name.clone(), *pid, None))
+        .collect();
+    pids.extend(
+        cfg.cpu_threads
+            .iter()
+            .map(|(name, pid, prefix)| (name.clone(), *pid, Some(prefix.clone()))),
+    );
+    let sample = |pids: &[(String, u32, Option<String>)]| -> Vec<Option<f64>> {
+        pids.iter()
+            .map(|(_, pid, threads)| match threads {
+                None => procfs::cpu_micros(*pid).ok(),
+                Some(prefix) => procfs::threads_cpu_micros(*pid, prefix).ok(),
+            })
+            .collect()
+    };
     let sampler = tokio::spawn(async move {
         tokio::time::sleep_until(window_start).await;
-        let before: Vec<Option<f64>> = pids
-            .iter()
-            .map(|(_, pid)| procfs::cpu_micros(*pid).ok())
-            .collect();
+        let before = sample(&pids);
         tokio::time::sleep_until(window_end).await;
         let elapsed = window_start.elapsed().as_secs_f64();
-        let after: Vec<Option<f64>> = pids
-            .iter()
-            .map(|(_, pid)| procfs::cpu_micros(*pid).ok())
-            .collect();
+        let after = sample(&pids);
+        let pids: Vec<(String, u32)> = pids.into_iter().map(|(n, p, _)| (n, p)).collect();
         (pids, before, after, elapsed)
     });
 

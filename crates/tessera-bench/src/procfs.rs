@@ -30,6 +30,28 @@ pub fn cpu_micros(pid: u32) -> io::Result<f64> {
     Ok(cpu_ticks(pid)? as f64 * 1e6 / clock_ticks_per_second() as f64)
 }
 
+/// CPU time in microseconds of the threads of `pid` whose name (`/proc/<pid>/task/<tid>/comm`) starts
+/// with `prefix` (threads that have exited are not counted).
+pub fn threads_cpu_micros(pid: u32, prefix: &str) -> io::Result<f64> {
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let dir = task?.path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        if let Some(t) = std::fs::read_to_string(dir.join("stat"))
+            .ok()
+            .and_then(|s| parse_cpu_ticks(&s))
+        {
+            ticks += t;
+        }
+    }
+    Ok(ticks as f64 * 1e6 / clock_ticks_per_second() as f64)
+}
+
 /// Resident set size of `pid` in KiB (`VmRSS` in `/proc/<pid>/status`).
 pub fn rss_kib(pid: u32) -> io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

@@ -78,6 +78,9 @@ struct Cli {
     /// Users each holding an idle upstream session on each of the 3 brokered servers (memory).
     #[arg(long, default_value_t = 1000)]
     memory_users: usize,
+    /// Keep the gateways' temporary directories (config, log, data) and print where they are.
+    #[arg(long)]
+    keep: bool,
     /// Artificial delay of the mini IdP's token endpoint.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     token_delay: Duration,
@@ -99,6 +102,8 @@ struct ModeResult {
     added_p99_us: Option<f64>,
     /// CPU µs per call of the proxy process (bare hop or Tessera) in the flat-out run.
     proxy_cpu_us_per_call: Option<f64>,
+    /// Of the proxy's CPU: its SQLite worker threads (`sqlx-sqlite-worker`), Tessera only.
+    proxy_sqlite_cpu_us_per_call: Option<f64>,
     /// CPU µs per call of the upstream in the flat-out run.
     upstream_cpu_us_per_call: Option<f64>,
     /// CPU µs per call of the load generator itself (this process) in the flat-out run.
@@ -170,11 +175,21 @@ struct BrokeredMemory {
     /// `tessera_brokered_upstream_sessions` from `/metrics` before and while holding, if readable.
     upstream_sessions_before: Option<u64>,
     upstream_sessions_holding: Option<u64>,
+    /// Open file descriptors of the gateway before and while holding.
+    fds_before: Option<usize>,
+    fds_holding: Option<usize>,
     rss_before_kib: u64,
+    /// After phase 1 (each user's session open, one unbrokered call).
+    rss_unbrokered_kib: u64,
+    /// After phase 2 (plus one call on each brokered server).
     rss_after_kib: u64,
     /// (after − before) ÷ (users × servers): everything the gateway keeps per idle (user, server)
     /// session, the user's client session, cached credential and identity included.
     kib_per_user_server: f64,
+    /// Phase 1 alone, per user: client session + validated identity.
+    kib_per_user_unbrokered: f64,
+    /// Phase 2 alone, per (user, server): upstream session, cached credential, broker's user maps.
+    kib_per_user_server_brokered_only: f64,
     token_requests: u64,
     seconds_to_open: f64,
     errors: u64,
@@ -188,6 +203,9 @@ struct Memory {
     rss_before_kib: u64,
     rss_after_kib: u64,
     kib_per_session: f64,
+    /// After one `bench__echo` call in each of the open sessions.
+    rss_after_call_kib: u64,
+    kib_per_session_after_call: f64,
     errors: Vec<String>,
 }
 
@@ -507,7 +525,7 @@ async fn bench(cli: &Cli) -> Result<BenchReport> {
         brokered.as_ref(),
     )
     .await;
-    if outcome.is_err() {
+    if outcome.is_err() || cli.keep {
         procs.keep_logs();
     }
     let stopped = procs.stop().await;
@@ -599,6 +617,12 @@ async fn measure(
             tool: tool.to_owned(),
             payload: cli.payload,
             cpu_pids,
+            cpu_threads: match proxy_pid {
+                Some(pid) if mode.starts_with("tessera") => {
+                    vec![("proxy sqlite".to_owned(), pid, "sqlx-sqlite".to_owned())]
+                }
+                _ => Vec::new(),
+            },
             bearers,
         };
         let token_requests = || brokered.map(|b| b.idp.token_requests());
@@ -634,6 +658,7 @@ async fn measure(
             url,
             tool: tool.to_owned(),
             proxy_cpu_us_per_call: flat_out.cpu_of("proxy"),
+            proxy_sqlite_cpu_us_per_call: flat_out.cpu_of("proxy sqlite"),
             upstream_cpu_us_per_call: flat_out.cpu_of("upstream"),
             load_cpu_us_per_call: flat_out.cpu_of("load generator"),
             flat_out,
@@ -692,6 +717,15 @@ async fn measure(
             load::open_sessions(&client, &url, cli.idle_sessions, 32).await;
         let rss_after_kib = procfs::rss_kib(pid)?;
         let opened = sessions.len();
+        let message = load::message_of(cli.payload);
+        let calls: Vec<Result<(), String>> = futures::stream::iter(sessions.iter())
+            .map(|s| s.call_tool(1, "bench__echo", &message))
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        errors.extend(calls.into_iter().filter_map(Result::err));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss_after_call_kib = procfs::rss_kib(pid)?;
         errors.extend(load::close_sessions(sessions, 32).await);
         errors.truncate(load::MAX_ERROR_SAMPLES);
         memory = Some(Memory {
@@ -700,6 +734,9 @@ async fn measure(
             rss_before_kib,
             rss_after_kib,
             kib_per_session: (rss_after_kib as f64 - rss_before_kib as f64) / opened.max(1) as f64,
+            rss_after_call_kib,
+            kib_per_session_after_call: (rss_after_call_kib as f64 - rss_before_kib as f64)
+                / opened.max(1) as f64,
             errors,
         });
         procs.ensure_running()?;
@@ -851,9 +888,18 @@ async fn brokered_sessions_gauge(client: &reqwest::Client, mcp_url: &str) -> Opt
         .map(|v| v as u64)
 }
 
-/// `--memory-users` new users, 32 at a time: each opens a session and calls `echo` on each brokered
-/// server, so that its per-(user, server) upstream sessions exist; RSS is read while all are held,
-/// then the sessions are DELETEd.
+/// Open file descriptors of `pid` (sockets included).
+fn open_fds(pid: u32) -> Option<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|d| d.count())
+}
+
+/// `--memory-users` new users, 32 at a time. Phase 1: each opens a session and calls the unbrokered
+/// `bench__echo` (client session, validated identity; no broker state). Phase 2: in the same sessions,
+/// one call on each brokered server, so that the per-(user, server) upstream sessions (and the
+/// cached credentials) exist. RSS is read before, after phase 1 and after phase 2 while everything is
+/// held; then the sessions are DELETEd.
 async fn measure_brokered_memory(cli: &Cli, b: &Brokered, pid: u32) -> Result<BrokeredMemory> {
     let tokens = mint(b, "mem-user", cli.memory_users).await?;
     let client = load::http_client(64)?;
@@ -861,20 +907,26 @@ async fn measure_brokered_memory(cli: &Cli, b: &Brokered, pid: u32) -> Result<Br
     let message = load::message_of(cli.payload);
     let sessions_before = brokered_sessions_gauge(&client, &b.url).await;
     let token_requests_before = b.idp.token_requests();
+    let fds_before = open_fds(pid);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before_kib = procfs::rss_kib(pid)?;
-    let started = Instant::now();
-    let results: Vec<Result<Session, String>> = futures::stream::iter(tokens.iter())
+    let mut errors = 0u64;
+    let mut samples = Vec::new();
+    let mut error = |e: String| {
+        errors += 1;
+        if samples.len() < load::MAX_ERROR_SAMPLES {
+            samples.push(e);
+        }
+    };
+
+    let opened: Vec<Result<Session, String>> = futures::stream::iter(tokens.iter())
         .map(|token| {
             let (client, url, message) = (&client, &url, &message);
             async move {
                 let session = Session::open_as(client, url, Some(token)).await?;
-                for (i, server) in BROKERED_SERVERS.iter().enumerate() {
-                    let tool = format!("{server}__echo");
-                    if let Err(e) = session.call_tool(i as u64 + 1, &tool, message).await {
-                        let _ = session.close().await;
-                        return Err(e);
-                    }
+                if let Err(e) = session.call_tool(1, "bench__echo", message).await {
+                    let _ = session.close().await;
+                    return Err(e);
                 }
                 Ok(session)
             }
@@ -882,43 +934,65 @@ async fn measure_brokered_memory(cli: &Cli, b: &Brokered, pid: u32) -> Result<Br
         .buffer_unordered(32)
         .collect()
         .await;
-    let seconds_to_open = started.elapsed().as_secs_f64();
     let mut sessions = Vec::new();
-    let mut errors = 0u64;
-    let mut samples = Vec::new();
-    for r in results {
+    for r in opened {
         match r {
             Ok(s) => sessions.push(s),
-            Err(e) => {
-                errors += 1;
-                if samples.len() < load::MAX_ERROR_SAMPLES {
-                    samples.push(e);
+            Err(e) => error(e),
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_unbrokered_kib = procfs::rss_kib(pid)?;
+
+    let started = Instant::now();
+    let brokered: Vec<Result<(), String>> = futures::stream::iter(sessions.iter())
+        .map(|session| {
+            let message = &message;
+            async move {
+                for (i, server) in BROKERED_SERVERS.iter().enumerate() {
+                    let tool = format!("{server}__echo");
+                    session.call_tool(i as u64 + 2, &tool, message).await?;
                 }
+                Ok(())
             }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let seconds_to_open = started.elapsed().as_secs_f64();
+    let mut users_ok = 0;
+    for r in brokered {
+        match r {
+            Ok(()) => users_ok += 1,
+            Err(e) => error(e),
         }
     }
     // Let the audit queue and the store settle before reading RSS.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after_kib = procfs::rss_kib(pid)?;
+    let fds_holding = open_fds(pid);
     let sessions_holding = brokered_sessions_gauge(&client, &b.url).await;
     let token_requests = b.idp.token_requests() - token_requests_before;
-    let users_ok = sessions.len();
     for e in load::close_sessions(sessions, 32).await {
-        errors += 1;
-        if samples.len() < load::MAX_ERROR_SAMPLES {
-            samples.push(e);
-        }
+        error(e);
     }
-    let pairs = (users_ok * BROKERED_SERVERS.len()).max(1);
+    let pairs = (users_ok * BROKERED_SERVERS.len()).max(1) as f64;
     Ok(BrokeredMemory {
         users: tokens.len(),
         servers: BROKERED_SERVERS.len(),
         users_ok,
         upstream_sessions_before: sessions_before,
         upstream_sessions_holding: sessions_holding,
+        fds_before,
+        fds_holding,
         rss_before_kib,
+        rss_unbrokered_kib,
         rss_after_kib,
-        kib_per_user_server: (rss_after_kib as f64 - rss_before_kib as f64) / pairs as f64,
+        kib_per_user_server: (rss_after_kib as f64 - rss_before_kib as f64) / pairs,
+        kib_per_user_unbrokered: (rss_unbrokered_kib as f64 - rss_before_kib as f64)
+            / users_ok.max(1) as f64,
+        kib_per_user_server_brokered_only: (rss_after_kib as f64 - rss_unbrokered_kib as f64)
+            / pairs,
         token_requests,
         seconds_to_open,
         errors,
@@ -1071,35 +1145,75 @@ fn to_markdown(r: &BenchReport) -> String {
     }
     if let Some(m) = &r.memory {
         s.push_str(&format!(
-            "\nTessera RSS: {:.1} MiB before, {:.1} MiB with {} idle sessions open ({:.1} KiB per session)\n",
+            "\nTessera RSS: {:.1} MiB before, {:.1} MiB with {} idle sessions open ({:.1} KiB per session), \
+             {:.1} MiB after one call in each ({:.1} KiB per session)\n",
             m.rss_before_kib as f64 / 1024.0,
             m.rss_after_kib as f64 / 1024.0,
             m.opened,
-            m.kib_per_session
+            m.kib_per_session,
+            m.rss_after_call_kib as f64 / 1024.0,
+            m.kib_per_session_after_call,
         ));
         for e in &m.errors {
             s.push_str(&format!("  session error: {e}\n"));
         }
     }
-    if let Some(m) = r.modes.iter().find(|m| m.mode == "tessera-brokered") {
+    if let (Some(u), Some(b)) = (
+        r.modes.iter().find(|m| m.mode == "tessera-oidc"),
+        r.modes.iter().find(|m| m.mode == "tessera-brokered"),
+    ) {
+        let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => ratio(a, b),
+            _ => None,
+        };
+        s.push_str(
+            "\nBrokered (cache hit) vs unbrokered, same gateway (OIDC auth) and callers (one user per session):\n\n\
+             | | tessera-oidc (unbrokered) | tessera-brokered (cache hit) | brokered ÷ unbrokered |\n|---|---|---|---|\n",
+        );
         s.push_str(&format!(
-            "\nBrokered (cache hit) vs unbrokered, same gateway and callers: throughput {}, gateway CPU {} vs {} µs/call, \
-             fixed-rate p50/p99 {}/{} (added vs unbrokered); token requests during the runs: flat out {}, fixed rate {}\n",
-            opt(m.ratio_vs_unbrokered, 3, "×"),
-            opt(m.proxy_cpu_us_per_call, 1, ""),
+            "| calls/s flat out | {:.0} | {:.0} | {} |\n",
+            u.flat_out.calls_per_s,
+            b.flat_out.calls_per_s,
+            opt(b.ratio_vs_unbrokered, 3, "×")
+        ));
+        s.push_str(&format!(
+            "| gateway CPU µs/call | {} | {} | {} |\n",
+            opt(u.proxy_cpu_us_per_call, 1, ""),
+            opt(b.proxy_cpu_us_per_call, 1, ""),
             opt(
-                r.modes
-                    .iter()
-                    .find(|u| u.mode == "tessera-oidc")
-                    .and_then(|u| u.proxy_cpu_us_per_call),
-                1,
-                ""
-            ),
-            opt(m.added_p50_vs_unbrokered_us, 0, " µs"),
-            opt(m.added_p99_vs_unbrokered_us, 0, " µs"),
-            m.token_requests_flat_out
+                div(b.proxy_cpu_us_per_call, u.proxy_cpu_us_per_call),
+                2,
+                "×"
+            )
+        ));
+        s.push_str(&format!(
+            "| of which SQLite worker threads | {} | {} | |\n",
+            opt(u.proxy_sqlite_cpu_us_per_call, 1, ""),
+            opt(b.proxy_sqlite_cpu_us_per_call, 1, ""),
+        ));
+        s.push_str(&format!(
+            "| p50 / p99 at {} calls/s, µs | {:.0} / {:.0} | {:.0} / {:.0} | {} / {} added |\n",
+            r.rate,
+            u.fixed_rate.p50_us,
+            u.fixed_rate.p99_us,
+            b.fixed_rate.p50_us,
+            b.fixed_rate.p99_us,
+            opt(b.added_p50_vs_unbrokered_us, 0, " µs"),
+            opt(b.added_p99_vs_unbrokered_us, 0, " µs"),
+        ));
+        s.push_str(&format!(
+            "| added p50 / p99 vs direct at {} calls/s | {} / {} | {} / {} | |\n",
+            r.rate,
+            opt(u.added_p50_us, 0, " µs"),
+            opt(u.added_p99_us, 0, " µs"),
+            opt(b.added_p50_us, 0, " µs"),
+            opt(b.added_p99_us, 0, " µs"),
+        ));
+        s.push_str(&format!(
+            "\nToken requests at the mini IdP during the brokered runs: flat out (warm-up included) {}, fixed rate {}\n",
+            b.token_requests_flat_out
                 .map_or_else(|| "–".to_owned(), |n| n.to_string()),
-            m.token_requests_fixed_rate
+            b.token_requests_fixed_rate
                 .map_or_else(|| "–".to_owned(), |n| n.to_string()),
         ));
     }
@@ -1134,15 +1248,22 @@ fn to_markdown(r: &BenchReport) -> String {
     }
     if let Some(m) = &r.brokered_memory {
         s.push_str(&format!(
-            "\nBrokered memory: {} users × {} servers ({} users held all three, opened in {:.1} s): RSS {:.1} MiB → {:.1} MiB, \
-             {:.1} KiB per (user, server); brokered upstream sessions (/metrics) {} → {}; {} token requests; {} errors\n",
+            "\nBrokered memory: {} users × {} servers ({} users held all three; brokered calls took {:.1} s): RSS {:.1} MiB → \
+             {:.1} MiB with each user's session open after one unbrokered call ({:.1} KiB per user) → {:.1} MiB after one call on \
+             each brokered server ({:.1} KiB per (user, server) for this step); all in: {:.1} KiB per (user, server); \
+             open fds {} → {}; brokered upstream sessions (/metrics) {} → {}; {} token requests; {} errors\n",
             m.users,
             m.servers,
             m.users_ok,
             m.seconds_to_open,
             m.rss_before_kib as f64 / 1024.0,
+            m.rss_unbrokered_kib as f64 / 1024.0,
+            m.kib_per_user_unbrokered,
             m.rss_after_kib as f64 / 1024.0,
+            m.kib_per_user_server_brokered_only,
             m.kib_per_user_server,
+            m.fds_before.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+            m.fds_holding.map_or_else(|| "?".to_owned(), |n| n.to_string()),
             m.upstream_sessions_before
                 .map_or_else(|| "?".to_owned(), |n| n.to_string()),
             m.upstream_sessions_holding

@@ -101,6 +101,7 @@ async fn run(cli: &Cli) -> Result<()> {
             .iter()
             .map(|p| (format!("pid {p}"), *p))
             .collect(),
+        cpu_threads: Vec::new(),
         bearers: cli.bearers()?,
     };
     let report = load::run(&cfg).await?;
