@@ -61,6 +61,10 @@ pub struct ServerStats {
     pub unavailable: std::sync::atomic::AtomicU64,
     /// Of those, answered by the gateway because the upstream did not answer in time.
     pub timeouts: std::sync::atomic::AtomicU64,
+    /// Routed requests whose final answer was a JSON-RPC error.
+    pub errors: std::sync::atomic::AtomicU64,
+    /// Time from routing to the final answer of every routed request.
+    pub latency: crate::observe::Histogram,
 }
 
 impl ServerEntry {
@@ -200,6 +204,10 @@ pub struct Gateway {
     broker: std::sync::OnceLock<Arc<dyn crate::credentials::CredentialBroker>>,
     /// Brokered upstream sessions open, against `max_upstream_sessions[_per_user]`.
     pub caps: SessionCaps,
+    /// Receives every finished `tools/call` of a signed-in user (the activity log).
+    observer: std::sync::OnceLock<Arc<dyn crate::observe::CallObserver>>,
+    /// MCP messages received, by method (`observe::METHODS`).
+    pub requests: [std::sync::atomic::AtomicU64; crate::observe::METHODS.len()],
 }
 
 impl Gateway {
@@ -270,7 +278,24 @@ impl Gateway {
             started: Instant::now(),
             broker: std::sync::OnceLock::new(),
             caps: SessionCaps::default(),
+            observer: std::sync::OnceLock::new(),
+            requests: Default::default(),
         }))
+    }
+
+    /// Sets the receiver of finished tool calls (once, at start-up).
+    pub fn set_observer(&self, observer: Arc<dyn crate::observe::CallObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    pub fn observer(&self) -> Option<&Arc<dyn crate::observe::CallObserver>> {
+        self.observer.get()
+    }
+
+    /// Counts one MCP message by method.
+    pub fn count_request(&self, method: &str) {
+        self.requests[crate::observe::method_index(method)]
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Sets the credential broker for brokered servers (once, at start-up). Without one, a
@@ -492,6 +517,40 @@ impl Gateway {
                 out,
                 "tessera_upstream_failures_total{{server=\"{name}\",reason=\"timeout\"}} {}",
                 s.stats.timeouts.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tessera_upstream_errors_total Routed requests whose answer was a JSON-RPC error.\n# TYPE tessera_upstream_errors_total counter"
+        );
+        for s in &self.servers {
+            let _ = writeln!(
+                out,
+                "tessera_upstream_errors_total{{server=\"{}\"}} {}",
+                s.config.name,
+                s.stats.errors.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tessera_upstream_request_duration_seconds Time from routing a request to its final answer.\n# TYPE tessera_upstream_request_duration_seconds histogram"
+        );
+        for s in &self.servers {
+            s.stats.latency.render(
+                "tessera_upstream_request_duration_seconds",
+                &format!("server=\"{}\"", s.config.name),
+                &mut out,
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tessera_mcp_messages_total MCP messages received from clients, by method.\n# TYPE tessera_mcp_messages_total counter"
+        );
+        for (i, method) in crate::observe::METHODS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tessera_mcp_messages_total{{method=\"{method}\"}} {}",
+                self.requests[i].load(Relaxed)
             );
         }
         let _ = writeln!(

@@ -140,6 +140,16 @@ pub fn response(id: &RawValue, result: Option<&RawValue>, error: Option<&RawValu
     })
 }
 
+/// Whether `text`, built by [`response`] for `id`, is an error response: decided from the fixed
+/// layout `{"jsonrpc":"2.0","id":<id>,"result"|"error":…}` without parsing the body.
+pub fn is_error_response(text: &str, id: &RawValue) -> bool {
+    const PREFIX: &str = r#"{"jsonrpc":"2.0","id":"#;
+    text.strip_prefix(PREFIX)
+        .and_then(|rest| rest.strip_prefix(id.get()))
+        .map(|rest| rest.starts_with(r#","error":"#))
+        .unwrap_or_else(|| Envelope::parse(text).is_ok_and(|e| e.error.is_some()))
+}
+
 pub fn result(id: &RawValue, result: &impl Serialize) -> String {
     let raw = to_raw(result);
     response(id, Some(&raw), None)

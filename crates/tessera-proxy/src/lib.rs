@@ -12,6 +12,7 @@ pub mod error;
 pub mod frontend;
 pub mod gateway;
 pub mod jsonrpc;
+pub mod observe;
 pub mod router;
 pub mod session;
 pub mod upstream;

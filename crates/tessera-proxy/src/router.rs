@@ -32,9 +32,36 @@ pub struct CallHandle {
     /// The upstream's entry, for its `/metrics` counters.
     entry: Arc<ServerEntry>,
     done: bool,
+    started: Instant,
+    /// A `tools/call` of a signed-in user: recorded when it ends.
+    observation: Option<crate::observe::Pending>,
 }
 
 impl CallHandle {
+    pub(crate) fn observe(&mut self, pending: crate::observe::Pending) {
+        self.observation = Some(pending);
+    }
+
+    /// Records how the call ended (metrics; activity for observed tool calls).
+    fn record(&mut self, final_text: Option<&str>, timed_out: bool) {
+        use crate::observe::CallOutcome;
+        use std::sync::atomic::Ordering::Relaxed;
+        self.entry.stats.latency.observe(self.started.elapsed());
+        if let Some(text) = final_text
+            && jsonrpc::is_error_response(text, &self.client_id)
+        {
+            self.entry.stats.errors.fetch_add(1, Relaxed);
+        }
+        if let Some(pending) = self.observation.take() {
+            let outcome = match (final_text, timed_out) {
+                (_, true) => CallOutcome::Timeout,
+                (Some(text), false) => crate::observe::outcome_of(text),
+                (None, false) => CallOutcome::Cancelled,
+            };
+            pending.finish(outcome);
+        }
+    }
+
     /// The next message for the client; `Outbound::Final` is the last. `None` means the call
     /// ended without a response for the client: it cancelled the request (every failure path
     /// of an upstream session sends a `Final` error before it lets go of the call).
@@ -53,15 +80,18 @@ impl CallHandle {
         match received {
             Ok(Some(Outbound::Final(text))) => {
                 self.finish();
+                self.record(Some(&text), false);
                 Some(Outbound::Final(text))
             }
             Ok(Some(message)) => Some(message),
             Ok(None) => {
                 self.finish();
+                self.record(None, false);
                 None
             }
             Err(_) => {
                 self.finish();
+                self.record(None, true);
                 self.entry
                     .stats
                     .timeouts
@@ -91,6 +121,7 @@ impl Drop for CallHandle {
             // The client went away before the answer: nobody can receive it any more.
             self.upstream.forget(self.upstream_id);
             self.session.call_ended();
+            self.record(None, false);
         }
     }
 }
@@ -123,7 +154,12 @@ pub async fn request(gw: &Arc<Gateway>, session: &Arc<ClientSession>, env: Envel
             let kind = ListKind::from_method(method).unwrap_or(ListKind::Tools);
             Reply::Now(list(gw, session, kind, id, env.params.as_deref()).await)
         }
-        "tools/call" | "prompts/get" => route_by_name(gw, session, &env, id).await,
+        "tools/call" => {
+            let started = std::time::Instant::now();
+            let reply = route_by_name(gw, session, &env, id).await;
+            crate::observe::tool_call(gw, session, env.params_str(), id, started, reply)
+        }
+        "prompts/get" => route_by_name(gw, session, &env, id).await,
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             route_by_uri(gw, session, &env, id).await
         }
@@ -208,12 +244,17 @@ async fn handle(gw: &Arc<Gateway>, session: &Arc<ClientSession>, env: Envelope) 
         )));
     }
     match env.kind() {
-        Kind::Request => Some(request(gw, session, env).await),
+        Kind::Request => {
+            gw.count_request(env.method());
+            Some(request(gw, session, env).await)
+        }
         Kind::Notification => {
+            gw.count_request("notifications");
             notification(session, env).await;
             None
         }
         Kind::Response => {
+            gw.count_request("responses");
             session.answer_server_request(&env).await;
             None
         }
@@ -483,7 +524,8 @@ async fn forward(
     // The call's deadline covers obtaining the credential and opening the client's upstream
     // session too.
     let limit = entry.call_timeout;
-    let deadline = Instant::now() + limit;
+    let routed_at = Instant::now();
+    let deadline = routed_at + limit;
     // A brokered server: this user's credential first (fail closed, audited per call).
     if entry.brokered
         && let Err(reply) =
@@ -541,6 +583,8 @@ async fn forward(
                 session: session.clone(),
                 entry: entry.clone(),
                 done: false,
+                started: routed_at,
+                observation: None,
             })
         }
         Err(UpstreamError::Timeout(limit)) => {
