@@ -34,6 +34,10 @@ use crate::resolver::BrokeredServer;
 use crate::store::CredentialSource;
 use crate::token::{DEFAULT_EXCHANGE_TIMEOUT, random_token, token_request};
 
+mod revoke;
+
+pub use revoke::Disconnected;
+
 /// How long a started connect flow can be completed.
 pub const CONNECT_FLOW_TTL: Duration = Duration::from_secs(600);
 /// Connect events buffered for slow subscribers.
@@ -74,9 +78,13 @@ pub enum ConnectOutcome {
     Connected,
     Denied,
     Failed,
+    /// The user removed the credential ([`Connector::disconnect`]): drop their cached
+    /// credential and catalogue of the server.
+    Disconnected,
 }
 
-/// Sent to every subscriber when a flow completes, is denied or fails at the callback.
+/// Sent to every subscriber when a flow completes, is denied or fails at the callback, and when
+/// a user disconnects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectEvent {
     pub user_id: String,
@@ -276,6 +284,7 @@ impl Connector {
             ts: tessera_store::now_unix(),
             user_id: user_id.map(str::to_owned),
             server: server.to_owned(),
+            tool: None,
             request_id: request_id.map(str::to_owned),
             method: ActivityMethod::Connect,
             action,

@@ -29,7 +29,7 @@ mod token;
 pub use audit::{ActivityAction, ActivityMethod, ActivityOutcome, Auditor, DEFAULT_AUDIT_QUEUE};
 pub use connector::{
     CALLBACK_ERROR_CODES, CONNECT_EVENTS_CAPACITY, CONNECT_FLOW_TTL, ConnectDone, ConnectEvent,
-    ConnectOutcome, Connector, ConnectorBuilder, callback_error_code,
+    ConnectOutcome, Connector, ConnectorBuilder, Disconnected, callback_error_code,
 };
 pub use discovery::{Discovery, Endpoints};
 pub use elicitation::{ELICITATION_TTL, Elicitations, MAX_ELICITATIONS};

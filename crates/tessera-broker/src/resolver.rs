@@ -708,6 +708,7 @@ impl Inner {
             ts: tessera_store::now_unix(),
             user_id: Some(user.to_owned()),
             server: server.name.to_string(),
+            tool: None,
             request_id: request_id.map(str::to_owned),
             method,
             action,

@@ -364,6 +364,7 @@ async fn a_full_queue_drops_and_counts_without_blocking() {
         ts: tessera_store::now_unix(),
         user_id: None,
         server: "files".into(),
+        tool: None,
         request_id: None,
         method: ActivityMethod::TokenExchange,
         action: ActivityAction::Acquire,

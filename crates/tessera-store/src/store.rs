@@ -51,6 +51,11 @@ pub const DB_FILE: &str = "tessera.db";
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "broker", include_str!("../migrations/0002_broker.sql")),
+    (
+        3,
+        "activity_tool_calls",
+        include_str!("../migrations/0003_activity_tool_calls.sql"),
+    ),
 ];
 
 /// The store: a SQLite database in the data directory (PostgreSQL later, with the same SQL).

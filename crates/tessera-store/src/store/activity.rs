@@ -1,5 +1,12 @@
-//! The broker's audit trail: one secret-free row per acquire, refresh, inject, connect step,
-//! policy denial or disconnect. The table has no column that can hold a token.
+//! The activity log: one secret-free row per broker step (acquire, refresh, inject, connect
+//! step, policy denial, disconnect) and per MCP tool call (method `mcp`, action `tool_call`,
+//! with the tool's name). The table has no column that can hold a token, an argument or a
+//! result.
+//!
+//! Listing is newest first, ordered by `(ts, id)`; a page ends with the `(ts, id)` of its last
+//! row, which the next page starts strictly below ([`ActivityFilter::before`]). Following new
+//! rows goes by id ([`Store::activity_after`]): ids are UUIDv7 made at insert time, so they
+//! grow in insert order. Retention: [`Store::purge_activity`] by age and by row count.
 
 use sqlx::Row as _;
 
@@ -25,6 +32,17 @@ macro_rules! vocabulary {
                 }
             }
 
+            /// Every stored name, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The value for a stored name.
+            pub fn from_name(s: &str) -> Option<Self> {
+                match s {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+
             fn parse(s: &str) -> Result<Self, StoreError> {
                 match s {
                     $($text => Ok($name::$variant),)+
@@ -44,6 +62,8 @@ vocabulary! {
         EntraObo => "entra_obo",
         /// The user's connect flow.
         Connect => "connect",
+        /// An MCP request of a user (a tool call), not a broker step.
+        Mcp => "mcp",
     }
 }
 
@@ -66,6 +86,9 @@ vocabulary! {
         PolicyDeny => "policy_deny",
         /// The user's credential was removed.
         Disconnect => "disconnect",
+        /// An MCP `tools/call` (method [`ActivityMethod::Mcp`]; the tool in
+        /// [`ActivityRecord::tool`]).
+        ToolCall => "tool_call",
     }
 }
 
@@ -91,6 +114,8 @@ pub struct ActivityRecord {
     pub user_id: Option<String>,
     /// The upstream server's name.
     pub server: String,
+    /// The tool's name (upstream's own, without the server prefix) for a tool call.
+    pub tool: Option<String>,
     /// The request id of the MCP or HTTP request that caused it.
     pub request_id: Option<String>,
     /// The broker method.
@@ -114,13 +139,23 @@ pub struct ActivityEntry {
     pub record: ActivityRecord,
 }
 
-/// Which audit records to list: newest first, at most `limit`.
+/// Which activity records to list: newest first, at most `limit`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ActivityFilter<'a> {
     /// Only this user's records.
     pub user_id: Option<&'a str>,
     /// Only this server's records.
     pub server: Option<&'a str>,
+    /// Only records with this action (the REST API's `type`).
+    pub action: Option<ActivityAction>,
+    /// Only records with this outcome.
+    pub outcome: Option<ActivityOutcome>,
+    /// Only records at or after this time (unix seconds).
+    pub since: Option<UnixTime>,
+    /// Only records at or before this time (unix seconds).
+    pub until: Option<UnixTime>,
+    /// Only records strictly older than this `(ts, id)` (the previous page's last row).
+    pub before: Option<(UnixTime, &'a str)>,
     /// At most this many (0 = 100).
     pub limit: u32,
 }
@@ -141,14 +176,15 @@ impl Store {
     pub async fn record_activity(&self, record: &ActivityRecord) -> Result<String, StoreError> {
         let id = new_id();
         sqlx::query(
-            "INSERT INTO activity (id, ts, user_id, server, request_id, method, action, outcome, \
-               reason, duration_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO activity (id, ts, user_id, server, tool, request_id, method, action, \
+               outcome, reason, duration_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&id)
         .bind(record.ts)
         .bind(record.user_id.as_deref())
         .bind(&record.server)
+        .bind(record.tool.as_deref().map(cut))
         .bind(record.request_id.as_deref())
         .bind(record.method.as_str())
         .bind(record.action.as_str())
@@ -160,45 +196,406 @@ impl Store {
         Ok(id)
     }
 
-    /// Audit records matching `filter`, newest first.
+    /// Records matching `filter`, newest first (by `(ts, id)`).
     pub async fn list_activity(
         &self,
         filter: &ActivityFilter<'_>,
     ) -> Result<Vec<ActivityEntry>, StoreError> {
         let limit = if filter.limit == 0 { 100 } else { filter.limit };
+        let (before_ts, before_id) = match filter.before {
+            Some((ts, id)) => (Some(ts), Some(id)),
+            None => (None, None),
+        };
         let rows = sqlx::query(
-            "SELECT id, ts, user_id, server, request_id, method, action, outcome, reason, \
+            "SELECT id, ts, user_id, server, tool, request_id, method, action, outcome, reason, \
                duration_ms \
              FROM activity \
              WHERE (CAST($1 AS TEXT) IS NULL OR user_id = $1) \
                AND (CAST($2 AS TEXT) IS NULL OR server = $2) \
-             ORDER BY ts DESC, id DESC LIMIT $3",
+               AND (CAST($3 AS TEXT) IS NULL OR action = $3) \
+               AND (CAST($4 AS TEXT) IS NULL OR outcome = $4) \
+               AND (CAST($5 AS BIGINT) IS NULL OR ts >= $5) \
+               AND (CAST($6 AS BIGINT) IS NULL OR ts <= $6) \
+               AND (CAST($7 AS BIGINT) IS NULL OR ts < $7 OR (ts = $7 AND id < $8)) \
+             ORDER BY ts DESC, id DESC LIMIT $9",
         )
         .bind(filter.user_id)
         .bind(filter.server)
+        .bind(filter.action.map(ActivityAction::as_str))
+        .bind(filter.outcome.map(ActivityOutcome::as_str))
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(before_ts)
+        .bind(before_id)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let method: String = row.try_get("method")?;
-                let action: String = row.try_get("action")?;
-                let outcome: String = row.try_get("outcome")?;
-                Ok(ActivityEntry {
-                    id: row.try_get("id")?,
-                    record: ActivityRecord {
-                        ts: row.try_get("ts")?,
-                        user_id: row.try_get("user_id")?,
-                        server: row.try_get("server")?,
-                        request_id: row.try_get("request_id")?,
-                        method: ActivityMethod::parse(&method)?,
-                        action: ActivityAction::parse(&action)?,
-                        outcome: ActivityOutcome::parse(&outcome)?,
-                        reason: row.try_get("reason")?,
-                        duration_ms: row.try_get("duration_ms")?,
-                    },
-                })
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// Records inserted after the record `after_id` (all records when `None`), oldest first,
+    /// at most `limit` (0 = 100), matching `filter` (its `before`, `since`, `until` and `limit`
+    /// are not used). For following the log live.
+    pub async fn activity_after(
+        &self,
+        after_id: Option<&str>,
+        filter: &ActivityFilter<'_>,
+        limit: u32,
+    ) -> Result<Vec<ActivityEntry>, StoreError> {
+        let limit = if limit == 0 { 100 } else { limit };
+        let rows = sqlx::query(
+            "SELECT id, ts, user_id, server, tool, request_id, method, action, outcome, reason, \
+               duration_ms \
+             FROM activity \
+             WHERE (CAST($1 AS TEXT) IS NULL OR id > $1) \
+               AND (CAST($2 AS TEXT) IS NULL OR user_id = $2) \
+               AND (CAST($3 AS TEXT) IS NULL OR server = $3) \
+               AND (CAST($4 AS TEXT) IS NULL OR action = $4) \
+               AND (CAST($5 AS TEXT) IS NULL OR outcome = $5) \
+             ORDER BY id ASC LIMIT $6",
+        )
+        .bind(after_id)
+        .bind(filter.user_id)
+        .bind(filter.server)
+        .bind(filter.action.map(ActivityAction::as_str))
+        .bind(filter.outcome.map(ActivityOutcome::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// The id of the newest inserted record, if any (where a live follower starts).
+    pub async fn latest_activity_id(&self) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT MAX(id) FROM activity")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Retention: deletes records older than `max_age_secs` (when given), then the oldest
+    /// records beyond the newest `max_records` (when given). Returns how many were deleted.
+    pub async fn purge_activity(
+        &self,
+        max_age_secs: Option<i64>,
+        max_records: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        if let Some(age) = max_age_secs {
+            let cutoff = super::now_unix().saturating_sub(age);
+            deleted += sqlx::query("DELETE FROM activity WHERE ts < $1")
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        if let Some(max) = max_records {
+            let keep = i64::try_from(max).unwrap_or(i64::MAX);
+            // The newest `keep` rows by (ts, id) stay; the boundary row is the keep-th newest.
+            let boundary = sqlx::query(
+                "SELECT ts, id FROM activity ORDER BY ts DESC, id DESC LIMIT 1 OFFSET $1",
+            )
+            .bind(keep)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = boundary {
+                let ts: i64 = row.try_get("ts")?;
+                let id: String = row.try_get("id")?;
+                deleted +=
+                    sqlx::query("DELETE FROM activity WHERE ts < $1 OR (ts = $1 AND id <= $2)")
+                        .bind(ts)
+                        .bind(id)
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ActivityEntry, StoreError> {
+    let method: String = row.try_get("method")?;
+    let action: String = row.try_get("action")?;
+    let outcome: String = row.try_get("outcome")?;
+    Ok(ActivityEntry {
+        id: row.try_get("id")?,
+        record: ActivityRecord {
+            ts: row.try_get("ts")?,
+            user_id: row.try_get("user_id")?,
+            server: row.try_get("server")?,
+            tool: row.try_get("tool")?,
+            request_id: row.try_get("request_id")?,
+            method: ActivityMethod::parse(&method)?,
+            action: ActivityAction::parse(&action)?,
+            outcome: ActivityOutcome::parse(&outcome)?,
+            reason: row.try_get("reason")?,
+            duration_ms: row.try_get("duration_ms")?,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        (dir, store)
+    }
+
+    fn tool_call(ts: i64, user: &str, tool: &str, outcome: ActivityOutcome) -> ActivityRecord {
+        ActivityRecord {
+            ts,
+            user_id: Some(user.to_owned()),
+            server: "files".to_owned(),
+            tool: Some(tool.to_owned()),
+            request_id: Some(format!("rq-{ts}")),
+            method: ActivityMethod::Mcp,
+            action: ActivityAction::ToolCall,
+            outcome,
+            reason: (outcome != ActivityOutcome::Success).then(|| "upstream_error".to_owned()),
+            duration_ms: Some(7),
+        }
+    }
+
+    #[tokio::test]
+    async fn tool_calls_are_stored_with_their_tool_and_filtered() {
+        let (_dir, store) = store().await;
+        let now = crate::now_unix();
+        store
+            .record_activity(&tool_call(
+                now - 10,
+                "alice",
+                "read",
+                ActivityOutcome::Success,
+            ))
+            .await
+            .unwrap();
+        store
+            .record_activity(&tool_call(
+                now - 5,
+                "bob",
+                "write",
+                ActivityOutcome::Failure,
+            ))
+            .await
+            .unwrap();
+        let all = store
+            .list_activity(&ActivityFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].record.tool.as_deref(), Some("write"), "newest first");
+        assert_eq!(all[0].record.method, ActivityMethod::Mcp);
+        assert_eq!(all[0].record.action, ActivityAction::ToolCall);
+        let failures = store
+            .list_activity(&ActivityFilter {
+                outcome: Some(ActivityOutcome::Failure),
+                ..ActivityFilter::default()
             })
-            .collect()
+            .await
+            .unwrap();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].record.user_id.as_deref(), Some("bob"));
+        let windowed = store
+            .list_activity(&ActivityFilter {
+                since: Some(now - 7),
+                until: Some(now),
+                action: Some(ActivityAction::ToolCall),
+                ..ActivityFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(windowed.len(), 1);
+        let none = store
+            .list_activity(&ActivityFilter {
+                action: Some(ActivityAction::Disconnect),
+                ..ActivityFilter::default()
+            })
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+    }
+
+    #[tokio::test]
+    async fn pages_follow_the_cursor_without_gaps_or_repeats() {
+        let (_dir, store) = store().await;
+        let now = crate::now_unix();
+        // Several rows share a timestamp: the id breaks the tie.
+        for i in 0..7 {
+            store
+                .record_activity(&tool_call(
+                    now - i / 3,
+                    "alice",
+                    "t",
+                    ActivityOutcome::Success,
+                ))
+                .await
+                .unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut before: Option<(i64, String)> = None;
+        loop {
+            let page = store
+                .list_activity(&ActivityFilter {
+                    before: before.as_ref().map(|(ts, id)| (*ts, id.as_str())),
+                    limit: 3,
+                    ..ActivityFilter::default()
+                })
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            let last = page.last().unwrap();
+            before = Some((last.record.ts, last.id.clone()));
+            seen.extend(page.into_iter().map(|e| (e.record.ts, e.id)));
+        }
+        assert_eq!(seen.len(), 7);
+        let mut sorted = seen.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        sorted.dedup();
+        assert_eq!(seen, sorted, "strictly newest first, no repeats");
+    }
+
+    #[tokio::test]
+    async fn following_by_id_sees_only_newer_records() {
+        let (_dir, store) = store().await;
+        assert_eq!(store.latest_activity_id().await.unwrap(), None);
+        let now = crate::now_unix();
+        let first = store
+            .record_activity(&tool_call(now, "alice", "a", ActivityOutcome::Success))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.latest_activity_id().await.unwrap().as_deref(),
+            Some(first.as_str())
+        );
+        // An older timestamp inserted later is still "new" to a follower.
+        store
+            .record_activity(&tool_call(now - 100, "bob", "b", ActivityOutcome::Success))
+            .await
+            .unwrap();
+        store
+            .record_activity(&tool_call(now, "alice", "c", ActivityOutcome::Success))
+            .await
+            .unwrap();
+        let newer = store
+            .activity_after(Some(&first), &ActivityFilter::default(), 0)
+            .await
+            .unwrap();
+        let tools: Vec<_> = newer
+            .iter()
+            .map(|e| e.record.tool.clone().unwrap())
+            .collect();
+        assert_eq!(tools, ["b", "c"]);
+        let alice = store
+            .activity_after(
+                Some(&first),
+                &ActivityFilter {
+                    user_id: Some("alice"),
+                    ..ActivityFilter::default()
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(alice.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn retention_purges_by_age_then_by_count() {
+        let (_dir, store) = store().await;
+        let now = crate::now_unix();
+        for age in [0, 1, 2, 3, 40 * 86_400, 50 * 86_400] {
+            store
+                .record_activity(&tool_call(
+                    now - age,
+                    "alice",
+                    "t",
+                    ActivityOutcome::Success,
+                ))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.purge_activity(Some(30 * 86_400), None).await.unwrap(),
+            2
+        );
+        assert_eq!(store.purge_activity(None, Some(3)).await.unwrap(), 1);
+        let left = store
+            .list_activity(&ActivityFilter::default())
+            .await
+            .unwrap();
+        let ages: Vec<_> = left.iter().map(|e| now - e.record.ts).collect();
+        assert_eq!(ages, [0, 1, 2], "the newest are kept");
+        assert_eq!(
+            store
+                .purge_activity(Some(30 * 86_400), Some(3))
+                .await
+                .unwrap(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn version_two_rows_survive_the_rebuild() {
+        use sqlx::SqlSafeStr as _;
+        use sqlx::migrate::{Migration, MigrationType, Migrator};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::DB_FILE);
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let v2 = Migrator::with_migrations(
+            super::super::MIGRATIONS[..2]
+                .iter()
+                .map(|&(v, d, sql)| {
+                    Migration::new(
+                        v,
+                        d.into(),
+                        MigrationType::Simple,
+                        sql.into_sql_str(),
+                        false,
+                    )
+                })
+                .collect(),
+        );
+        v2.run(&pool).await.unwrap();
+        sqlx::query(
+            "INSERT INTO activity (id, ts, user_id, server, request_id, method, action, \
+               outcome, reason, duration_ms) \
+             VALUES ('0190', 5, 'alice', 'gh', 'rq', 'connect', 'disconnect', 'failure', \
+               'unreachable', 3)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = Store::open(dir.path()).await.unwrap();
+        let rows = store
+            .list_activity(&ActivityFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].id, "0190");
+        assert_eq!(rows[0].record.tool, None);
+        assert_eq!(rows[0].record.action, ActivityAction::Disconnect);
+        assert_eq!(rows[0].record.reason.as_deref(), Some("unreachable"));
+        // The CHECK constraints still refuse unknown names.
+        let bad = sqlx::query(
+            "INSERT INTO activity (id, ts, server, method, action, outcome) \
+             VALUES ('x', 1, 's', 'bogus', 'tool_call', 'success')",
+        )
+        .execute(&store.pool)
+        .await;
+        assert!(bad.is_err());
+        for m in ActivityMethod::ALL {
+            assert_eq!(ActivityMethod::from_name(m.as_str()), Some(*m));
+        }
+        assert_eq!(ActivityAction::from_name("nope"), None);
     }
 }

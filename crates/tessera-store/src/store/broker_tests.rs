@@ -474,6 +474,7 @@ fn activity(
         ts,
         user_id: user_id.map(str::to_owned),
         server: server.to_owned(),
+        tool: None,
         request_id: Some(format!("req-{ts}")),
         method: ActivityMethod::TokenExchange,
         action,
@@ -519,6 +520,7 @@ async fn activity_is_recorded_and_filtered_without_secret_columns() {
             user_id: Some("alice"),
             server: Some("github"),
             limit: 0,
+            ..ActivityFilter::default()
         })
         .await
         .unwrap();
@@ -596,6 +598,7 @@ async fn activity_is_recorded_and_filtered_without_secret_columns() {
             "ts",
             "user_id",
             "server",
+            "tool",
             "request_id",
             "method",
             "action",

@@ -153,6 +153,19 @@ impl Store {
             .transpose()
     }
 
+    /// Every user, oldest first.
+    pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        sqlx::query(
+            "SELECT id, issuer, subject, email, display_name, role, disabled, created_at, \
+               last_login_at FROM users ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(user_from_row)
+        .collect()
+    }
+
     /// Sets a user's role.
     pub async fn set_role(&self, id: &str, role: Role) -> Result<(), StoreError> {
         let done = sqlx::query("UPDATE users SET role = $1 WHERE id = $2")
