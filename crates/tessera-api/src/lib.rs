@@ -33,6 +33,7 @@ pub mod pat;
 mod pending;
 pub mod return_to;
 pub mod subject_token;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,6 +173,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(credentials::callback),
         )
         .with_state(state)
+        .merge(ui::router())
 }
 
 /// `GET /api/v1/me`: who is signed in (never a token).

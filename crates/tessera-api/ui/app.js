@@ -1,0 +1,488 @@
+// Tessera web UI: plain DOM, no framework, no inline script (the page is served with
+// `Content-Security-Policy: default-src 'self'`). Every value from the API is written with
+// textContent, never as HTML. The only secret this page ever shows is a personal access token
+// the user just created, once.
+"use strict";
+
+(function () {
+  const PAGES = ["connections", "activity", "tokens", "servers", "users"];
+  const CONNECTING = "tessera.connecting"; // sessionStorage: server whose connect flow we started
+  const state = { me: null, admin: false, activityCursor: null, loaded: {} };
+
+  const $ = (id) => document.getElementById(id);
+
+  // ------------------------------------------------------------------ HTTP
+
+  function cookie(name) {
+    for (const part of document.cookie.split(";")) {
+      const [k, ...v] = part.trim().split("=");
+      if (k === name) return decodeURIComponent(v.join("="));
+    }
+    return null;
+  }
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  // Same-origin fetch with the session cookie. Mutating calls carry the CSRF token when the
+  // gateway set one (double submit), and always an Origin header (the browser adds it).
+  async function api(path, options) {
+    const opts = Object.assign({ method: "GET", credentials: "same-origin", headers: {} }, options || {});
+    opts.headers = Object.assign({ Accept: "application/json" }, opts.headers);
+    if (opts.method !== "GET") {
+      const csrf = cookie("__Host-tessera_csrf") || cookie("tessera_csrf");
+      if (csrf) opts.headers["X-CSRF-Token"] = csrf;
+    }
+    if (opts.json !== undefined) {
+      opts.headers["Content-Type"] = "application/json";
+      opts.body = JSON.stringify(opts.json);
+      delete opts.json;
+    }
+    let r;
+    try {
+      r = await fetch(path, opts);
+    } catch (e) {
+      throw new ApiError(0, "The gateway could not be reached.");
+    }
+    let body = null;
+    const type = r.headers.get("content-type") || "";
+    if (type.includes("json")) {
+      try { body = await r.json(); } catch (e) { body = null; }
+    }
+    if (!r.ok) {
+      const msg = (body && (body.message || body.error)) || `${r.status} ${r.statusText}`;
+      throw new ApiError(r.status, msg);
+    }
+    return body;
+  }
+
+  // ------------------------------------------------------------------ rendering helpers
+
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") e.className = v;
+      else if (k === "text") e.textContent = v;
+      else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+      else e.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const c of children) {
+      if (c === null || c === undefined) continue;
+      e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return e;
+  }
+
+  function toDate(v) {
+    if (v === null || v === undefined || v === "") return null;
+    const d = typeof v === "number" ? new Date(v < 1e12 ? v * 1000 : v) : new Date(v);
+    return isNaN(d.getTime()) ? null : d;
+  }
+
+  function time(v, empty) {
+    const d = toDate(v);
+    if (!d) return document.createTextNode(empty === undefined ? "—" : empty);
+    return el("time", { datetime: d.toISOString(), title: d.toISOString() }, d.toLocaleString());
+  }
+
+  function badge(text, kind) {
+    return el("span", { class: `badge ${kind || text}` }, text.replace(/_/g, " "));
+  }
+
+  function listOf(body, ...keys) {
+    if (Array.isArray(body)) return body;
+    for (const k of keys) if (body && Array.isArray(body[k])) return body[k];
+    return [];
+  }
+
+  function show(id, on) { $(id).hidden = !on; }
+
+  function showError(id, err) {
+    const p = $(id);
+    if (!err) { p.hidden = true; p.textContent = ""; return; }
+    p.textContent = err.status === 403
+      ? "You do not have access to this. It is for administrators."
+      : `Could not load: ${err.message}`;
+    p.hidden = false;
+  }
+
+  function banner(text, kind) {
+    const b = $("banner");
+    b.className = `banner ${kind || "info"}`;
+    b.dataset.kind = kind || "info";
+    $("banner-text").textContent = text;
+    b.hidden = false;
+  }
+
+  // ------------------------------------------------------------------ connections
+
+  async function loadConnections() {
+    const tbody = $("connections-table").querySelector("tbody");
+    let body;
+    try {
+      body = await api("/api/v1/user/credentials");
+      showError("connections-error", null);
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      showError("connections-error", e);
+      return [];
+    }
+    const creds = listOf(body, "credentials", "servers", "items");
+    tbody.replaceChildren(...creds.map(connectionRow));
+    show("connections-empty", creds.length === 0);
+    $("connections").dataset.loaded = "1";
+    return creds;
+  }
+
+  function connectionRow(c) {
+    const name = c.server || c.name;
+    const status = c.status || "not_connected";
+    const actions = el("td", { class: "actions" });
+    if (status === "connected" || status === "expired") {
+      actions.append(el("button", {
+        type: "button", class: "danger", "data-action": "disconnect",
+        "aria-label": `Disconnect ${name}`, onclick: () => disconnect(name),
+      }, "Disconnect"));
+    }
+    if (c.connect_path && status !== "unavailable") {
+      actions.append(" ", el("a", {
+        class: "button primary", href: c.connect_path, "data-action": "connect",
+        "aria-label": `${status === "connected" ? "Reconnect" : "Connect"} ${name}`,
+        onclick: () => sessionStorage.setItem(CONNECTING, name),
+      }, status === "connected" ? "Reconnect" : "Connect"));
+    }
+    const scopes = Array.isArray(c.scopes) ? c.scopes.join(" ") : (c.scopes || "");
+    return el("tr", { "data-server": name, "data-status": status },
+      el("th", { scope: "row" }, name),
+      el("td", {}, (c.mode || "").replace(/_/g, " ")),
+      el("td", { class: "status" }, badge(status), c.reason ? el("span", { class: "reason" }, ` ${c.reason}`) : null),
+      el("td", {}, time(c.expires_at)),
+      el("td", {}, scopes || "—"),
+      actions);
+  }
+
+  async function disconnect(name) {
+    try {
+      const r = await api(`/api/v1/user/credentials/${encodeURIComponent(name)}`, { method: "DELETE" });
+      if (r && r.revocation_error) {
+        banner(`Disconnected ${name}. The server could not be told to revoke the credential (${r.revocation_error}); Tessera deleted its copy.`, "warning");
+      } else {
+        banner(`Disconnected ${name}.`, "success");
+      }
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      banner(`Could not disconnect ${name}: ${e.message}`, "error");
+    }
+    await loadConnections();
+  }
+
+  // The connect callback sends the browser back to "/?credential_connected=1&credential_server=X"
+  // or "/?credential_error=<code>&credential_server=X". Without those (an older gateway, or a
+  // browser that came back by hand), the server the user started to connect is checked.
+  async function callbackBanner() {
+    const q = new URLSearchParams(location.search);
+    const server = q.get("credential_server");
+    const pending = sessionStorage.getItem(CONNECTING);
+    sessionStorage.removeItem(CONNECTING);
+    if (server && (q.has("credential_connected") || q.has("credential_error"))) {
+      if (q.has("credential_error")) {
+        banner(`${server} was not connected (${q.get("credential_error")}).`, "error");
+      } else {
+        banner(`${server} is connected.`, "success");
+      }
+      history.replaceState(null, "", location.pathname + location.hash);
+      return;
+    }
+    if (pending) {
+      const creds = await loadConnections();
+      const c = (creds || []).find((x) => (x.server || x.name) === pending);
+      if (c && c.status === "connected") banner(`${pending} is connected.`, "success");
+      else if (c) banner(`${pending} was not connected.`, "error");
+    }
+  }
+
+  // ------------------------------------------------------------------ activity
+
+  function activityQuery() {
+    const f = $("activity-filter");
+    const q = new URLSearchParams();
+    for (const name of ["user", "server", "type", "outcome"]) {
+      const v = f.elements[name].value.trim();
+      if (v && (name !== "user" || state.admin)) q.set(name, v);
+    }
+    for (const name of ["since", "until"]) {
+      const v = f.elements[name].value;
+      if (v) {
+        const d = new Date(v);
+        if (!isNaN(d.getTime())) q.set(name, d.toISOString());
+      }
+    }
+    q.set("limit", "50");
+    return q;
+  }
+
+  async function loadActivity(more) {
+    const tbody = $("activity-table").querySelector("tbody");
+    const q = activityQuery();
+    if (more && state.activityCursor) q.set("cursor", state.activityCursor);
+    let body;
+    try {
+      body = await api(`/api/v1/activity?${q}`);
+      showError("activity-error", null);
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      showError("activity-error", e);
+      return;
+    }
+    const rows = listOf(body, "activity", "events", "items", "records", "entries").map(activityRow);
+    if (more) tbody.append(...rows); else tbody.replaceChildren(...rows);
+    state.activityCursor = (body && (body.next_cursor || body.cursor)) || null;
+    show("activity-more", !!state.activityCursor);
+    show("activity-empty", tbody.children.length === 0);
+    $("activity").dataset.loaded = "1";
+  }
+
+  function activityRow(a) {
+    const type = a.type || a.action || "";
+    const outcome = a.outcome || "";
+    const detail = [a.reason, a.method && a.method !== type ? a.method : null, a.request_id ? `request ${a.request_id}` : null]
+      .filter(Boolean).join(" · ");
+    const user = a.user_email || a.email || (a.user && (a.user.email || a.user.id)) || a.user_id || "—";
+    const cells = [el("td", {}, time(a.ts || a.time || a.timestamp))];
+    if (state.admin) cells.push(el("td", {}, typeof user === "string" ? user : "—"));
+    cells.push(
+      el("td", {}, a.server || "—"),
+      el("td", {}, type.replace(/_/g, " ")),
+      el("td", {}, a.tool || "—"),
+      el("td", {}, outcome ? badge(outcome) : "—"),
+      el("td", {}, detail || "—"),
+      el("td", {}, a.duration_ms === null || a.duration_ms === undefined ? "—" : `${a.duration_ms} ms`));
+    return el("tr", { "data-type": type, "data-outcome": outcome, "data-server": a.server || "" }, ...cells);
+  }
+
+  // ------------------------------------------------------------------ tokens
+
+  async function loadTokens() {
+    const tbody = $("tokens-table").querySelector("tbody");
+    let body;
+    try {
+      body = await api("/api/v1/user/tokens");
+      showError("tokens-error", null);
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      showError("tokens-error", e);
+      return;
+    }
+    const tokens = listOf(body, "tokens");
+    tbody.replaceChildren(...tokens.map((t) => {
+      const expired = !t.revoked && toDate(t.expires_at) && toDate(t.expires_at) < new Date();
+      const status = t.revoked ? "revoked" : expired ? "expired" : "active";
+      return el("tr", { "data-token": t.id, "data-status": status },
+        el("th", { scope: "row" }, t.name || "—"),
+        el("td", {}, el("code", {}, t.prefix ? `${t.prefix}…` : "—")),
+        el("td", {}, time(t.created_at)),
+        el("td", {}, time(t.expires_at, "never")),
+        el("td", {}, time(t.last_used_at, "never")),
+        el("td", {}, badge(status)),
+        el("td", { class: "actions" }, status === "active"
+          ? el("button", { type: "button", class: "danger", "aria-label": `Revoke ${t.name}`, onclick: () => revokeToken(t) }, "Revoke")
+          : null));
+    }));
+    show("tokens-empty", tokens.length === 0);
+    $("tokens").dataset.loaded = "1";
+  }
+
+  async function createToken(ev) {
+    ev.preventDefault();
+    const f = ev.target;
+    const name = f.elements.name.value.trim();
+    if (!name) { f.elements.name.focus(); return; }
+    try {
+      const t = await api("/api/v1/user/tokens", { method: "POST", json: { name, expires_in: f.elements.expires_in.value } });
+      $("token-created-name").textContent = `“${t.name || name}”`;
+      $("token-value").value = t.token || "";
+      show("token-created", true);
+      $("token-value").focus();
+      $("token-value").select();
+      f.reset();
+      showError("tokens-error", null);
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      $("tokens-error").textContent = `Could not create the token: ${e.message}`;
+      show("tokens-error", true);
+    }
+    await loadTokens();
+  }
+
+  function forgetCreatedToken() {
+    $("token-value").value = "";
+    show("token-created", false);
+    $("t-name").focus();
+  }
+
+  async function revokeToken(t) {
+    try {
+      await api(`/api/v1/user/tokens/${encodeURIComponent(t.id)}`, { method: "DELETE" });
+      banner(`Revoked token ${t.name}.`, "success");
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      banner(`Could not revoke ${t.name}: ${e.message}`, "error");
+    }
+    await loadTokens();
+  }
+
+  // ------------------------------------------------------------------ servers and users
+
+  async function loadServers() {
+    const tbody = $("servers-table").querySelector("tbody");
+    let body;
+    try {
+      body = await api("/api/v1/user/servers");
+      showError("servers-error", null);
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      showError("servers-error", e);
+      tbody.replaceChildren();
+      return;
+    }
+    let ready = null;
+    if (state.admin) {
+      try {
+        const r = await fetch("/readyz", { credentials: "same-origin", headers: { Accept: "application/json" } });
+        ready = await r.json();
+      } catch (e) { ready = null; }
+      $("gateway-summary").textContent = ready
+        ? `Gateway ${ready.ready ? "ready" : "not ready"} · ${ready.sessions} client session${ready.sessions === 1 ? "" : "s"}`
+        : "Gateway health is unavailable.";
+    }
+    const servers = listOf(body, "servers");
+    tbody.replaceChildren(...servers.map((s) => {
+      const name = s.name || s.server;
+      const broker = s.auth_broker || s.broker || {};
+      const mode = s.mode || broker.mode || (typeof broker === "string" ? broker : "");
+      const health = ready && ready.upstreams ? ready.upstreams[name] : null;
+      const status = s.credential_status || s.status || (s.enabled === false ? "disabled" : "");
+      const cells = [
+        el("th", { scope: "row" }, name),
+        el("td", {}, s.transport || s.protocol || s.type || "—"),
+        el("td", {}, mode ? mode.replace(/_/g, " ") : "gateway's own"),
+        el("td", {}, status ? badge(String(status)) : "—"),
+      ];
+      if (state.admin) {
+        cells.push(
+          el("td", {}, health ? badge(String(health.state)) : "—", health && health.error ? el("span", { class: "reason" }, ` ${health.error}`) : null),
+          el("td", {}, health ? String(health.tools) : "—"));
+      }
+      return el("tr", { "data-server": name }, ...cells);
+    }));
+    show("servers-empty", servers.length === 0);
+    $("servers").dataset.loaded = "1";
+  }
+
+  async function loadUsers() {
+    const tbody = $("users-table").querySelector("tbody");
+    let body;
+    try {
+      body = await api("/api/v1/admin/users");
+      showError("users-error", null);
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      showError("users-error", e);
+      tbody.replaceChildren();
+      show("users-empty", false);
+      $("users").dataset.loaded = "1";
+      return;
+    }
+    const users = listOf(body, "users");
+    tbody.replaceChildren(...users.map((u) => el("tr", { "data-user": u.id },
+      el("th", { scope: "row" }, u.email || u.subject || u.id),
+      el("td", {}, u.display_name || u.name || "—"),
+      el("td", {}, badge(u.role || "user")),
+      el("td", {}, time(u.created_at)),
+      el("td", {}, time(u.last_login_at || u.last_sign_in_at || u.last_seen_at, "never")),
+      el("td", {}, u.disabled ? badge("disabled") : badge("active")))));
+    show("users-empty", users.length === 0);
+    $("users").dataset.loaded = "1";
+  }
+
+  // ------------------------------------------------------------------ navigation
+
+  const LOADERS = { connections: loadConnections, activity: () => loadActivity(false), tokens: loadTokens, servers: loadServers, users: loadUsers };
+
+  function current() {
+    const h = location.hash.replace(/^#/, "");
+    return PAGES.includes(h) ? h : "connections";
+  }
+
+  async function route(focus) {
+    if (!state.me) return;
+    const page = current();
+    for (const p of PAGES) show(p, p === page);
+    for (const a of document.querySelectorAll("[data-nav]")) {
+      if (a.dataset.nav === page) a.setAttribute("aria-current", "page");
+      else a.removeAttribute("aria-current");
+    }
+    document.title = `${$(page + "-h").textContent} · Tessera`;
+    if (focus) $(page + "-h").focus();
+    $(page).dataset.loaded = "";
+    await LOADERS[page]();
+  }
+
+  function signedOut() {
+    state.me = null;
+    show("loading", false);
+    show("nav", false);
+    show("who", false);
+    for (const p of PAGES) show(p, false);
+    const back = location.pathname + location.search + location.hash;
+    $("signin-link").setAttribute("href", `/auth/login?return_to=${encodeURIComponent(back.startsWith("/") && !back.startsWith("//") ? back : "/")}`);
+    show("signin", true);
+  }
+
+  async function start() {
+    $("banner-close").addEventListener("click", () => show("banner", false));
+    $("logout").addEventListener("click", async () => {
+      try { await api("/auth/logout", { method: "POST" }); } catch (e) { /* signed out either way */ }
+      location.assign("/");
+    });
+    $("activity-filter").addEventListener("submit", (ev) => { ev.preventDefault(); loadActivity(false); });
+    $("activity-filter").addEventListener("reset", () => setTimeout(() => loadActivity(false), 0));
+    $("activity-more").addEventListener("click", () => loadActivity(true));
+    $("token-form").addEventListener("submit", createToken);
+    $("token-done").addEventListener("click", forgetCreatedToken);
+    $("token-copy").addEventListener("click", async () => {
+      try { await navigator.clipboard.writeText($("token-value").value); banner("Token copied.", "success"); }
+      catch (e) { $("token-value").select(); }
+    });
+    window.addEventListener("hashchange", () => route(true));
+
+    try {
+      state.me = await api("/api/v1/me");
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      show("loading", false);
+      banner(`Tessera could not be reached: ${e.message}`, "error");
+      return;
+    }
+    state.admin = state.me.role === "admin";
+    document.body.dataset.role = state.me.role || "user";
+    for (const x of document.querySelectorAll("[data-admin]")) x.hidden = !state.admin;
+    if (!state.admin) $("activity-scope").textContent = "Your own credential operations and tool calls, newest first.";
+    else $("activity-scope").textContent = "Everyone's credential operations and tool calls, newest first (you are an administrator).";
+    $("who-name").textContent = state.me.email || state.me.display_name || state.me.id;
+    $("who-role").textContent = state.me.role || "user";
+    show("loading", false);
+    show("nav", true);
+    show("who", true);
+    await callbackBanner();
+    await route(false);
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
