@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -150,3 +151,40 @@ async def test_metrics_show_the_broker_at_work(env: Env) -> None:
     assert values.get('tessera_broker_acquisition_seconds_bucket{le="+Inf"}', 0) >= 1, text
     assert "tessera_brokered_upstream_sessions" in values, text
     assert "tessera_audit_dropped_total" in values, text
+
+
+async def test_tool_calls_are_in_the_activity_log_without_arguments(env: Env) -> None:
+    secret_argument = "do-not-store-this-argument"
+    async with sdk_client(env.gw, env.alice) as alice:
+        out = await call(alice, f"{DEMO}{SEP}echo", {"message": secret_argument})
+        assert out.kind == "ok", out.describe()
+        assert (await whoami(alice, TX))["sub"] == "alice"
+    deadline = time.monotonic() + 10
+    while True:
+        rows = tool_call_rows(env.gw)
+        tools = {(r["server"], r.get("tool")) for r in rows if r["outcome"] == "success"}
+        if {(DEMO, "echo"), (TX, "whoami")} <= tools:
+            break
+        assert time.monotonic() < deadline, f"tool calls missing from the activity log: {rows}"
+        await _pause()
+    for r in rows:
+        assert r["user_id"], f"a tool call without its user: {r}"
+        assert r["request_id"], f"a tool call without a request id: {r}"
+        assert r["method"] == "mcp", r
+        assert r["outcome"] == "success" or r["reason"], f"a failed call without a reason: {r}"
+        assert secret_argument not in json.dumps(r), "an argument was stored"
+
+
+def tool_call_rows(gw: Gateway) -> list[dict[str, Any]]:
+    """Every tool_call row of the gateway's activity table, all columns."""
+    import sqlite3
+
+    db = Path(json.loads(gw.config_path.read_text())["data_dir"]) / "tessera.db"
+    if not db.exists():
+        return []
+    con = sqlite3.connect(str(db), timeout=10)
+    try:
+        con.row_factory = sqlite3.Row
+        return [dict(r) for r in con.execute("SELECT * FROM activity WHERE action = 'tool_call' ORDER BY ts")]
+    finally:
+        con.close()

@@ -4,7 +4,7 @@
 //! per-call `inject` audit record.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use http::HeaderValue;
@@ -14,10 +14,11 @@ use tessera_broker::{
 };
 use tessera_config::BrokerMode;
 use tessera_identity::{Identity, TokenKind, UserKey};
+
+use crate::users::UserDirectory;
 use tessera_proxy::credentials::{
     BrokeredHeader, CredentialBroker, CredentialFailure, InjectOutcome,
 };
-use tessera_store::{Role, Store, UserLogin};
 
 pub(crate) struct BrokerBridge {
     pub(crate) resolver: Resolver,
@@ -25,22 +26,8 @@ pub(crate) struct BrokerBridge {
     pub(crate) connector: Option<Arc<Connector>>,
     pub(crate) elicitations: Arc<Elicitations>,
     pub(crate) auditor: Option<Auditor>,
-    store: Store,
-    /// MCP identity (issuer, subject) → the store's user id: filled on a user's first brokered
-    /// call, so that later calls need no database round trip.
-    users: RwLock<HashMap<UserKey, Arc<str>>>,
-    /// The reverse, for connect events (which name the store's user).
-    by_id: RwLock<HashMap<Arc<str>, UserKey>>,
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// MCP identity → the store's user (a map lookup after the user's first call).
+    users: Arc<UserDirectory>,
 }
 
 fn header(credential: &ResolvedCredential) -> BrokeredHeader {
@@ -75,7 +62,7 @@ impl BrokerBridge {
         connector: Option<Arc<Connector>>,
         elicitations: Arc<Elicitations>,
         auditor: Option<Auditor>,
-        store: Store,
+        users: Arc<UserDirectory>,
     ) -> Self {
         Self {
             resolver,
@@ -83,43 +70,23 @@ impl BrokerBridge {
             connector,
             elicitations,
             auditor,
-            store,
-            users: RwLock::new(HashMap::new()),
-            by_id: RwLock::new(HashMap::new()),
+            users,
         }
     }
 
     fn known_user(&self, who: &Identity) -> Option<Arc<str>> {
-        read(&self.users).get(&who.user).cloned()
+        self.users.known(who)
     }
 
-    /// The store's user for an MCP identity, created on first sight (as a sign-in would).
     async fn user_id(&self, who: &Identity) -> Result<Arc<str>, CredentialFailure> {
-        if let Some(id) = self.known_user(who) {
-            return Ok(id);
-        }
-        let user = self
-            .store
-            .upsert_user(&UserLogin {
-                issuer: &who.user.issuer,
-                subject: &who.user.subject,
-                email: who.email.as_deref(),
-                display_name: Some(&who.display_name),
-                role_if_new: Role::User,
-            })
-            .await
-            .map_err(|_| {
-                CredentialFailure::Unavailable("the user directory is unavailable".into())
-            })?;
-        let id: Arc<str> = Arc::from(user.id);
-        write(&self.users).insert(who.user.clone(), id.clone());
-        write(&self.by_id).insert(id.clone(), who.user.clone());
-        Ok(id)
+        self.users.user_id(who).await.ok_or_else(|| {
+            CredentialFailure::Unavailable("the user directory is unavailable".into())
+        })
     }
 
     /// The MCP identity of a store user seen on the MCP path in this process, if any.
     pub(crate) fn user_key(&self, user_id: &str) -> Option<UserKey> {
-        read(&self.by_id).get(user_id).cloned()
+        self.users.user_key(user_id)
     }
 
     fn requester<'a>(
@@ -236,6 +203,7 @@ impl CredentialBroker for BrokerBridge {
             ts: tessera_store::now_unix(),
             user_id: self.known_user(who).map(|u| u.to_string()),
             server: server.to_owned(),
+            tool: None,
             request_id: request_id.map(str::to_owned),
             method,
             action: ActivityAction::Inject,

@@ -11,13 +11,14 @@ use anyhow::Context;
 use tessera_api::ApiState;
 use tessera_api::subject_token::BrokerSubjects;
 use tessera_broker::{
-    Auditor, BrokeredServer, ConfigPolicy, ConnectOutcome, Connector, DEFAULT_AUDIT_QUEUE,
-    Discovery, Elicitations, Resolver, StoreCredentials, TokenExchanger,
+    Auditor, BrokeredServer, ConfigPolicy, ConnectOutcome, Connector, Discovery, Elicitations,
+    Resolver, StoreCredentials, TokenExchanger,
 };
 use tessera_config::Config;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::broker_bridge::BrokerBridge;
+use crate::users::UserDirectory;
 
 /// Token endpoints and authorization servers are asked rarely (results cached), so one plain
 /// reqwest client with a whole-request bound serves them all.
@@ -27,6 +28,8 @@ pub(crate) fn build(
     config: &Config,
     api: &Arc<ApiState>,
     base_url: &url::Url,
+    users: Arc<UserDirectory>,
+    auditor: Auditor,
 ) -> anyhow::Result<Arc<BrokerBridge>> {
     let store = api.store().clone();
     let http = reqwest::Client::builder()
@@ -45,7 +48,6 @@ pub(crate) fn build(
         servers.insert(server.name.clone(), brokered);
     }
     let discovery = Discovery::new();
-    let auditor = Auditor::spawn(store.clone(), DEFAULT_AUDIT_QUEUE);
     let connector = Arc::new(
         Connector::builder(store.clone(), http.clone(), base_url.clone())
             .auditor(auditor.clone())
@@ -77,7 +79,7 @@ pub(crate) fn build(
         Some(connector),
         elicitations,
         Some(auditor),
-        store,
+        users,
     )))
 }
 

@@ -1,11 +1,14 @@
 //! The `tessera` binary: command-line interface and wiring only.
 
+mod activity;
 mod broker_bridge;
 mod broker_setup;
+mod cli;
 mod keys;
 mod pat_bridge;
 mod serve;
 mod token;
+mod users;
 mod validate;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -61,6 +64,12 @@ enum Command {
     },
     /// Manage your personal access tokens on a running gateway.
     Token(token::TokenArgs),
+    /// Your brokered upstream credentials on a running gateway: list, status, connect, rm.
+    Credential(cli::credential::CredentialArgs),
+    /// The activity log of a running gateway: list, watch.
+    Activity(cli::activity::ActivityArgs),
+    /// Users of a running gateway (admins only).
+    Users(cli::users::UsersArgs),
     /// Manage sealing keys.
     Keys(keys::KeysArgs),
 }
@@ -83,7 +92,10 @@ fn main() -> ExitCode {
             command: ConfigCommand::Validate { file, output },
         } => validate::run(&file, output),
         Command::Serve { config, listen } => block_on(serve::run(config, listen)),
-        Command::Token(args) => block_on(token::run(args)),
+        Command::Token(args) => cli::exit(token::run(args)),
+        Command::Credential(args) => cli::exit(cli::credential::run(args)),
+        Command::Activity(args) => cli::exit(cli::activity::run(args)),
+        Command::Users(args) => cli::exit(cli::users::run(args)),
         Command::Keys(args) => keys::run(args),
     }
 }

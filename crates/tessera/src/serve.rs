@@ -28,11 +28,23 @@ pub(crate) async fn run(config_path: PathBuf, listen: Option<String>) -> anyhow:
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (extra, api) = api_routes(&config, addr).await?;
-    let broker = match &api {
-        Some(api) if config.servers.iter().any(|s| s.auth_broker.is_some()) => {
+    // With identity: one user directory and one audit queue for the broker and the activity log.
+    let shared = api.as_ref().map(|api| {
+        (
+            Arc::new(crate::users::UserDirectory::new(api.store().clone())),
+            tessera_broker::Auditor::spawn(
+                api.store().clone(),
+                tessera_broker::DEFAULT_AUDIT_QUEUE,
+            ),
+        )
+    });
+    let broker = match (&api, &shared) {
+        (Some(api), Some((users, auditor)))
+            if config.servers.iter().any(|s| s.auth_broker.is_some()) =>
+        {
             let base = base_url(&config, addr)?;
             Some(
-                crate::broker_setup::build(&config, api, &base)
+                crate::broker_setup::build(&config, api, &base, users.clone(), auditor.clone())
                     .context("cannot set up the credential broker")?,
             )
         }
@@ -43,6 +55,9 @@ pub(crate) async fn run(config_path: PathBuf, listen: Option<String>) -> anyhow:
         gateway.set_pat_verifier(Arc::new(crate::pat_bridge::StorePatVerifier {
             store: api.store().clone(),
         }));
+    }
+    if let Some((users, auditor)) = shared {
+        gateway.set_observer(Arc::new(crate::activity::ActivityLog { users, auditor }));
     }
     if let Some(broker) = broker {
         crate::broker_setup::attach(&gateway, broker);
