@@ -230,6 +230,8 @@ struct BenchReport {
     memory: Option<Memory>,
     cache_miss: Option<CacheMiss>,
     brokered_memory: Option<BrokeredMemory>,
+    /// The OIDC gateway's broker and audit counters from `/metrics` after the brokered runs.
+    broker_metrics: Vec<String>,
     targets: Vec<TargetCheck>,
     tessera_skipped: bool,
 }
@@ -744,7 +746,9 @@ async fn measure(
 
     let mut cache_miss = None;
     let mut brokered_memory = None;
+    let mut broker_metrics = Vec::new();
     if let (Some(b), Some((gw, _))) = (brokered, &procs.brokered) {
+        broker_metrics = broker_counters(&b.url).await;
         let pid = gw.pid();
         eprintln!(
             "tessera-brokered: first calls of {} new users, one at a time…",
@@ -784,6 +788,7 @@ async fn measure(
         memory,
         cache_miss,
         brokered_memory,
+        broker_metrics,
         targets,
         tessera_skipped: gateway_url.is_none(),
     })
@@ -867,6 +872,41 @@ async fn measure_misses(cli: &Cli, b: &Brokered) -> Result<CacheMiss> {
         errors,
         error_samples: samples,
     })
+}
+
+/// The broker's cache, acquisition and audit counters from the gateway's `/metrics` (empty if
+/// unreadable or absent).
+async fn broker_counters(mcp_url: &str) -> Vec<String> {
+    let Ok(client) = load::http_client(1) else {
+        return Vec::new();
+    };
+    let Some(text) = metrics_text(&client, mcp_url).await else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| {
+            l.starts_with("tessera_broker_cache")
+                || l.starts_with("tessera_broker_acquisitions_total")
+                || l.starts_with("tessera_broker_coalesced")
+                || l.starts_with("tessera_audit_")
+                || l.starts_with("tessera_brokered_upstream_sessions")
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn metrics_text(client: &reqwest::Client, mcp_url: &str) -> Option<String> {
+    let base = mcp_url.strip_suffix("/mcp")?;
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .text()
+        .await
+        .ok()
 }
 
 /// `tessera_brokered_upstream_sessions` from the gateway's `/metrics`, if it can be read.
@@ -1216,6 +1256,14 @@ fn to_markdown(r: &BenchReport) -> String {
             b.token_requests_fixed_rate
                 .map_or_else(|| "–".to_owned(), |n| n.to_string()),
         ));
+    }
+    if !r.broker_metrics.is_empty() {
+        s.push_str("\nBroker and audit counters after the brokered runs (`/metrics`):\n\n```\n");
+        for l in &r.broker_metrics {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s.push_str("```\n");
     }
     if let Some(c) = &r.cache_miss {
         s.push_str(&format!(
