@@ -1,32 +1,24 @@
-//! `tessera token create|list|revoke`: personal access tokens over the REST API.
+//! `tessera token create|list|revoke`: personal access tokens over the REST API
+//! (`/api/v1/user/tokens`), through the shared remote client ([`crate::cli`]).
 
-use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use serde_json::Value;
 
-use crate::Output;
+use crate::cli::table::{self, col};
+use crate::cli::{Api, Outcome, OutputFormat, Remote, print_json, segment};
 
 #[derive(Args)]
+#[command(after_help = crate::cli::EXIT_CODES)]
 pub(crate) struct TokenArgs {
-    /// The gateway's base URL.
-    #[arg(
-        long,
-        env = "TESSERA_URL",
-        global = true,
-        default_value = "http://127.0.0.1:8080"
-    )]
-    server: String,
-    /// A personal access token (`tsr_pat_…`) of the user whose tokens to manage.
-    #[arg(long, env = "TESSERA_TOKEN", global = true, hide_env_values = true)]
-    token: Option<String>,
-    #[arg(long, short, value_enum, default_value_t = Output::Text, global = true)]
-    output: Output,
+    #[command(flatten)]
+    remote: Remote,
     #[command(subcommand)]
     command: TokenCommand,
 }
 
 #[derive(Subcommand)]
 enum TokenCommand {
-    /// Create a token; it is printed once.
+    /// Create a token; it is printed once (the only output that ever carries one).
     Create {
         #[arg(long)]
         name: String,
@@ -40,43 +32,27 @@ enum TokenCommand {
     Revoke { id: String },
 }
 
-pub(crate) async fn run(args: TokenArgs) -> anyhow::Result<()> {
-    let Some(token) = args.token.as_deref().filter(|t| !t.is_empty()) else {
-        bail!("no token: pass --token or set TESSERA_TOKEN to a personal access token");
-    };
-    let base = args.server.trim_end_matches('/');
-    let url = format!("{base}/api/v1/user/tokens");
-    let http = reqwest::Client::new();
-    let request = match &args.command {
+const PATH: &str = "/api/v1/user/tokens";
+
+pub(crate) async fn run(args: TokenArgs) -> Outcome {
+    let api = Api::new(&args.remote)?;
+    let body = match &args.command {
         TokenCommand::Create { name, expires } => {
             let mut body = serde_json::json!({ "name": name });
             if let Some(e) = expires {
                 body["expires_in"] = e.clone().into();
             }
-            http.post(&url).json(&body)
+            api.json(api.request(reqwest::Method::POST, PATH).json(&body))
+                .await?
         }
-        TokenCommand::List => http.get(&url),
-        TokenCommand::Revoke { id } => http.delete(format!("{url}/{id}")),
+        TokenCommand::List => api.get(PATH).await?,
+        TokenCommand::Revoke { id } => api.delete(&format!("{PATH}/{}", segment(id))).await?,
     };
-    let response = request
-        .bearer_auth(token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {base}"))?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .json()
-        .await
-        .with_context(|| format!("{base} answered {status} with a body that is not JSON"))?;
-    if !status.is_success() {
-        let message = body["message"].as_str().unwrap_or("request failed");
-        bail!("{status}: {message}");
-    }
-    if args.output == Output::Json {
-        println!("{body}");
+    if args.remote.output == OutputFormat::Json {
+        print_json(&body);
         return Ok(());
     }
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let text = |v: &Value| table::cell(v);
     match args.command {
         TokenCommand::Create { .. } => {
             println!("id:         {}", text(&body["id"]));
@@ -85,27 +61,38 @@ pub(crate) async fn run(args: TokenArgs) -> anyhow::Result<()> {
             println!("token:      {}", text(&body["token"]));
             println!("(the token is shown only this once)");
         }
-        TokenCommand::List => {
-            println!(
-                "{:<38} {:<24} {:<14} {:<22} STATUS",
-                "ID", "NAME", "PREFIX", "EXPIRES"
-            );
-            for t in body["tokens"].as_array().into_iter().flatten() {
-                let status = if t["revoked"].as_bool() == Some(true) {
-                    "revoked"
-                } else {
-                    "active"
-                };
-                println!(
-                    "{:<38} {:<24} {:<14} {:<22} {status}",
-                    text(&t["id"]),
-                    text(&t["name"]),
-                    text(&t["prefix"]),
-                    text(&t["expires_at"])
-                );
-            }
-        }
+        TokenCommand::List => print!("{}", render_list(&body)),
         TokenCommand::Revoke { id } => println!("revoked {id}"),
     }
     Ok(())
+}
+
+fn render_list(body: &Value) -> String {
+    let columns = [
+        col("ID", 38),
+        col("NAME", 24),
+        col("PREFIX", 14),
+        col("EXPIRES", 25),
+        col("STATUS", 8),
+    ];
+    let rows: Vec<Vec<String>> = body["tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let status = if t["revoked"].as_bool() == Some(true) {
+                "revoked"
+            } else {
+                "active"
+            };
+            vec![
+                table::cell(&t["id"]),
+                table::cell(&t["name"]),
+                table::cell(&t["prefix"]),
+                table::cell(&t["expires_at"]),
+                status.to_owned(),
+            ]
+        })
+        .collect();
+    table::render(&columns, &rows)
 }
