@@ -69,6 +69,13 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
         let Some(cookie) = CookiePolicy::get(&parts.headers, state.cookies.session_name()) else {
             return Err(ApiError::unauthorized());
         };
+        // A cookie is ambient authority: a mutating call must come from our own pages.
+        if !crate::csrf::allows(&parts.method, &parts.headers, &state.origin) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "Cross-origin request refused: a cookie-authenticated POST or DELETE must come from this gateway's own pages (same-origin Origin or Sec-Fetch-Site)",
+            ));
+        }
         let session = state
             .store
             .get_session(cookie)

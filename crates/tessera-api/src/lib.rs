@@ -8,6 +8,14 @@
 //! - [`pat`]: personal access tokens — [`pat::verify`] for any front end (cached), and
 //!   `POST/GET /api/v1/user/tokens`, `DELETE /api/v1/user/tokens/{id}`.
 //! - `GET /api/v1/me`: the signed-in user.
+//! - [`credentials`]: `GET /api/v1/user/credentials` (status of every brokered server the user
+//!   may use), `DELETE /api/v1/user/credentials/{server}` (RFC 7009 revocation, then delete),
+//!   and the connect flow's `…/{server}/connect` and `…/{server}/callback`.
+//! - [`servers`]: `GET /api/v1/user/servers`, the configured servers with secrets redacted.
+//! - [`admin`]: `GET /api/v1/admin/users` (admins only).
+//! - [`activity`]: `GET /api/v1/activity` (filters, cursor pagination), `…/stream` (SSE),
+//!   `…/export` (NDJSON); users see their own records, admins all. Retention in the purge.
+//! - [`csrf`]: cookie-authenticated POST/DELETE must be same-origin (bearer callers exempt).
 //! - [`openapi`]: `GET /api/v1/openapi.json`, the OpenAPI 3.1 document of all of the above
 //!   (a test keeps it and the router in step).
 //! - [`subject_token`]: the user's provider tokens, refreshed when near expiry;
@@ -22,9 +30,12 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod activity;
+pub mod admin;
 pub mod caller;
 pub mod cookies;
 pub mod credentials;
+pub mod csrf;
 pub mod error;
 pub mod github;
 pub mod oidc;
@@ -32,6 +43,7 @@ pub mod openapi;
 pub mod pat;
 mod pending;
 pub mod return_to;
+pub mod servers;
 pub mod subject_token;
 mod ui;
 
@@ -70,6 +82,12 @@ pub struct ApiState {
     pub(crate) subject_tokens: subject_token::SubjectTokens,
     /// The connect routes' part of the credential broker, once the binary wired it.
     pub(crate) broker: std::sync::OnceLock<credentials::BrokerRoutes>,
+    /// The gateway's own origin (`scheme://host[:port]`), for the CSRF check ([`csrf`]).
+    pub(crate) origin: String,
+    /// The configured servers, secrets redacted ([`ApiState::set_servers`]).
+    pub(crate) servers: std::sync::RwLock<Arc<Vec<servers::ServerView>>>,
+    /// Activity retention ([`ApiState::set_activity_retention`]).
+    pub(crate) retention: std::sync::RwLock<activity::Retention>,
 }
 
 impl ApiState {
@@ -94,12 +112,33 @@ impl ApiState {
             session_ttl: auth.session_ttl,
             subject_tokens,
             broker: std::sync::OnceLock::new(),
+            origin: base_url.origin().ascii_serialization(),
+            servers: std::sync::RwLock::new(Arc::new(Vec::new())),
+            retention: std::sync::RwLock::new(activity::Retention::default()),
         }))
     }
 
     /// Wires the connect routes to the broker (once; a second call is refused: `false`).
     pub fn set_broker(&self, broker: credentials::BrokerRoutes) -> bool {
         self.broker.set(broker).is_ok()
+    }
+
+    /// The configured servers as `GET /api/v1/user/servers` shows them (secrets already
+    /// redacted by [`servers::ServerView::from_config`]). May be called again (reload).
+    pub fn set_servers(&self, servers: Vec<servers::ServerView>) {
+        *self
+            .servers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(servers);
+    }
+
+    /// How long activity records are kept (`activity_retention_days`, default 30) and how many
+    /// at most (`activity_max_records`, default 100 000); applied by the periodic purge.
+    pub fn set_activity_retention(&self, retention: activity::Retention) {
+        *self
+            .retention
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = retention;
     }
 
     /// The store the API works on.
@@ -148,6 +187,7 @@ pub async fn purge_once(state: &ApiState) -> (u64, usize) {
     if sessions > 0 || logins > 0 {
         tracing::debug!(sessions, logins, "purged expired sessions and sign-ins");
     }
+    activity::purge(state).await;
     (sessions, logins)
 }
 
@@ -164,6 +204,16 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/user/tokens", post(pat::create).get(pat::list))
         .route("/api/v1/user/tokens/{id}", delete(pat::revoke))
         .route("/api/v1/user/idp-token", get(subject_token::status))
+        .route("/api/v1/user/servers", get(servers::list))
+        .route("/api/v1/user/credentials", get(credentials::list))
+        .route(
+            "/api/v1/user/credentials/{server}",
+            delete(credentials::disconnect),
+        )
+        .route("/api/v1/admin/users", get(admin::users))
+        .route("/api/v1/activity", get(activity::list))
+        .route("/api/v1/activity/stream", get(activity::stream))
+        .route("/api/v1/activity/export", get(activity::export))
         .route(
             "/api/v1/user/credentials/{server}/connect",
             get(credentials::connect),

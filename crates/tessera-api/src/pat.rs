@@ -145,7 +145,7 @@ pub(crate) struct CreateRequest {
     expires_in: Option<String>,
 }
 
-fn rfc3339(at: Option<UnixTime>) -> serde_json::Value {
+pub(crate) fn rfc3339(at: Option<UnixTime>) -> serde_json::Value {
     match at.and_then(|s| u64::try_from(s).ok()) {
         Some(s) => humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s))
             .to_string()

@@ -79,9 +79,13 @@ impl Connector {
         token: &SecretString,
         hint: &str,
     ) -> Result<(), &'static str> {
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("token", token.expose_secret());
-        form.append_pair("token_type_hint", hint);
+        // (The serializer is not `Send`: finish it before any await.)
+        let form = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("token", token.expose_secret());
+            form.append_pair("token_type_hint", hint);
+            form.finish()
+        };
         // The shared token-endpoint POST (client authentication, timeout, body cap, error code
         // reduction). A revocation answer has no access_token, so a 200 comes back as one of
         // the two "not a token response" errors: both mean the server accepted the request.
@@ -91,7 +95,7 @@ impl Connector {
             server.name(),
             endpoint,
             server.config(),
-            form.finish(),
+            form,
         )
         .await
         {
