@@ -1128,8 +1128,7 @@ mod tests {
         assert!(!body.contains(ALICE_ACCESS));
         let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(answer["revoked"], false);
-        // Codes outside the allow-list are reduced (RFC 6749 §5.2 codes and server_error).
-        assert_eq!(answer["revocation_error"], "server_error");
+        assert_eq!(answer["revocation_error"], "temporarily_unavailable");
         assert!(
             f.state
                 .store

@@ -36,7 +36,7 @@ use crate::token::{DEFAULT_EXCHANGE_TIMEOUT, random_token, token_request};
 
 mod revoke;
 
-pub use revoke::Disconnected;
+pub use revoke::{Disconnected, revocation_code};
 
 /// How long a started connect flow can be completed.
 pub const CONNECT_FLOW_TTL: Duration = Duration::from_secs(600);

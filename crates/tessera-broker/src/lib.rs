@@ -30,6 +30,7 @@ pub use audit::{ActivityAction, ActivityMethod, ActivityOutcome, Auditor, DEFAUL
 pub use connector::{
     CALLBACK_ERROR_CODES, CONNECT_EVENTS_CAPACITY, CONNECT_FLOW_TTL, ConnectDone, ConnectEvent,
     ConnectOutcome, Connector, ConnectorBuilder, Disconnected, callback_error_code,
+    revocation_code,
 };
 pub use discovery::{Discovery, Endpoints};
 pub use elicitation::{ELICITATION_TTL, Elicitations, MAX_ELICITATIONS};

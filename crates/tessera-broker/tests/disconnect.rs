@@ -291,3 +291,36 @@ async fn without_any_revocation_endpoint_the_record_is_still_deleted() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn a_jwt_access_token_the_server_cannot_revoke_counts_once_the_grant_is_revoked() {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/revoke"))
+        .and(body_string_contains("token_type_hint=refresh_token"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/revoke"))
+        .and(body_string_contains("token_type_hint=access_token"))
+        .respond_with(
+            ResponseTemplate::new(400)
+                .set_body_json(serde_json::json!({"error": "unsupported_token_type"})),
+        )
+        .mount(&mock)
+        .await;
+    let server = server(&mock.uri(), Some(&format!("{}/revoke", mock.uri())), None);
+    let f = fixture(&server).await;
+    let done = f
+        .connector
+        .disconnect(&f.alice, &server, None)
+        .await
+        .unwrap();
+    assert!(done.revoked, "{done:?}");
+    assert_eq!(tessera_broker::revocation_code("<script>"), "server_error");
+    assert_eq!(
+        tessera_broker::revocation_code("unsupported_token_type"),
+        "unsupported_token_type"
+    );
+}

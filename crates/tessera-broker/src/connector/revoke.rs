@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use secrecy::{ExposeSecret as _, SecretString};
-use tessera_config::BrokerMode;
+use tessera_config::{BrokerMode, ClientAuth};
 use tessera_store::{ActivityRecord, StoreError as DbError};
 use url::{Url, form_urlencoded};
 
@@ -21,7 +21,22 @@ use super::{ConnectOutcome, Connector, elapsed_ms};
 use crate::audit::{ActivityAction, ActivityMethod, ActivityOutcome};
 use crate::error::BrokerError;
 use crate::resolver::BrokeredServer;
-use crate::token::token_request;
+use crate::token::{client_assertion, read_capped};
+
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The error codes a revocation endpoint may answer with (RFC 7009 §2.2.1, RFC 6749 §5.2)
+/// pass through; anything else is `server_error`.
+pub fn revocation_code(code: &str) -> &'static str {
+    match code {
+        "invalid_request" => "invalid_request",
+        "invalid_client" => "invalid_client",
+        "unauthorized_client" => "unauthorized_client",
+        "unsupported_token_type" => "unsupported_token_type",
+        "temporarily_unavailable" => "temporarily_unavailable",
+        _ => "server_error",
+    }
+}
 
 /// What a disconnect did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,8 +85,9 @@ impl Connector {
         }
     }
 
-    /// One RFC 7009 request. HTTP 200 is success whatever the body (RFC 7009 §2.2: also for a
-    /// token the server no longer knows); anything else fails with the allow-listed code.
+    /// One RFC 7009 request, with the client authentication the server's token requests use.
+    /// HTTP 200 is success whatever the body (RFC 7009 §2.2: also for a token the server no
+    /// longer knows); anything else fails with an allow-listed code ([`revocation_code`]).
     async fn revoke_one(
         &self,
         server: &BrokeredServer,
@@ -79,31 +95,76 @@ impl Connector {
         token: &SecretString,
         hint: &str,
     ) -> Result<(), &'static str> {
+        let cfg = server.config();
         // (The serializer is not `Send`: finish it before any await.)
-        let form = {
+        let (form, basic) = {
             let mut form = form_urlencoded::Serializer::new(String::new());
             form.append_pair("token", token.expose_secret());
             form.append_pair("token_type_hint", hint);
-            form.finish()
+            let mut basic = None;
+            match cfg.client_auth {
+                ClientAuth::ClientSecretPost => {
+                    if let Some(id) = cfg.client_id.as_deref() {
+                        form.append_pair("client_id", id);
+                    }
+                    if let Some(secret) = cfg.client_secret.as_ref() {
+                        form.append_pair("client_secret", secret.expose_secret());
+                    }
+                }
+                ClientAuth::ClientSecretBasic => {
+                    let (Some(id), Some(secret)) =
+                        (cfg.client_id.as_deref(), cfg.client_secret.as_ref())
+                    else {
+                        return Err("misconfigured");
+                    };
+                    // RFC 6749 §2.3.1: form-urlencoded before Basic encoding.
+                    let id: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+                    let secret: String =
+                        form_urlencoded::byte_serialize(secret.expose_secret().as_bytes())
+                            .collect();
+                    basic = Some((id, secret));
+                }
+                ClientAuth::PrivateKeyJwt => {
+                    let assertion = client_assertion(cfg, endpoint).map_err(|e| e.reason())?;
+                    if let Some(id) = cfg.client_id.as_deref() {
+                        form.append_pair("client_id", id);
+                    }
+                    form.append_pair("client_assertion_type", ASSERTION_TYPE);
+                    form.append_pair("client_assertion", &assertion);
+                }
+            }
+            (form.finish(), basic)
         };
-        // The shared token-endpoint POST (client authentication, timeout, body cap, error code
-        // reduction). A revocation answer has no access_token, so a 200 comes back as one of
-        // the two "not a token response" errors: both mean the server accepted the request.
-        match token_request(
-            &self.http,
-            self.timeout,
-            server.name(),
-            endpoint,
-            server.config(),
-            form,
-        )
-        .await
-        {
-            Ok(_)
-            | Err(BrokerError::MissingAccessToken)
-            | Err(BrokerError::MalformedResponse { status: 200 }) => Ok(()),
-            Err(e) => Err(e.reason()),
+        let mut request = self
+            .http
+            .post(endpoint.clone())
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .body(form);
+        if let Some((id, secret)) = basic {
+            request = request.basic_auth(id, Some(secret));
         }
+        let (status, body) = tokio::time::timeout(self.timeout, read_capped(request))
+            .await
+            .map_err(|_| "timeout")?
+            .map_err(|e| e.reason())?;
+        if status == 200 {
+            return Ok(());
+        }
+        let code = body
+            .as_deref()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(revocation_code));
+        let code = code.unwrap_or(if status == 503 {
+            "temporarily_unavailable"
+        } else {
+            "server_error"
+        });
+        tracing::debug!(server = %server.name(), status, code, hint, "revocation refused");
+        Err(code)
     }
 
     /// Disconnects `user_id` from `server`: revokes the stored refresh and access tokens at the
@@ -137,16 +198,24 @@ impl Connector {
         let revocation = match stored {
             Ok(Some(credential)) => match self.revocation_endpoint(server).await {
                 Ok(endpoint) => {
-                    let mut result = Ok(());
-                    if let Some(refresh) = &credential.refresh_token {
-                        result = self
-                            .revoke_one(server, &endpoint, refresh, "refresh_token")
-                            .await;
-                    }
+                    let refresh = match &credential.refresh_token {
+                        Some(refresh) => Some(
+                            self.revoke_one(server, &endpoint, refresh, "refresh_token")
+                                .await,
+                        ),
+                        None => None,
+                    };
                     let access = self
                         .revoke_one(server, &endpoint, &credential.access_token, "access_token")
                         .await;
-                    result.and(access)
+                    match (refresh, access) {
+                        // A server that cannot revoke self-contained (JWT) access tokens says
+                        // unsupported_token_type (RFC 7009 §2.2.1); revoking the refresh token
+                        // revoked the grant, and the access token lapses at its expiry.
+                        (Some(Ok(())), Err("unsupported_token_type")) => Ok(()),
+                        (Some(Err(e)), _) => Err(e),
+                        (_, access) => access,
+                    }
                 }
                 Err(e) => Err(e),
             },
