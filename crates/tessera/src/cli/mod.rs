@@ -372,3 +372,131 @@ mod tests {
         assert_eq!(segment("whoami_connect"), "whoami_connect");
     }
 }
+
+#[cfg(test)]
+mod parse_tests {
+    use clap::Parser as _;
+
+    use super::OutputFormat;
+    use super::activity::{ActivityCommand, Filters};
+    use super::credential::CredentialCommand;
+    use crate::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tessera").chain(args.iter().copied()))
+            .map(|c| c.command)
+    }
+
+    #[test]
+    fn rm_has_two_aliases() {
+        for verb in ["rm", "remove", "disconnect"] {
+            let Ok(Command::Credential(a)) = parse(&["credential", verb, "gh"]) else {
+                panic!("{verb} does not parse");
+            };
+            assert_eq!(a.command, CredentialCommand::Rm { name: "gh".into() });
+        }
+    }
+
+    #[test]
+    fn url_token_and_output_are_global_and_url_is_an_alias_of_server() {
+        let Ok(Command::Credential(a)) = parse(&[
+            "credential",
+            "status",
+            "gh",
+            "--url",
+            "http://gw:1",
+            "--token",
+            "t",
+            "-o",
+            "json",
+        ]) else {
+            panic!("does not parse");
+        };
+        assert_eq!(a.remote.server, "http://gw:1");
+        assert_eq!(a.remote.token.as_deref(), Some("t"));
+        assert_eq!(a.remote.output, OutputFormat::Json);
+        assert_eq!(a.command, CredentialCommand::Status { name: "gh".into() });
+        let Ok(Command::Credential(a)) = parse(&[
+            "credential",
+            "--server",
+            "http://gw:2",
+            "connect",
+            "x",
+            "--open",
+        ]) else {
+            panic!("does not parse");
+        };
+        assert_eq!(a.remote.server, "http://gw:2");
+        assert_eq!(
+            a.command,
+            CredentialCommand::Connect {
+                name: "x".into(),
+                open: true
+            }
+        );
+    }
+
+    #[test]
+    fn text_is_an_alias_of_table_and_unknown_formats_are_usage_errors() {
+        let Ok(Command::Users(a)) = parse(&["users", "list", "--output", "text"]) else {
+            panic!("does not parse");
+        };
+        assert_eq!(a.remote.output, OutputFormat::Table);
+        let e = parse(&["users", "list", "--output", "yaml"]).err().unwrap();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn activity_server_is_a_filter_and_the_gateway_is_url() {
+        let Ok(Command::Activity(a)) = parse(&[
+            "activity",
+            "list",
+            "--url",
+            "http://gw:3",
+            "--server",
+            "gh",
+            "--type",
+            "tool_call",
+            "--outcome",
+            "failure",
+            "--user",
+            "me",
+            "--since",
+            "2026-01-01T00:00:00Z",
+            "--limit",
+            "5",
+        ]) else {
+            panic!("does not parse");
+        };
+        assert_eq!(a.remote.url, "http://gw:3");
+        assert_eq!(
+            a.command,
+            ActivityCommand::List {
+                filters: Filters {
+                    user: Some("me".into()),
+                    server: Some("gh".into()),
+                    kind: Some("tool_call".into()),
+                    outcome: Some("failure".into()),
+                },
+                since: Some("2026-01-01T00:00:00Z".into()),
+                until: None,
+                limit: 5,
+            }
+        );
+    }
+
+    #[test]
+    fn bad_arguments_exit_2() {
+        for args in [
+            &["credential", "status"][..],
+            &["credential", "frobnicate"],
+            &["activity", "list", "--limit", "0"],
+            &["users"],
+        ] {
+            let e = parse(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} parsed"));
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+    }
+}
