@@ -15,6 +15,8 @@ pub(crate) const TOP: &[&str] = &[
     "upstream_idle_timeout",
     "max_upstream_sessions_per_user",
     "max_upstream_sessions",
+    "activity_retention_days",
+    "activity_max_records",
     "mcpServers",
     "auth",
     "server_edition",
@@ -27,10 +29,8 @@ pub(crate) const TOP_SILENT: &[&str] = &["$schema"];
 /// Top-level keys of the reference's config file that Tessera does not use.
 pub(crate) const TOP_REFERENCE: &[&str] = &[
     "activity_cleanup_interval_min",
-    "activity_max_records",
     "activity_max_response_size",
     "activity_max_size_mb",
-    "activity_retention_days",
     "aggregate_upstream_prompts",
     "allow_private_registry_fetch",
     "allow_server_add",

@@ -51,6 +51,10 @@ pub mod defaults {
     pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
     /// `max_upstream_sessions_per_user`
     pub const MAX_UPSTREAM_SESSIONS_PER_USER: usize = 64;
+    /// `activity_retention_days`
+    pub const ACTIVITY_RETENTION_DAYS: usize = 30;
+    /// `activity_max_records`
+    pub const ACTIVITY_MAX_RECORDS: usize = 100_000;
     /// `max_upstream_sessions`
     pub const MAX_UPSTREAM_SESSIONS: usize = 10_000;
     /// `mcpServers.*.enabled`
@@ -111,6 +115,12 @@ pub struct Config {
     pub max_upstream_sessions_per_user: usize,
     /// Most brokered upstream sessions open at once, all users together.
     pub max_upstream_sessions: usize,
+    /// Activity records older than this many days are purged (`activity_retention_days`,
+    /// default 30; 0 = no age limit).
+    pub activity_retention_days: usize,
+    /// At most this many activity records are kept, the newest (`activity_max_records`,
+    /// default 100 000; 0 = no count limit).
+    pub activity_max_records: usize,
     /// Extra `Origin` values allowed on `/mcp`, normalised to `scheme://host[:port]`.
     pub allowed_origins: Vec<String>,
     /// The upstream servers from `mcpServers`, in file order, enabled and disabled alike.
@@ -140,6 +150,8 @@ impl Default for Config {
             upstream_idle_timeout: defaults::UPSTREAM_IDLE_TIMEOUT,
             max_upstream_sessions_per_user: defaults::MAX_UPSTREAM_SESSIONS_PER_USER,
             max_upstream_sessions: defaults::MAX_UPSTREAM_SESSIONS,
+            activity_retention_days: defaults::ACTIVITY_RETENTION_DAYS,
+            activity_max_records: defaults::ACTIVITY_MAX_RECORDS,
             allowed_origins: Vec::new(),
             servers: Vec::new(),
             auth: AuthMode::default(),

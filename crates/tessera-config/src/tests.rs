@@ -63,6 +63,18 @@ fn secrets(pairs: &[(String, secrecy::SecretString)]) -> Vec<(String, String)> {
 // defaults and top level
 
 #[test]
+fn activity_retention_keys_are_read_and_checked() {
+    let c = ok(r#"{"activity_retention_days": 7, "activity_max_records": 0}"#);
+    assert_eq!(c.activity_retention_days, 7);
+    assert_eq!(c.activity_max_records, 0);
+    assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+    let text = error_text(r#"{"activity_retention_days": -1, "activity_max_records": "many"}"#);
+    assert!(text.contains("activity_retention_days"), "{text}");
+    assert!(text.contains("activity_max_records"), "{text}");
+    assert!(error_text(r#"{"activity_retention_days": 99999}"#).contains("too large"));
+}
+
+#[test]
 fn empty_file_and_empty_object_are_defaults() {
     for text in ["", "  \n", "{}", "\u{feff}{}", r#"{"mcpServers": null}"#] {
         let c = ok(text);
@@ -73,6 +85,8 @@ fn empty_file_and_empty_object_are_defaults() {
         assert_eq!(c.call_tool_timeout, Duration::from_secs(120));
         assert_eq!(c.init_timeout, Duration::from_secs(30));
         assert_eq!(c.list_page_size, 100);
+        assert_eq!(c.activity_retention_days, 30);
+        assert_eq!(c.activity_max_records, 100_000);
         assert!(c.allowed_origins.is_empty());
         assert!(c.servers.is_empty());
         assert!(c.ignored.is_empty());

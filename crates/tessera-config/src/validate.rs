@@ -475,6 +475,31 @@ impl Cx<'_> {
                 }
             }
         }
+        if let Some(node) = f.get("activity_retention_days")
+            && let Some(n) = self.whole_number(
+                "activity_retention_days",
+                node,
+                "e.g. 30; 0 keeps records of any age",
+            )
+        {
+            if n > 36_500 {
+                self.err(
+                    "activity_retention_days",
+                    "is too large (at most 36500 days; 0 keeps records of any age)".to_owned(),
+                );
+            } else {
+                config.activity_retention_days = n;
+            }
+        }
+        if let Some(node) = f.get("activity_max_records")
+            && let Some(n) = self.whole_number(
+                "activity_max_records",
+                node,
+                "e.g. 100000; 0 keeps any number",
+            )
+        {
+            config.activity_max_records = n;
+        }
         if let Some(node) = f.get("list_page_size")
             && let Some(n) = self.page_size("list_page_size", node)
         {
