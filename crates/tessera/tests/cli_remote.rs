@@ -24,15 +24,16 @@ fn error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-fn authorized(h: &HeaderMap) -> Result<(), Response> {
+/// The 401 answer unless the request carries the good token.
+fn unauthorized(h: &HeaderMap) -> Option<Response> {
     let ok = h
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == format!("Bearer {GOOD}"));
     if ok {
-        Ok(())
+        None
     } else {
-        Err(error(
+        Some(error(
             StatusCode::UNAUTHORIZED,
             "Authentication required. Provide a valid session cookie or Bearer token.",
         ))
@@ -46,7 +47,7 @@ fn record(n: u32) -> Value {
 }
 
 async fn credentials(h: HeaderMap) -> Response {
-    if let Err(r) = authorized(&h) {
+    if let Some(r) = unauthorized(&h) {
         return r;
     }
     Json(json!({"credentials": [
@@ -59,7 +60,7 @@ async fn credentials(h: HeaderMap) -> Response {
 }
 
 async fn disconnect(h: HeaderMap, Path(server): Path<String>) -> Response {
-    if let Err(r) = authorized(&h) {
+    if let Some(r) = unauthorized(&h) {
         return r;
     }
     if server != "Jira" {
@@ -77,7 +78,7 @@ async fn disconnect(h: HeaderMap, Path(server): Path<String>) -> Response {
 
 /// Three records, two per page: page one names cursor `c2`.
 async fn activity(h: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    if let Err(r) = authorized(&h) {
+    if let Some(r) = unauthorized(&h) {
         return r;
     }
     let q = q.unwrap_or_default();
@@ -97,7 +98,7 @@ async fn activity(h: HeaderMap, RawQuery(q): RawQuery) -> Response {
 }
 
 async fn stream(h: HeaderMap) -> Response {
-    if let Err(r) = authorized(&h) {
+    if let Some(r) = unauthorized(&h) {
         return r;
     }
     let events = format!(
@@ -115,7 +116,7 @@ async fn stream(h: HeaderMap) -> Response {
 }
 
 async fn users(h: HeaderMap) -> Response {
-    if let Err(r) = authorized(&h) {
+    if let Some(r) = unauthorized(&h) {
         return r;
     }
     error(StatusCode::FORBIDDEN, "This requires the admin role")
