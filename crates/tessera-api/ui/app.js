@@ -7,19 +7,11 @@
 (function () {
   const PAGES = ["connections", "activity", "tokens", "servers", "users"];
   const CONNECTING = "tessera.connecting"; // sessionStorage: server whose connect flow we started
-  const state = { me: null, admin: false, activityCursor: null, loaded: {} };
+  const state = { me: null, admin: false, activityCursor: null, users: null };
 
   const $ = (id) => document.getElementById(id);
 
   // ------------------------------------------------------------------ HTTP
-
-  function cookie(name) {
-    for (const part of document.cookie.split(";")) {
-      const [k, ...v] = part.trim().split("=");
-      if (k === name) return decodeURIComponent(v.join("="));
-    }
-    return null;
-  }
 
   class ApiError extends Error {
     constructor(status, message) {
@@ -28,15 +20,12 @@
     }
   }
 
-  // Same-origin fetch with the session cookie. Mutating calls carry the CSRF token when the
-  // gateway set one (double submit), and always an Origin header (the browser adds it).
+  // Same-origin fetch with the session cookie. The gateway's CSRF rule for mutating calls is
+  // satisfied by the browser itself: a same-origin fetch carries `Origin` and
+  // `Sec-Fetch-Site: same-origin`.
   async function api(path, options) {
     const opts = Object.assign({ method: "GET", credentials: "same-origin", headers: {} }, options || {});
     opts.headers = Object.assign({ Accept: "application/json" }, opts.headers);
-    if (opts.method !== "GET") {
-      const csrf = cookie("__Host-tessera_csrf") || cookie("tessera_csrf");
-      if (csrf) opts.headers["X-CSRF-Token"] = csrf;
-    }
     if (opts.json !== undefined) {
       opts.headers["Content-Type"] = "application/json";
       opts.body = JSON.stringify(opts.json);
@@ -226,7 +215,25 @@
     return q;
   }
 
+  // Admins: the user filter is a list of users, and rows name users by email.
+  async function adminUsers() {
+    if (!state.admin || state.users) return;
+    try {
+      const users = listOf(await api("/api/v1/admin/users"), "users");
+      state.users = new Map(users.map((u) => [u.id, u]));
+      const select = $("f-user");
+      const chosen = select.value;
+      select.replaceChildren(el("option", { value: "" }, "anyone"),
+        ...users.map((u) => el("option", { value: u.id }, u.email || u.display_name || u.id)));
+      select.value = chosen;
+    } catch (e) {
+      state.users = new Map();
+    }
+  }
+
   async function loadActivity(more) {
+    $("activity").dataset.loaded = "";
+    await adminUsers();
     const tbody = $("activity-table").querySelector("tbody");
     const q = activityQuery();
     if (more && state.activityCursor) q.set("cursor", state.activityCursor);
@@ -239,7 +246,7 @@
       showError("activity-error", e);
       return;
     }
-    const rows = listOf(body, "activity", "events", "items", "records", "entries").map(activityRow);
+    const rows = listOf(body, "activities", "activity", "events", "items").map(activityRow);
     if (more) tbody.append(...rows); else tbody.replaceChildren(...rows);
     state.activityCursor = (body && (body.next_cursor || body.cursor)) || null;
     show("activity-more", !!state.activityCursor);
@@ -252,9 +259,10 @@
     const outcome = a.outcome || "";
     const detail = [a.reason, a.method && a.method !== type ? a.method : null, a.request_id ? `request ${a.request_id}` : null]
       .filter(Boolean).join(" · ");
-    const user = a.user_email || a.email || (a.user && (a.user.email || a.user.id)) || a.user_id || "—";
+    const known = state.users && a.user_id ? state.users.get(a.user_id) : null;
+    const user = (known && (known.email || known.display_name)) || a.user_id || "—";
     const cells = [el("td", {}, time(a.ts || a.time || a.timestamp))];
-    if (state.admin) cells.push(el("td", {}, typeof user === "string" ? user : "—"));
+    if (state.admin) cells.push(el("td", {}, user));
     cells.push(
       el("td", {}, a.server || "—"),
       el("td", {}, type.replace(/_/g, " ")),
@@ -363,13 +371,12 @@
     const servers = listOf(body, "servers");
     tbody.replaceChildren(...servers.map((s) => {
       const name = s.name || s.server;
-      const broker = s.auth_broker || s.broker || {};
-      const mode = s.mode || broker.mode || (typeof broker === "string" ? broker : "");
+      const mode = s.brokered || s.mode || "";
       const health = ready && ready.upstreams ? ready.upstreams[name] : null;
-      const status = s.credential_status || s.status || (s.enabled === false ? "disabled" : "");
+      const status = s.enabled === false ? "disabled" : "enabled";
       const cells = [
         el("th", { scope: "row" }, name),
-        el("td", {}, s.transport || s.protocol || s.type || "—"),
+        el("td", {}, s.transport || "—", s.url || s.command ? el("span", { class: "reason" }, ` ${s.url || s.command}`) : null),
         el("td", {}, mode ? mode.replace(/_/g, " ") : "gateway's own"),
         el("td", {}, status ? badge(String(status)) : "—"),
       ];
