@@ -83,7 +83,7 @@ pub(crate) fn build(
     )))
 }
 
-/// Hands the broker to the gateway and follows finished connect flows: the user's cached
+/// Hands the broker to the gateway and follows connect flows and disconnects: the user's cached
 /// credential is dropped, their catalogue rediscovered, their clients told (list_changed, and
 /// `notifications/elicitation/complete` for the elicitations that asked for this connection).
 pub(crate) fn attach(gateway: &Arc<tessera_proxy::Gateway>, broker: Arc<BrokerBridge>) {
@@ -106,7 +106,11 @@ pub(crate) fn attach(gateway: &Arc<tessera_proxy::Gateway>, broker: Arc<BrokerBr
                 }
                 Err(RecvError::Closed) => return,
             };
-            if event.outcome != ConnectOutcome::Connected {
+            // Connected or disconnected: the user's view of the server changes.
+            if !matches!(
+                event.outcome,
+                ConnectOutcome::Connected | ConnectOutcome::Disconnected
+            ) {
                 continue;
             }
             if let Some(server) = broker.servers.get(&event.server) {
