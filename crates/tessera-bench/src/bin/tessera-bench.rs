@@ -86,6 +86,9 @@ struct Cli {
     token_delay: Duration,
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    json_file: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -303,6 +306,10 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let report = runtime.block_on(bench(&cli))?;
+    if let Some(path) = &cli.json_file {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     match cli.output {
         Output::Text => print!("{}", to_markdown(&report)),
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -536,6 +543,9 @@ async fn bench(cli: &Cli) -> Result<BenchReport> {
     Ok(report)
 }
 
+/// (mode, URL, tool, proxy pid, bearer tokens).
+type PlannedMode = (&'static str, String, &'static str, Option<u32>, Vec<String>);
+
 /// The mini IdP and the OIDC gateway's `/mcp`.
 struct Brokered {
     idp: MiniIdp,
@@ -563,7 +573,7 @@ async fn measure(
     brokered: Option<&Brokered>,
 ) -> Result<BenchReport> {
     let upstream_pid = procs.upstream.pid();
-    let mut plan: Vec<(&'static str, String, &'static str, Option<u32>, Vec<String>)> = vec![
+    let mut plan: Vec<PlannedMode> = vec![
         ("direct", upstream_url.to_owned(), "echo", None, Vec::new()),
         (
             "bare hop",
