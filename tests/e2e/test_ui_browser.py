@@ -346,6 +346,24 @@ def test_alice_connects_disconnects_and_reads_her_activity(browser: Any, env: En
     expect(page.locator("#activity-table thead th", has_text="User")).to_be_hidden()  # her own only
     b.snapshot("activity")
 
+    # Pages of 5 through the cursor: "Older entries" appends the next page, no row twice, and
+    # the whole list is what one big page shows, in the same order.
+    everything = rows.evaluate_all("rs => rs.map(r => r.dataset.id)")
+    assert len(everything) > 5, f"expected more than 5 activity rows for alice, got {len(everything)}"
+    page.get_by_label("Per page").select_option("5")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("#activity")).to_have_attribute("data-loaded", "1")
+    expect(rows).to_have_count(5)
+    for _ in range(20):
+        if not page.get_by_role("button", name="Older entries").is_visible():
+            break
+        page.get_by_role("button", name="Older entries").click()
+        expect(page.locator("#activity")).to_have_attribute("data-loaded", "1")
+    paged = rows.evaluate_all("rs => rs.map(r => r.dataset.id)")
+    assert paged == everything, f"cursor pages {paged} differ from one page {everything}"
+    b.snapshot("activity-paged")
+
+    page.get_by_label("Per page").select_option("50")
     page.get_by_label("Type").select_option("disconnect")
     page.get_by_role("button", name="Apply").click()
     expect(page.locator("#activity")).to_have_attribute("data-loaded", "1")
@@ -383,7 +401,7 @@ def test_tokens_are_shown_once_and_revocable(browser: Any, env: Env, make_browse
     expect(page.locator("#token-value")).to_have_value(token)
     b.seen.pages.append(("token shown once", page.content()))
     b.seen.allowed[token].add("token shown once")
-    shot = b.out / "tokens-created-redacted.png"
+    shot = b.out / f"{len(b.seen.shots) + 1:02d}-tokens-created-value-masked.png"
     page.screenshot(path=str(shot), full_page=True, mask=[page.locator("#token-value")])
     b.seen.shots.append(shot)
     print(f"screenshot: {shot}")

@@ -211,7 +211,7 @@
         if (!isNaN(d.getTime())) q.set(name, d.toISOString());
       }
     }
-    q.set("limit", "50");
+    q.set("limit", f.elements.limit.value || "50");
     return q;
   }
 
@@ -236,6 +236,9 @@
     await adminUsers();
     const tbody = $("activity-table").querySelector("tbody");
     const q = activityQuery();
+    const exportQuery = new URLSearchParams(q);
+    exportQuery.delete("limit");
+    $("activity-export").setAttribute("href", `/api/v1/activity/export?${exportQuery}`);
     if (more && state.activityCursor) q.set("cursor", state.activityCursor);
     let body;
     try {
@@ -270,7 +273,7 @@
       el("td", {}, outcome ? badge(outcome) : "—"),
       el("td", {}, detail || "—"),
       el("td", {}, a.duration_ms === null || a.duration_ms === undefined ? "—" : `${a.duration_ms} ms`));
-    return el("tr", { "data-type": type, "data-outcome": outcome, "data-server": a.server || "" }, ...cells);
+    return el("tr", { "data-id": a.id, "data-type": type, "data-outcome": outcome, "data-server": a.server || "" }, ...cells);
   }
 
   // ------------------------------------------------------------------ tokens
