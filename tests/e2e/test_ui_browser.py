@@ -179,15 +179,15 @@ class Browser:
         print(f"screenshot: {path}")
         return path
 
-    def idp_pages(self, user: str) -> None:
+    def idp_pages(self, user: str, consent: str = "approve") -> None:
         """Whatever the provider shows next — login form, consent page — until the browser is back
         at Tessera."""
         page, gw = self.page, self.env.gw
         for _ in range(4):
             back = page.locator("main#result, #connections-h:visible, #signin-h:visible")
             login = page.locator("input[name=username]")
-            consent = page.locator("#approve")
-            self.expect(back.or_(login).or_(consent).first).to_be_visible()
+            decision = page.locator(f"#{consent}")
+            self.expect(back.or_(login).or_(decision).first).to_be_visible()
             if page.url.startswith(gw.base):
                 return
             if login.is_visible():
@@ -195,7 +195,7 @@ class Browser:
                 page.locator("input[name=password]").fill(PASSWORDS[user])
                 page.get_by_role("button", name="Sign in").click()
             else:
-                consent.click()
+                decision.click()
             page.wait_for_load_state()
         raise AssertionError(f"the provider did not send the browser back to Tessera (at {page.url})")
 
@@ -285,6 +285,21 @@ def whoami_as(env: Env, user: str) -> Any:
         return pool.submit(anyio.run, go).result(timeout=60)
 
 
+def back_to_ui(b: Browser, outcome: str) -> None:
+    """After the provider: the callback either sends the browser to the UI itself or shows its
+    own result page (`#result[data-outcome]`), from which the browser goes back to `/`."""
+    page = b.page
+    if page.locator("main#result").count():
+        b.expect(page.locator("main#result")).to_have_attribute("data-outcome", outcome)
+        b.snapshot(f"connect-callback-{outcome}")
+        link = page.get_by_role("link", name="Tessera")
+        if link.count():
+            link.first.click()
+        else:
+            page.goto("/")
+    b.expect(page.locator("#connections-h")).to_be_visible()
+
+
 def row(b: Browser, table: str, server: str) -> Any:
     return b.page.locator(f"#{table} tbody tr[data-server='{server}']")
 
@@ -308,15 +323,7 @@ def test_alice_connects_disconnects_and_reads_her_activity(browser: Any, env: En
 
     r.get_by_role("link", name=f"Connect {CONNECT}").click()
     b.idp_pages("alice")
-    if page.locator("main#result").count():  # the callback's own result page: back to the UI from there
-        expect(page.locator("main#result")).to_have_attribute("data-outcome", "connected")
-        b.snapshot("connect-callback")
-        back = page.get_by_role("link", name="Tessera")
-        if back.count():
-            back.first.click()
-        else:
-            page.goto("/")
-    expect(page.locator("#connections-h")).to_be_visible()
+    back_to_ui(b, "connected")
     expect(page.locator("#banner")).to_be_visible()
     expect(page.locator("#banner-text")).to_contain_text(f"{CONNECT} is connected")
     r = row(b, "connections-table", CONNECT)
@@ -418,6 +425,46 @@ def test_tokens_are_shown_once_and_revocable(browser: Any, env: Env, make_browse
     listed.get_by_role("button", name="Revoke ui laptop").click()
     expect(listed).to_have_attribute("data-status", "revoked")
     b.snapshot("tokens-revoked")
+
+    # Keyboard only: the first Tab reaches the skip link; Enter on a nav link opens the section
+    # and moves focus to its heading.
+    page.goto("/")
+    expect(page.locator("#connections")).to_have_attribute("data-loaded", "1")
+    page.keyboard.press("Tab")
+    expect(page.locator("a.skip")).to_be_focused()
+    page.get_by_role("navigation", name="Sections").get_by_role("link", name="Activity").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#activity-h")).to_be_focused()
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("#signin-h")).to_be_visible()
+    assert not any(c["name"] == SESSION_COOKIE for c in b.context.cookies()), "the session cookie outlived sign-out"
+
+    assert not b.console_errors, f"browser console errors: {b.console_errors}"
+    failures = b.unexpected_failures({(401, "/api/v1/me")})
+    assert not failures, f"unexpected failed requests: {failures}"
+    leaks = b.leaked()
+    assert not leaks, "secrets reached the browser:\n" + "\n".join(leaks[:20])
+
+
+def test_a_denied_connect_says_so_and_changes_nothing(browser: Any, env: Env, make_browser: Any) -> None:
+    """bob denies at the provider's consent page: back in the UI the banner says the server was
+    not connected (an error), the row is still not connected with its Connect link, and the
+    activity log has a connect_deny row."""
+    b = make_browser()
+    page, expect = b.page, b.expect
+    b.sign_in("bob")
+    r = row(b, "connections-table", CONNECT)
+    r.get_by_role("link", name=f"Connect {CONNECT}").click()
+    b.idp_pages("bob", consent="deny")
+    back_to_ui(b, "access_denied")
+    expect(page.locator("#banner")).to_have_attribute("data-kind", "error")
+    expect(page.locator("#banner-text")).to_contain_text(f"{CONNECT} was not connected")
+    expect(r).to_have_attribute("data-status", "not_connected")
+    expect(r.get_by_role("link", name=f"Connect {CONNECT}")).to_be_visible()
+    b.snapshot("connect-denied")
+    b.goto_section("Activity")
+    expect(page.locator(f"#activity-table tbody tr[data-type='connect_deny'][data-server='{CONNECT}']")).not_to_have_count(0)
 
     assert not b.console_errors, f"browser console errors: {b.console_errors}"
     failures = b.unexpected_failures({(401, "/api/v1/me")})
