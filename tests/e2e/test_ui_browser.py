@@ -66,6 +66,8 @@ TIMEOUT_MS = 20_000
 def chromium_path() -> str:
     """Debian's chromium, or a clear failure (never a skip): scripts/test-all installs it."""
     path = os.environ.get("TESSERA_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if path and not os.access(path, os.X_OK):
+        pytest.fail(f"TESSERA_CHROMIUM={path} is not an executable file", pytrace=False)
     if not path:
         pytest.fail("the browser tests need Debian's chromium (`apt-get install chromium`; scripts/test-all installs it "
                     "when missing) — or set TESSERA_CHROMIUM to a Chromium binary", pytrace=False)
