@@ -12,7 +12,8 @@
 //!   `Last-Event-ID` resumes). **Implementation: the handler polls the store every 500 ms for
 //!   rows with an id above the last one sent** (ids are UUIDv7 made at insert time, so they
 //!   grow in insert order even when an audit record's own timestamp is older); a keep-alive
-//!   comment every 15 s. Polling keeps the writer (the broker's `Auditor`) unchanged and works
+//!   comment every 15 s; the stream ends when the server shuts down
+//!   ([`crate::ApiState::close_streams`]). Polling keeps the writer (the broker's `Auditor`) unchanged and works
 //!   for records written by any process sharing the database.
 //! - `GET /api/v1/activity/export` (same filters; `limit` up to 50 000, default 10 000) →
 //!   `application/x-ndjson`, one Activity per line, newest first.
@@ -353,7 +354,9 @@ pub(crate) async fn stream(
         last: Option<String>,
         pending: std::collections::VecDeque<ActivityEntry>,
         first: bool,
+        closing: tokio::sync::watch::Receiver<bool>,
     }
+    let closing = state.closing.subscribe();
     let follow = Follow {
         state,
         q,
@@ -361,6 +364,7 @@ pub(crate) async fn stream(
         last,
         pending: Default::default(),
         first: true,
+        closing,
     };
     let events = futures::stream::unfold(follow, |mut f| async move {
         loop {
@@ -371,8 +375,14 @@ pub(crate) async fn stream(
                     .data(entry_json(&e).to_string());
                 return Some((Ok::<_, std::convert::Infallible>(event), f));
             }
+            if *f.closing.borrow() {
+                return None;
+            }
             if !f.first {
-                tokio::time::sleep(STREAM_POLL).await;
+                tokio::select! {
+                    () = tokio::time::sleep(STREAM_POLL) => {}
+                    _ = f.closing.wait_for(|closing| *closing) => return None,
+                }
             }
             f.first = false;
             match f

@@ -1438,6 +1438,16 @@ mod tests {
         assert!(text.contains("event: activity"), "{text}");
         assert!(!text.contains("\"before\""), "only new records");
         assert!(!text.contains("bobs"), "only the caller's records");
+
+        // Shutdown ends the stream (graceful shutdown would otherwise wait for it).
+        f.state.close_streams();
+        let end = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(frame) = body.frame().await {
+                frame.unwrap();
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "the stream did not end after close_streams");
     }
 
     #[tokio::test]

@@ -88,6 +88,8 @@ pub struct ApiState {
     pub(crate) servers: std::sync::RwLock<Arc<Vec<servers::ServerView>>>,
     /// Activity retention ([`ApiState::set_activity_retention`]).
     pub(crate) retention: std::sync::RwLock<activity::Retention>,
+    /// Set once the server shuts down: long-lived responses (the activity stream) end.
+    pub(crate) closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl ApiState {
@@ -115,6 +117,7 @@ impl ApiState {
             origin: base_url.origin().ascii_serialization(),
             servers: std::sync::RwLock::new(Arc::new(Vec::new())),
             retention: std::sync::RwLock::new(activity::Retention::default()),
+            closing: tokio::sync::watch::Sender::new(false),
         }))
     }
 
@@ -139,6 +142,12 @@ impl ApiState {
             .retention
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = retention;
+    }
+
+    /// Ends every open activity stream (`GET /api/v1/activity/stream`) and makes new ones end
+    /// at once: call it when shutdown starts, or graceful shutdown waits for those streams.
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
     }
 
     /// The store the API works on.
