@@ -381,6 +381,20 @@ def test_alice_connects_disconnects_and_reads_her_activity(browser: Any, env: En
     assert kinds == {"disconnect"}, f"the type filter let through {kinds}"
     b.snapshot("activity-filtered")
 
+    # Time window: everything is before tomorrow and nothing is after it.
+    tomorrow = page.evaluate("() => { const d = new Date(Date.now() + 86400000); d.setSeconds(0, 0);"
+                             " return new Date(d - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16); }")
+    page.get_by_label("Until").fill(tomorrow)
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("#activity")).to_have_attribute("data-loaded", "1")
+    expect(rows.first).to_have_attribute("data-type", "disconnect")
+    page.get_by_label("Until").fill("")
+    page.get_by_label("Since").fill(tomorrow)
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("#activity")).to_have_attribute("data-loaded", "1")
+    expect(rows).to_have_count(0)
+    expect(page.locator("#activity-empty")).to_be_visible()
+
     assert not b.console_errors, f"browser console errors: {b.console_errors}"
     failures = b.unexpected_failures({(401, "/api/v1/me")})
     assert not failures, f"unexpected failed requests: {failures}"
@@ -528,13 +542,13 @@ def test_an_admin_sees_users_servers_and_everyones_activity(browser: Any, env: E
     rows = page.locator("#activity-table tbody tr")
     expect(rows.and_(page.locator(f"[data-server='{CONNECT}'][data-type='disconnect']"))).not_to_have_count(0)
     expect(rows.filter(has_text="alice@example.com").first).to_be_visible()  # users named by email
-    page.get_by_label("User").select_option(label="alice@example.com")
+    page.get_by_label("User", exact=True).select_option(label="alice@example.com")
     page.get_by_role("button", name="Apply").click()
     expect(page.locator("#activity")).to_have_attribute("data-loaded", "1")
     expect(rows.first).to_be_visible()
     users = set(rows.evaluate_all("rs => rs.map(r => r.cells[1].textContent)"))
     assert users == {"alice@example.com"}, f"the user filter let through {users}"
-    page.get_by_label("User").select_option(label="carol@example.com")
+    page.get_by_label("User", exact=True).select_option(label="carol@example.com")
     page.get_by_role("button", name="Apply").click()
     expect(page.locator("#activity")).to_have_attribute("data-loaded", "1")
     expect(page.locator("#activity-empty")).to_be_visible()

@@ -208,7 +208,7 @@
       const v = f.elements[name].value;
       if (v) {
         const d = new Date(v);
-        if (!isNaN(d.getTime())) q.set(name, d.toISOString());
+        if (!isNaN(d.getTime())) q.set(name, String(Math.floor(d.getTime() / 1000)));
       }
     }
     q.set("limit", f.elements.limit.value || "50");
