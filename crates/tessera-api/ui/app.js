@@ -404,11 +404,13 @@
       if (e.status === 401) return signedOut();
       showError("users-error", e);
       tbody.replaceChildren();
+      show("users-table", false);
       show("users-empty", false);
       $("users").dataset.loaded = "1";
       return;
     }
     const users = listOf(body, "users");
+    show("users-table", true);
     tbody.replaceChildren(...users.map((u) => el("tr", { "data-user": u.id },
       el("th", { scope: "row" }, u.email || u.subject || u.id),
       el("td", {}, u.display_name || u.name || "—"),
