@@ -318,6 +318,11 @@ def test_alice_connects_disconnects_and_reads_her_activity(browser: Any, env: En
     b = make_browser()
     page, expect = b.page, b.expect
     b.sign_in("alice")
+    # The page is served with a policy that allows nothing but the gateway itself (no inline
+    # script: the tests' console check would report any refusal).
+    policies = [h.get("content-security-policy", "") for url, status, h, _ in b.seen.responses
+                if url.rstrip("/") == env.gw.base and status == 200]
+    assert policies and all("default-src 'self'" in p and "frame-ancestors 'none'" in p for p in policies), policies
     r = row(b, "connections-table", CONNECT)
     expect(r).to_have_attribute("data-status", "not_connected")
     expect(r.get_by_role("link", name=f"Connect {CONNECT}")).to_be_visible()
