@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 pub use tessera_store::{ActivityAction, ActivityMethod, ActivityOutcome};
 
 /// Records queued by default before new ones are dropped.
-pub const DEFAULT_AUDIT_QUEUE: usize = 1024;
+pub const DEFAULT_AUDIT_QUEUE: usize = 16_384;
+/// Most records the writer takes from the queue for one transaction.
+const WRITE_BATCH: usize = 1024;
 
 /// Queues audit records for a background writer. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -34,15 +36,17 @@ impl Auditor {
         let counters = Arc::new(Counters::default());
         let writer = counters.clone();
         tokio::spawn(async move {
-            while let Some(record) = rx.recv().await {
-                if store.record_activity(&record).await.is_err() {
-                    writer.write_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        server = %record.server,
-                        action = record.action.as_str(),
-                        "audit record could not be written"
-                    );
+            // Everything queued is written in one transaction: under load a commit per record
+            // cost ~20 µs of CPU per proxied call and the queue overflowed.
+            let mut batch = Vec::with_capacity(WRITE_BATCH);
+            while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+                if store.record_activities(&batch).await.is_err() {
+                    writer
+                        .write_failures
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    tracing::warn!(records = batch.len(), "audit records could not be written");
                 }
+                batch.clear();
             }
         });
         Self { tx, counters }

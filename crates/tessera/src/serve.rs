@@ -63,7 +63,15 @@ pub(crate) async fn run(config_path: PathBuf, listen: Option<String>) -> anyhow:
         crate::broker_setup::attach(&gateway, broker);
     }
     tracing::info!(mcp = %format!("http://{addr}/mcp"), sse = %format!("http://{addr}/sse"), servers = gateway.servers.len(), "tessera listening");
-    tessera_proxy::serve(gateway, listener, extra, shutdown_signal()).await?;
+    // Long-lived activity streams must end for graceful shutdown to finish.
+    let streams = api.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        if let Some(api) = streams {
+            api.close_streams();
+        }
+    };
+    tessera_proxy::serve(gateway, listener, extra, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -103,6 +111,11 @@ async fn api_routes(
     let base_url = base_url(config, addr)?;
     let state = tessera_api::ApiState::new(auth, &base_url, store.clone())
         .context("cannot set up browser sign-in")?;
+    state.set_servers(tessera_api::servers::ServerView::list(&config.servers));
+    state.set_activity_retention(tessera_api::activity::Retention {
+        max_age_days: u32::try_from(config.activity_retention_days).unwrap_or(u32::MAX),
+        max_records: u64::try_from(config.activity_max_records).unwrap_or(u64::MAX),
+    });
     tracing::info!(login = %format!("{}auth/login", with_slash(&base_url)), "browser sign-in enabled");
     Ok((tessera_api::router(state.clone()), Some(state)))
 }

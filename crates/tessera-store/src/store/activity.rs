@@ -171,6 +171,9 @@ fn cut(reason: &str) -> &str {
     &reason[..end]
 }
 
+/// Rows per INSERT statement in [`Store::record_activities`] (11 bound values each).
+pub const ACTIVITY_BATCH_ROWS: usize = 64;
+
 impl Store {
     /// Writes one audit record; returns its id.
     pub async fn record_activity(&self, record: &ActivityRecord) -> Result<String, StoreError> {
@@ -194,6 +197,38 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(id)
+    }
+
+    /// Writes many audit records in one transaction, at most [`ACTIVITY_BATCH_ROWS`] rows per
+    /// statement: the audit writer's path, where one commit per record would cost more than
+    /// the proxied call it describes.
+    pub async fn record_activities(&self, records: &[ActivityRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in records.chunks(ACTIVITY_BATCH_ROWS) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO activity (id, ts, user_id, server, tool, request_id, method, action, \
+                   outcome, reason, duration_ms) ",
+            );
+            insert.push_values(chunk, |mut row, record| {
+                row.push_bind(new_id())
+                    .push_bind(record.ts)
+                    .push_bind(record.user_id.clone())
+                    .push_bind(record.server.clone())
+                    .push_bind(record.tool.as_deref().map(|t| cut(t).to_owned()))
+                    .push_bind(record.request_id.clone())
+                    .push_bind(record.method.as_str())
+                    .push_bind(record.action.as_str())
+                    .push_bind(record.outcome.as_str())
+                    .push_bind(record.reason.as_deref().map(|r| cut(r).to_owned()))
+                    .push_bind(record.duration_ms);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Records matching `filter`, newest first (by `(ts, id)`).
@@ -357,6 +392,29 @@ mod tests {
             reason: (outcome != ActivityOutcome::Success).then(|| "upstream_error".to_owned()),
             duration_ms: Some(7),
         }
+    }
+
+    #[tokio::test]
+    async fn a_batch_spanning_several_statements_is_written_whole() {
+        let (_dir, store) = store().await;
+        let n = ACTIVITY_BATCH_ROWS * 2 + 5;
+        let records: Vec<ActivityRecord> = (0..n)
+            .map(|i| tool_call(1_000 + i as i64, "alice", "echo", ActivityOutcome::Success))
+            .collect();
+        store.record_activities(&records).await.unwrap();
+        store.record_activities(&[]).await.unwrap();
+        let listed = store
+            .list_activity(&ActivityFilter {
+                user_id: Some("alice"),
+                limit: 1000,
+                ..ActivityFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), n);
+        assert_eq!(listed[0].record, records[n - 1]);
+        let ids: std::collections::HashSet<&str> = listed.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids.len(), n, "every row gets its own id");
     }
 
     #[tokio::test]
