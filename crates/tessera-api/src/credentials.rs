@@ -288,8 +288,9 @@ fn escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-/// The end of a connect flow: a small page (there is no UI at `/` yet). `data-outcome` is
-/// `connected` or the allow-listed error code.
+/// The end of a connect flow: a small page for a user who came from their MCP client (they can
+/// close it) with a link to the Connections page of the UI, which shows the same result.
+/// `data-outcome` is `connected` or the allow-listed error code.
 fn result_page(server: &str, outcome: Result<(), &str>) -> Response {
     let name = escape(server);
     let (status, title, text, data) = match outcome {
@@ -315,15 +316,31 @@ fn result_page(server: &str, outcome: Result<(), &str>) -> Response {
             escape(code),
         ),
     };
+    let back = match outcome {
+        Ok(()) => format!(
+            "/?credential_connected=1&amp;credential_server={}",
+            escape(&url_encode(server))
+        ),
+        Err(code) => format!(
+            "/?credential_error={}&amp;credential_server={}",
+            escape(&url_encode(code)),
+            escape(&url_encode(server))
+        ),
+    };
     let body = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
          <body><main id=\"result\" data-outcome=\"{data}\" data-server=\"{name}\">\
-         <h1>{title}</h1><p>{text}</p></main></body></html>\n"
+         <h1>{title}</h1><p>{text}</p>\
+         <p><a id=\"back\" href=\"{back}\">Back to Tessera</a></p></main></body></html>\n"
     );
     let mut r = (status, Html(body)).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+fn url_encode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 /// The caller as the broker's policy sees them (user id, IdP subject, email).
@@ -834,6 +851,10 @@ mod tests {
             .await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("data-outcome=\"connected\""), "{body}");
+        assert!(
+            body.contains("href=\"/?credential_connected=1&amp;credential_server="),
+            "the result page links back to the UI: {body}"
+        );
         assert!(!body.contains("alice-upstream-token"));
         let got = f.resolver.resolve(&alice, &f.server).await.unwrap();
         assert_eq!(got.header_value, "Bearer alice-upstream-token");
