@@ -14,6 +14,9 @@ pub use tessera_store::{ActivityAction, ActivityMethod, ActivityOutcome};
 pub const DEFAULT_AUDIT_QUEUE: usize = 16_384;
 /// Most records the writer takes from the queue for one transaction.
 const WRITE_BATCH: usize = 1024;
+/// How long the writer waits for more records before writing a partial batch: the delay
+/// before a record is visible in the activity log.
+const WRITE_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Queues audit records for a background writer. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -40,6 +43,17 @@ impl Auditor {
             // cost ~20 µs of CPU per proxied call and the queue overflowed.
             let mut batch = Vec::with_capacity(WRITE_BATCH);
             while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+                // Linger briefly so that a busy gateway writes few, full batches (each partial
+                // batch is a new statement to prepare and a commit).
+                let linger = tokio::time::sleep(WRITE_LINGER);
+                tokio::pin!(linger);
+                while batch.len() < WRITE_BATCH {
+                    let room = WRITE_BATCH - batch.len();
+                    tokio::select! {
+                        _ = &mut linger => break,
+                        n = rx.recv_many(&mut batch, room) => if n == 0 { break },
+                    }
+                }
                 if store.record_activities(&batch).await.is_err() {
                     writer
                         .write_failures
