@@ -73,8 +73,8 @@ pub(crate) async fn credential_step(
             // tool_call, the same request id, user, server and outcome): that record stands for
             // the injection, so a successful call costs one audit row, not two. Failures, and
             // other brokered requests, get an `inject` record.
-            let recorded_as_tool_call = method == "tools/call"
-                && session.gateway().is_some_and(|g| g.observer().is_some());
+            let recorded_as_tool_call =
+                method == "tools/call" && session.gateway().is_some_and(|g| g.observer().is_some());
             if !recorded_as_tool_call {
                 broker.audit_inject(&identity, server, Some(&rid), InjectOutcome::Injected);
             }

@@ -560,6 +560,11 @@ impl Gateway {
         );
         let _ = writeln!(
             out,
+            "# HELP tessera_upstream_sessions Upstream MCP sessions alive (per-client and discovery).\n# TYPE tessera_upstream_sessions gauge\ntessera_upstream_sessions {}",
+            crate::upstream::LIVE_SESSIONS.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
             "# HELP tessera_brokered_upstream_sessions Per-user upstream sessions of brokered servers open now.\n# TYPE tessera_brokered_upstream_sessions gauge\ntessera_brokered_upstream_sessions {}",
             self.caps.total()
         );

@@ -88,6 +88,7 @@ pub async fn post(State(gw): State<Arc<Gateway>>, request: axum::extract::Reques
 
     if matches!(env.kind(), Kind::Request) && env.method() == "initialize" {
         let session = gw.create_session(FrontEnd::Streamable, caller);
+        gw.count_request("initialize");
         let reply = router::request(&gw, &session, env).await;
         let text = match reply {
             Reply::Now(text) => text,

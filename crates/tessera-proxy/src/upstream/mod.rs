@@ -22,6 +22,9 @@ use std::time::Duration;
 use tessera_config::{HttpProtocol, ServerConfig, Transport as TransportConfig};
 use tokio::sync::{mpsc, oneshot};
 
+/// Upstream sessions alive in this process (client and discovery sessions), for `/metrics`.
+pub static LIVE_SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Protocol versions Tessera speaks, newest first.
 pub const SUPPORTED_VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 pub const LATEST_VERSION: &str = "2025-11-25";
@@ -164,6 +167,7 @@ impl UpstreamSession {
     }
 
     fn new(c: &Connect<'_>, transport: Transport) -> Arc<Self> {
+        LIVE_SESSIONS.fetch_add(1, Ordering::Relaxed);
         Arc::new(UpstreamSession {
             server: c.server.clone(),
             transport,
@@ -616,6 +620,12 @@ impl UpstreamSession {
             Transport::Sse(t) => t.close(),
             Transport::Stdio(t) => t.close().await,
         }
+    }
+}
+
+impl Drop for UpstreamSession {
+    fn drop(&mut self) {
+        LIVE_SESSIONS.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
