@@ -21,6 +21,24 @@ pub enum StoreError {
         /// The driver's error.
         source: sqlx::Error,
     },
+    /// The storage URL names no backend this build supports, or is malformed.
+    #[error(
+        "unsupported storage URL {url:?}: {reason}; use sqlite://<path> or postgres://user@host:port/database"
+    )]
+    Url {
+        /// The URL, password removed.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The PostgreSQL database could not be reached.
+    #[error("cannot connect to database {url}: {source}")]
+    Connect {
+        /// The URL, password removed.
+        url: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
     /// A schema migration failed at start-up.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),

@@ -30,8 +30,9 @@ pub use error::{PatRejection, StoreError};
 pub use seal::{Aad, IdpTokenKind, KeyError, Keyring, SealError, SealingKey};
 pub use store::{
     ActivityAction, ActivityEntry, ActivityFilter, ActivityMethod, ActivityOutcome, ActivityRecord,
-    ConnectFlow, CredentialRecord, CredentialSource, CredentialSummary, DB_FILE, IdpTokens,
+    Backend, ConnectFlow, CredentialRecord, CredentialSource, CredentialSummary, DB_FILE, IdpTokens,
     MAX_PENDING_CONNECT_FLOWS, MAX_REASON_LEN, NewConnectFlow, NewPat, NewSession,
     OpenedCredential, PAT_PREFIX, PersonalAccessToken, ResealReport, Role, Session, Store,
-    StoredIdpTokens, UnixTime, UnreadableRow, User, UserLogin, VerifiedPat, now_unix, server_key,
+    StoredIdpTokens, UnixTime, UnreadableRow, User, UserLogin, VerifiedPat, now_unix, parse_url,
+    redact, server_key,
 };

@@ -10,12 +10,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use sqlx::SqlSafeStr as _;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
 
 use crate::error::StoreError;
+
+type AnyPool = sqlx::Pool<sqlx::Any>;
 use crate::seal::Keyring;
 
 mod activity;
@@ -47,7 +47,9 @@ pub type UnixTime = i64;
 pub const DB_FILE: &str = "tessera.db";
 
 /// Migrations, oldest first: (version, description, SQL). A test checks this list against the
-/// `migrations/` directory, so a new file cannot be forgotten here.
+/// `migrations/` directory, so a new file cannot be forgotten here. Both backends run the same
+/// files: they are written in the SQL both accept (0003's table rebuild, which SQLite needs to
+/// change a CHECK constraint, is plain SQL that PostgreSQL runs as well).
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "broker", include_str!("../migrations/0002_broker.sql")),
@@ -58,24 +60,44 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-/// The store: a SQLite database in the data directory (PostgreSQL later, with the same SQL).
+/// Which database a [`Store`] is on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file (one replica).
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A PostgreSQL database (any number of replicas).
+    Postgres {
+        /// The connection URL without its password.
+        url: String,
+    },
+}
+
+/// The store: a SQLite file in the data directory or a PostgreSQL database, with the same SQL
+/// on both (through sqlx's `Any` driver: one code path, no per-backend query).
 ///
 /// Cheap to clone (the pool and keyring are shared).
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
     keyring: Option<Arc<Keyring>>,
-    path: PathBuf,
+    backend: Arc<Backend>,
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.path)
+            .field("backend", &self.backend)
             .field("keyring", &self.keyring)
             .finish_non_exhaustive()
     }
 }
+
+/// SQLite settings for every pooled connection: WAL, foreign keys on, a busy timeout.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
 
 impl Store {
     /// Opens `<data_dir>/tessera.db`, creating the directory and the file on first start
@@ -86,28 +108,91 @@ impl Store {
             path: data_dir.to_owned(),
             source,
         })?;
-        let path = data_dir.join(DB_FILE);
+        Self::open_sqlite(data_dir.join(DB_FILE)).await
+    }
+
+    /// Opens the store a storage URL names and runs the migrations:
+    ///
+    /// - `sqlite://<path>` (`sqlite:<path>` too): the SQLite file at `<path>` (absolute, or
+    ///   relative to the working directory), created with its directory, as [`Store::open`];
+    /// - `postgres://user[:password]@host[:port]/database[?sslmode=…]` (or `postgresql://`):
+    ///   a PostgreSQL database, which several replicas may share. The migrations take an
+    ///   advisory lock, so replicas starting together apply each one once.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        match parse_url(url)? {
+            Backend::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+                        path: dir.to_owned(),
+                        source,
+                    })?;
+                }
+                Self::open_sqlite(path).await
+            }
+            Backend::Postgres { url: redacted } => Self::open_postgres(url, redacted).await,
+        }
+    }
+
+    async fn open_sqlite(path: PathBuf) -> Result<Self, StoreError> {
+        install_drivers();
+        let path = std::path::absolute(&path).map_err(|source| StoreError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
         create_private_file(&path)?;
-        let options = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
+        let open_error = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let options: AnyConnectOptions = format!("sqlite://{}?mode=rwc", encode_path(&path)?)
+            .parse()
+            .map_err(open_error)?;
+        let pool = AnyPoolOptions::new()
             .max_connections(4)
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(&mut *conn, SQLITE_PRAGMAS).await?;
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
-            .map_err(|source| StoreError::Open {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(open_error)?;
+        Self::migrated(pool, Backend::Sqlite { path }).await
+    }
+
+    #[cfg(feature = "postgres")]
+    async fn open_postgres(url: &str, redacted: String) -> Result<Self, StoreError> {
+        install_drivers();
+        let connect_error = |source| StoreError::Connect {
+            url: redacted.clone(),
+            source,
+        };
+        let options: AnyConnectOptions = url.parse().map_err(connect_error)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(connect_error)?;
+        Self::migrated(pool, Backend::Postgres { url: redacted }).await
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[allow(clippy::unused_async)]
+    async fn open_postgres(_url: &str, redacted: String) -> Result<Self, StoreError> {
+        Err(StoreError::Url {
+            url: redacted,
+            reason: "this build has no PostgreSQL support (cargo feature `postgres`)",
+        })
+    }
+
+    async fn migrated(pool: AnyPool, backend: Backend) -> Result<Self, StoreError> {
         migrator().run(&pool).await?;
         Ok(Store {
             pool,
             keyring: None,
-            path,
+            backend: Arc::new(backend),
         })
     }
 
@@ -119,9 +204,17 @@ impl Store {
         self
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Which database the store is on.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The SQLite database file (`None` on PostgreSQL).
+    pub fn path(&self) -> Option<&Path> {
+        match &*self.backend {
+            Backend::Sqlite { path } => Some(path),
+            Backend::Postgres { .. } => None,
+        }
     }
 
     /// Runs the migrations again (they are applied once; a no-op when up to date).
@@ -138,6 +231,113 @@ impl Store {
     fn keyring(&self) -> Result<&Keyring, StoreError> {
         self.keyring.as_deref().ok_or(StoreError::SealingDisabled)
     }
+}
+
+/// The `Any` driver dispatches on the URL's scheme to the drivers installed here (once).
+fn install_drivers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(feature = "postgres")]
+        sqlx::any::install_drivers(&[sqlx::sqlite::any::DRIVER, sqlx::postgres::any::DRIVER])
+            .ok();
+        #[cfg(not(feature = "postgres"))]
+        sqlx::any::install_drivers(&[sqlx::sqlite::any::DRIVER]).ok();
+    });
+}
+
+/// Which backend a storage URL names (for PostgreSQL, the URL without its password).
+pub fn parse_url(url: &str) -> Result<Backend, StoreError> {
+    let bad = |reason| StoreError::Url {
+        url: redact(url),
+        reason,
+    };
+    let (scheme, rest) = url.split_once(':').ok_or_else(|| bad("no scheme"))?;
+    match scheme {
+        "sqlite" => {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if path.contains('?') {
+                return Err(bad("a sqlite URL takes no parameters"));
+            }
+            if path.is_empty() {
+                return Err(bad("no file path"));
+            }
+            Ok(Backend::Sqlite {
+                path: PathBuf::from(path),
+            })
+        }
+        "postgres" | "postgresql" => {
+            let Some(authority) = rest.strip_prefix("//") else {
+                return Err(bad("expected postgres://"));
+            };
+            let host = authority.split(['/', '?']).next().unwrap_or_default();
+            let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+            if host.is_empty() {
+                return Err(bad("no host"));
+            }
+            Ok(Backend::Postgres { url: redact(url) })
+        }
+        _ => Err(bad("unknown scheme")),
+    }
+}
+
+/// The URL with any password replaced by `***` (for logs and errors).
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let mut out = format!("{scheme}://");
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            out.push_str(user);
+            if userinfo.contains(':') {
+                out.push_str(":***");
+            }
+            out.push('@');
+            out.push_str(host);
+        }
+        None => out.push_str(authority),
+    }
+    // A password can also ride in the query string.
+    match tail.split_once('?') {
+        Some((path, query)) => {
+            out.push_str(path);
+            out.push('?');
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some(("password", _)) => "password=***".to_owned(),
+                    _ => p.to_owned(),
+                })
+                .collect();
+            out.push_str(&params.join("&"));
+        }
+        None => out.push_str(tail),
+    }
+    out
+}
+
+/// A file path as the path of a `sqlite://` URL: percent-encoded but for unreserved
+/// characters and `/`.
+fn encode_path(path: &Path) -> Result<String, StoreError> {
+    let text = path.to_str().ok_or_else(|| StoreError::DataDir {
+        path: path.to_owned(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the database path is not valid UTF-8",
+        ),
+    })?;
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
 }
 
 fn migrator() -> Migrator {

@@ -208,24 +208,25 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         for chunk in records.chunks(ACTIVITY_BATCH_ROWS) {
-            let mut insert = sqlx::QueryBuilder::new(
-                "INSERT INTO activity (id, ts, user_id, server, tool, request_id, method, action, \
-                   outcome, reason, duration_ms) ",
-            );
-            insert.push_values(chunk, |mut row, record| {
-                row.push_bind(new_id())
-                    .push_bind(record.ts)
-                    .push_bind(record.user_id.clone())
-                    .push_bind(record.server.clone())
-                    .push_bind(record.tool.as_deref().map(|t| cut(t).to_owned()))
-                    .push_bind(record.request_id.clone())
-                    .push_bind(record.method.as_str())
-                    .push_bind(record.action.as_str())
-                    .push_bind(record.outcome.as_str())
-                    .push_bind(record.reason.as_deref().map(|r| cut(r).to_owned()))
-                    .push_bind(record.duration_ms);
-            });
-            insert.build().execute(&mut *tx).await?;
+            // `$n` placeholders, numbered here: sqlx's QueryBuilder writes `?` for the Any
+            // driver, which PostgreSQL does not accept.
+            let sql = insert_activity_sql(chunk.len());
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for record in chunk {
+                insert = insert
+                    .bind(new_id())
+                    .bind(record.ts)
+                    .bind(record.user_id.clone())
+                    .bind(record.server.clone())
+                    .bind(record.tool.as_deref().map(|t| cut(t).to_owned()))
+                    .bind(record.request_id.clone())
+                    .bind(record.method.as_str())
+                    .bind(record.action.as_str())
+                    .bind(record.outcome.as_str())
+                    .bind(record.reason.as_deref().map(|r| cut(r).to_owned()))
+                    .bind(record.duration_ms);
+            }
+            insert.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -348,7 +349,31 @@ impl Store {
     }
 }
 
-fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ActivityEntry, StoreError> {
+/// `INSERT INTO activity … VALUES ($1, …, $11), ($12, …)` for `rows` rows.
+fn insert_activity_sql(rows: usize) -> String {
+    const COLUMNS: usize = 11;
+    let mut sql = String::from(
+        "INSERT INTO activity (id, ts, user_id, server, tool, request_id, method, action, \
+           outcome, reason, duration_ms) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..COLUMNS {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * COLUMNS + column + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+fn entry_from_row(row: &sqlx::any::AnyRow) -> Result<ActivityEntry, StoreError> {
     let method: String = row.try_get("method")?;
     let action: String = row.try_get("action")?;
     let outcome: String = row.try_get("outcome")?;

@@ -2,7 +2,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::Row as _;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use subtle::ConstantTimeEq as _;
 
 use super::users::User;
@@ -60,7 +60,7 @@ pub struct VerifiedPat {
     pub user: User,
 }
 
-fn pat_from_row(row: &SqliteRow) -> Result<PersonalAccessToken, StoreError> {
+fn pat_from_row(row: &AnyRow) -> Result<PersonalAccessToken, StoreError> {
     let scopes: String = row.try_get("scopes")?;
     Ok(PersonalAccessToken {
         id: row.try_get("id")?,

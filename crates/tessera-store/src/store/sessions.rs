@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use sqlx::Row as _;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::{Store, UnixTime, expires_at, hash_secret, now_unix, random_secret, user_fk};
 use crate::error::StoreError;
@@ -35,7 +35,7 @@ pub struct NewSession {
     pub session: Session,
 }
 
-fn session_from_row(row: &SqliteRow) -> Result<Session, StoreError> {
+fn session_from_row(row: &AnyRow) -> Result<Session, StoreError> {
     Ok(Session {
         id_hash: row.try_get("id")?,
         user_id: row.try_get("user_id")?,

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use sqlx::Row as _;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::{Store, UnixTime, new_id, now_unix};
 use crate::error::StoreError;
@@ -87,7 +87,7 @@ pub struct UserLogin<'a> {
     pub role_if_new: Role,
 }
 
-pub(super) fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
+pub(super) fn user_from_row(row: &AnyRow) -> Result<User, StoreError> {
     let role: String = row.try_get("role")?;
     let disabled: i32 = row.try_get("disabled")?;
     Ok(User {
