@@ -443,6 +443,9 @@ fn user_fk(user_id: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
 }
 
 #[cfg(test)]
+mod test_db;
+
+#[cfg(test)]
 mod tests;
 
 #[cfg(test)]

@@ -397,12 +397,7 @@ fn entry_from_row(row: &sqlx::any::AnyRow) -> Result<ActivityEntry, StoreError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        (dir, store)
-    }
+    use crate::store::test_db::{TestDb, both_backends};
 
     fn tool_call(ts: i64, user: &str, tool: &str, outcome: ActivityOutcome) -> ActivityRecord {
         ActivityRecord {
@@ -419,9 +414,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_batch_spanning_several_statements_is_written_whole() {
-        let (_dir, store) = store().await;
+    async fn a_batch_spanning_several_statements_is_written_whole(db: TestDb) {
+        let store = db.open().await;
         let n = ACTIVITY_BATCH_ROWS * 2 + 5;
         let records: Vec<ActivityRecord> = (0..n)
             .map(|i| tool_call(1_000 + i as i64, "alice", "echo", ActivityOutcome::Success))
@@ -442,9 +436,8 @@ mod tests {
         assert_eq!(ids.len(), n, "every row gets its own id");
     }
 
-    #[tokio::test]
-    async fn tool_calls_are_stored_with_their_tool_and_filtered() {
-        let (_dir, store) = store().await;
+    async fn tool_calls_are_stored_with_their_tool_and_filtered(db: TestDb) {
+        let store = db.open().await;
         let now = crate::now_unix();
         store
             .record_activity(&tool_call(
@@ -501,9 +494,8 @@ mod tests {
         assert!(none.is_empty());
     }
 
-    #[tokio::test]
-    async fn pages_follow_the_cursor_without_gaps_or_repeats() {
-        let (_dir, store) = store().await;
+    async fn pages_follow_the_cursor_without_gaps_or_repeats(db: TestDb) {
+        let store = db.open().await;
         let now = crate::now_unix();
         // Several rows share a timestamp: the id breaks the tie.
         for i in 0..7 {
@@ -542,9 +534,8 @@ mod tests {
         assert_eq!(seen, sorted, "strictly newest first, no repeats");
     }
 
-    #[tokio::test]
-    async fn following_by_id_sees_only_newer_records() {
-        let (_dir, store) = store().await;
+    async fn following_by_id_sees_only_newer_records(db: TestDb) {
+        let store = db.open().await;
         assert_eq!(store.latest_activity_id().await.unwrap(), None);
         let now = crate::now_unix();
         let first = store
@@ -587,9 +578,8 @@ mod tests {
         assert_eq!(alice.len(), 1);
     }
 
-    #[tokio::test]
-    async fn retention_purges_by_age_then_by_count() {
-        let (_dir, store) = store().await;
+    async fn retention_purges_by_age_then_by_count(db: TestDb) {
+        let store = db.open().await;
         let now = crate::now_unix();
         for age in [0, 1, 2, 3, 40 * 86_400, 50 * 86_400] {
             store
@@ -622,16 +612,11 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn version_two_rows_survive_the_rebuild() {
+    async fn version_two_rows_survive_the_rebuild(db: TestDb) {
         use sqlx::SqlSafeStr as _;
         use sqlx::migrate::{Migration, MigrationType, Migrator};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(crate::DB_FILE);
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true);
-        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        super::super::install_drivers();
+        let pool = sqlx::Pool::<sqlx::Any>::connect(&db.any_url()).await.unwrap();
         let v2 = Migrator::with_migrations(
             super::super::MIGRATIONS[..2]
                 .iter()
@@ -658,7 +643,7 @@ mod tests {
         .unwrap();
         pool.close().await;
 
-        let store = Store::open(dir.path()).await.unwrap();
+        let store = db.open().await;
         let rows = store
             .list_activity(&ActivityFilter::default())
             .await
@@ -681,4 +666,13 @@ mod tests {
         }
         assert_eq!(ActivityAction::from_name("nope"), None);
     }
+
+    both_backends!(
+        a_batch_spanning_several_statements_is_written_whole,
+        tool_calls_are_stored_with_their_tool_and_filtered,
+        pages_follow_the_cursor_without_gaps_or_repeats,
+        following_by_id_sees_only_newer_records,
+        retention_purges_by_age_then_by_count,
+        version_two_rows_survive_the_rebuild,
+    );
 }

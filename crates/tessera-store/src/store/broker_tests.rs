@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::test_db::{TestDb, both_backends};
 use super::*;
 use crate::seal::{Aad, IdpTokenKind, SealError, SealingKey};
 use crate::{
@@ -26,13 +27,8 @@ fn ring(active: SealingKey, older: Vec<SealingKey>) -> Arc<Keyring> {
     Arc::new(Keyring::new(active, older).unwrap())
 }
 
-async fn open_store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path())
-        .await
-        .unwrap()
-        .with_keyring(ring(key_a(), vec![]));
-    (dir, store)
+async fn open_store(db: &TestDb) -> Store {
+    db.open().await.with_keyring(ring(key_a(), vec![]))
 }
 
 async fn user(store: &Store, subject: &str) -> String {
@@ -109,9 +105,8 @@ fn server_key_is_the_references() {
     );
 }
 
-#[tokio::test]
-async fn credential_round_trips_and_is_sealed_at_rest() {
-    let (_dir, store) = open_store().await;
+async fn credential_round_trips_and_is_sealed_at_rest(db: TestDb) {
+    let store = open_store(&db).await;
     let alice = user(&store, "alice").await;
     let key = server_key("github", "https://api.github.com/mcp");
     store
@@ -157,16 +152,15 @@ async fn credential_round_trips_and_is_sealed_at_rest() {
         store.put_credential(&cred("no-such-user", &key, "t")).await,
         Err(StoreError::UserNotFound(_))
     ));
-    let plain = Store::open(_dir.path()).await.unwrap();
+    let plain = db.open().await;
     assert!(matches!(
         plain.get_credential(&alice, &key).await,
         Err(StoreError::SealingDisabled)
     ));
 }
 
-#[tokio::test]
-async fn a_credential_copied_to_another_user_or_server_does_not_open() {
-    let (_dir, store) = open_store().await;
+async fn a_credential_copied_to_another_user_or_server_does_not_open(db: TestDb) {
+    let store = open_store(&db).await;
     let alice = user(&store, "alice").await;
     let bob = user(&store, "bob").await;
     let key = server_key("github", "https://api.github.com/mcp");
@@ -239,9 +233,8 @@ async fn a_credential_copied_to_another_user_or_server_does_not_open() {
     ));
 }
 
-#[tokio::test]
-async fn list_is_per_user_metadata_without_secrets() {
-    let (_dir, store) = open_store().await;
+async fn list_is_per_user_metadata_without_secrets(db: TestDb) {
+    let store = open_store(&db).await;
     let alice = user(&store, "alice").await;
     let alice2 = user(&store, "alice2").await;
     let gh = server_key("github", "https://api.github.com/mcp");
@@ -279,13 +272,12 @@ async fn list_is_per_user_metadata_without_secrets() {
     assert_eq!(store.list_credentials(&alice2).await.unwrap().len(), 1);
 
     // Listing reads no sealed column: it works without a keyring.
-    let plain = Store::open(_dir.path()).await.unwrap();
+    let plain = db.open().await;
     assert_eq!(plain.list_credentials(&alice).await.unwrap(), list);
 }
 
-#[tokio::test]
-async fn overwrite_replaces_tokens_and_keeps_created_at() {
-    let (_dir, store) = open_store().await;
+async fn overwrite_replaces_tokens_and_keeps_created_at(db: TestDb) {
+    let store = open_store(&db).await;
     let alice = user(&store, "alice").await;
     let key = server_key("github", "https://api.github.com/mcp");
     store
@@ -319,9 +311,8 @@ async fn overwrite_replaces_tokens_and_keeps_created_at() {
     assert_eq!(store.list_credentials(&alice).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn delete_and_not_found() {
-    let (_dir, store) = open_store().await;
+async fn delete_and_not_found(db: TestDb) {
+    let store = open_store(&db).await;
     let alice = user(&store, "alice").await;
     let key = server_key("github", "https://api.github.com/mcp");
     assert!(store.get_credential(&alice, &key).await.unwrap().is_none());
@@ -351,9 +342,8 @@ fn flow<'a>(
     }
 }
 
-#[tokio::test]
-async fn connect_flow_is_single_use_expires_and_is_bounded() {
-    let (_dir, store) = open_store().await;
+async fn connect_flow_is_single_use_expires_and_is_bounded(db: TestDb) {
+    let store = open_store(&db).await;
     let alice = user(&store, "alice").await;
     let bob = user(&store, "bob").await;
     let verifier = SecretString::from("verifier-secret-abcdefghijklmnopqrstuvwxyz0123456789");
@@ -484,9 +474,8 @@ fn activity(
     }
 }
 
-#[tokio::test]
-async fn activity_is_recorded_and_filtered_without_secret_columns() {
-    let (_dir, store) = open_store().await;
+async fn activity_is_recorded_and_filtered_without_secret_columns(db: TestDb) {
+    let store = open_store(&db).await;
     use ActivityAction as A;
     use ActivityOutcome as O;
     let records = [
@@ -587,10 +576,16 @@ async fn activity_is_recorded_and_filtered_without_secret_columns() {
     assert!(stored[0].record.reason.as_ref().unwrap().len() <= MAX_REASON_LEN);
 
     // The table has exactly the secret-free columns.
-    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('activity')")
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
+    let columns: Vec<String> = sqlx::query_scalar(if db.sqlite_path().is_some() {
+        "SELECT name FROM pragma_table_info('activity') ORDER BY cid"
+    } else {
+        "SELECT column_name::text FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND table_name = 'activity' \
+         ORDER BY ordinal_position"
+    })
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
     assert_eq!(
         columns,
         [
@@ -609,9 +604,8 @@ async fn activity_is_recorded_and_filtered_without_secret_columns() {
     );
 }
 
-#[tokio::test]
-async fn reseal_all_moves_every_sealed_column_to_the_active_key() {
-    let (dir, store_a) = open_store().await;
+async fn reseal_all_moves_every_sealed_column_to_the_active_key(db: TestDb) {
+    let store_a = open_store(&db).await;
     let alice = user(&store_a, "alice").await;
     let bob = user(&store_a, "bob").await;
     let gh = server_key("github", "https://api.github.com/mcp");
@@ -682,10 +676,7 @@ async fn reseal_all_moves_every_sealed_column_to_the_active_key() {
     );
 
     // Everything opens with B alone.
-    let store_b = Store::open(dir.path())
-        .await
-        .unwrap()
-        .with_keyring(ring(key_b(), vec![]));
+    let store_b = db.open().await.with_keyring(ring(key_b(), vec![]));
     let a = store_b.get_credential(&alice, &gh).await.unwrap().unwrap();
     assert_eq!(a.access_token.expose_secret(), "a-tok");
     assert_eq!(a.refresh_token.unwrap().expose_secret(), "a-tok-refresh");
@@ -749,3 +740,14 @@ async fn reseal_all_moves_every_sealed_column_to_the_active_key() {
     let taken = store_b.take_connect_flow(&state).await.unwrap().unwrap();
     assert_eq!(taken.code_verifier.expose_secret(), "pending-verifier");
 }
+
+both_backends!(
+    credential_round_trips_and_is_sealed_at_rest,
+    a_credential_copied_to_another_user_or_server_does_not_open,
+    list_is_per_user_metadata_without_secrets,
+    overwrite_replaces_tokens_and_keeps_created_at,
+    delete_and_not_found,
+    connect_flow_is_single_use_expires_and_is_bounded,
+    activity_is_recorded_and_filtered_without_secret_columns,
+    reseal_all_moves_every_sealed_column_to_the_active_key,
+);

@@ -307,7 +307,7 @@ impl Store {
     ) -> Result<Vec<CredentialSummary>, StoreError> {
         let rows = sqlx::query(
             "SELECT server_key, expires_at, scopes, token_type, source, audience, \
-               refresh_token_sealed IS NOT NULL AS has_refresh, created_at, updated_at \
+               CASE WHEN refresh_token_sealed IS NULL THEN 0 ELSE 1 END AS has_refresh, created_at, updated_at \
              FROM credentials WHERE user_id = $1 ORDER BY server_key",
         )
         .bind(user_id)
@@ -324,7 +324,7 @@ impl Store {
                     token_type: row.try_get("token_type")?,
                     source: CredentialSource::parse(&source)?,
                     audience: row.try_get("audience")?,
-                    has_refresh_token: row.try_get("has_refresh")?,
+                    has_refresh_token: row.try_get::<i64, _>("has_refresh")? != 0,
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
                 })

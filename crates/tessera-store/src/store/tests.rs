@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::test_db::{TestDb, both_backends};
 use super::*;
 use crate::error::PatRejection;
 use crate::seal::{SealError, SealingKey};
@@ -15,13 +16,8 @@ fn keyring() -> Arc<Keyring> {
     Arc::new(Keyring::new(key, vec![]).unwrap())
 }
 
-async fn open_store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path())
-        .await
-        .unwrap()
-        .with_keyring(keyring());
-    (dir, store)
+async fn open_store(db: &TestDb) -> Store {
+    db.open().await.with_keyring(keyring())
 }
 
 fn login<'a>(subject: &'a str, email: &'a str) -> UserLogin<'a> {
@@ -61,12 +57,12 @@ async fn open_creates_the_database_and_migrations_are_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("nested/data");
     let store = Store::open(&data_dir).await.unwrap();
-    assert_eq!(store.path(), data_dir.join("tessera.db"));
-    assert!(store.path().exists());
+    assert_eq!(store.path(), Some(data_dir.join("tessera.db").as_path()));
+    assert!(store.path().unwrap().exists());
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(store.path())
+        let mode = std::fs::metadata(store.path().unwrap())
             .unwrap()
             .permissions()
             .mode();
@@ -97,9 +93,8 @@ async fn open_creates_the_database_and_migrations_are_idempotent() {
     assert_eq!(fk, 1);
 }
 
-#[tokio::test]
-async fn upsert_creates_once_per_identity_and_updates_profile() {
-    let (_dir, store) = open_store().await;
+async fn upsert_creates_once_per_identity_and_updates_profile(db: TestDb) {
+    let store = open_store(&db).await;
     let first = store
         .upsert_user(&UserLogin {
             issuer: ISSUER,
@@ -159,9 +154,8 @@ async fn upsert_creates_once_per_identity_and_updates_profile() {
     ));
 }
 
-#[tokio::test]
-async fn sessions_are_found_by_cookie_and_expire() {
-    let (_dir, store) = open_store().await;
+async fn sessions_are_found_by_cookie_and_expire(db: TestDb) {
+    let store = open_store(&db).await;
     let alice = user(&store, "alice").await;
     let live = store
         .create_session(
@@ -214,9 +208,8 @@ async fn sessions_are_found_by_cookie_and_expire() {
     ));
 }
 
-#[tokio::test]
-async fn disabling_a_user_ends_their_sessions() {
-    let (_dir, store) = open_store().await;
+async fn disabling_a_user_ends_their_sessions(db: TestDb) {
+    let store = open_store(&db).await;
     let alice = user(&store, "alice").await;
     let s = store
         .create_session(&alice.id, Duration::from_secs(60), None, None)
@@ -233,9 +226,8 @@ async fn disabling_a_user_ends_their_sessions() {
     assert!(store.get_user(&alice.id).await.unwrap().unwrap().disabled);
 }
 
-#[tokio::test]
-async fn pat_is_shown_once_verified_and_revoked() {
-    let (_dir, store) = open_store().await;
+async fn pat_is_shown_once_verified_and_revoked(db: TestDb) {
+    let store = open_store(&db).await;
     let alice = user(&store, "alice").await;
     let bob = user(&store, "bob").await;
     let new = store
@@ -304,9 +296,8 @@ async fn pat_is_shown_once_verified_and_revoked() {
     assert!(!err.to_string().contains(&token));
 }
 
-#[tokio::test]
-async fn expired_pat_and_disabled_user_are_rejected() {
-    let (_dir, store) = open_store().await;
+async fn expired_pat_and_disabled_user_are_rejected(db: TestDb) {
+    let store = open_store(&db).await;
     let alice = user(&store, "alice").await;
     let expired = store
         .create_pat(&alice.id, "old", &["mcp"], Some(now_unix() - 1))
@@ -346,9 +337,8 @@ fn tokens(access: &str) -> IdpTokens {
     }
 }
 
-#[tokio::test]
-async fn idp_tokens_are_sealed_at_rest_and_bound_to_their_user() {
-    let (_dir, store) = open_store().await;
+async fn idp_tokens_are_sealed_at_rest_and_bound_to_their_user(db: TestDb) {
+    let store = open_store(&db).await;
     let alice = user(&store, "alice").await;
     let bob = user(&store, "bob").await;
     store
@@ -390,12 +380,14 @@ async fn idp_tokens_are_sealed_at_rest_and_bound_to_their_user() {
         assert!(column.starts_with("tsv1."), "{column}");
         assert!(!column.contains("SECRET"), "{column}");
     }
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(&store.pool)
-        .await
-        .unwrap();
-    let file = std::fs::read(store.path()).unwrap();
-    assert!(!file.windows(6).any(|w| w == b"SECRET"));
+    if let Some(path) = db.sqlite_path() {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let file = std::fs::read(path).unwrap();
+        assert!(!file.windows(6).any(|w| w == b"SECRET"));
+    }
 
     // Alice's sealed row copied onto Bob's does not open for Bob.
     sqlx::query(
@@ -442,14 +434,13 @@ async fn idp_tokens_are_sealed_at_rest_and_bound_to_their_user() {
     assert!(store.get_idp_tokens(&alice.id).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn idp_tokens_need_a_keyring_and_name_an_unknown_key() {
-    let (dir, store) = open_store().await;
+async fn idp_tokens_need_a_keyring_and_name_an_unknown_key(db: TestDb) {
+    let store = open_store(&db).await;
     let alice = user(&store, "alice").await;
     store.put_idp_tokens(&alice.id, &tokens("a")).await.unwrap();
     store.close().await;
 
-    let without = Store::open(dir.path()).await.unwrap();
+    let without = db.open().await;
     assert!(matches!(
         without.get_idp_tokens(&alice.id).await,
         Err(StoreError::SealingDisabled)
@@ -474,9 +465,8 @@ async fn idp_tokens_need_a_keyring_and_name_an_unknown_key() {
     assert!(err.to_string().contains(&kid));
 }
 
-#[tokio::test]
-async fn debug_of_store_and_secrets_redacts() {
-    let (_dir, store) = open_store().await;
+async fn debug_of_store_and_secrets_redacts(db: TestDb) {
+    let store = open_store(&db).await;
     let alice = user(&store, "alice").await;
     let pat = store
         .create_pat(&alice.id, "n", &["mcp"], None)
@@ -492,3 +482,14 @@ async fn debug_of_store_and_secrets_redacts() {
     assert!(!dbg.contains("tok-SECRET"), "{dbg}");
     assert!(!dbg.contains(KEY), "{dbg}");
 }
+
+both_backends!(
+    upsert_creates_once_per_identity_and_updates_profile,
+    sessions_are_found_by_cookie_and_expire,
+    disabling_a_user_ends_their_sessions,
+    pat_is_shown_once_verified_and_revoked,
+    expired_pat_and_disabled_user_are_rejected,
+    idp_tokens_are_sealed_at_rest_and_bound_to_their_user,
+    idp_tokens_need_a_keyring_and_name_an_unknown_key,
+    debug_of_store_and_secrets_redacts,
+);
