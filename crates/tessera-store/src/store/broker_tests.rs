@@ -741,7 +741,126 @@ async fn reseal_all_moves_every_sealed_column_to_the_active_key(db: TestDb) {
     assert_eq!(taken.code_verifier.expose_secret(), "pending-verifier");
 }
 
+/// Two stores on one database — two replicas — see each other's writes at once: users,
+/// sessions, PATs, provider tokens, credentials, connect flows (single use across both),
+/// activity.
+async fn two_stores_on_one_database_see_each_others_writes(db: TestDb) {
+    let a = open_store(&db).await;
+    let b = open_store(&db).await;
+
+    // A user signed in on A is known on B, with the same id; a profile update on B shows on A.
+    let alice = user(&a, "alice").await;
+    assert_eq!(b.get_user(&alice).await.unwrap().unwrap().id, alice);
+    assert_eq!(user(&b, "alice").await, alice, "one row per identity");
+    b.set_role(&alice, Role::Admin).await.unwrap();
+    assert_eq!(a.get_user(&alice).await.unwrap().unwrap().role, Role::Admin);
+
+    // A session made on A is found on B; signing out on B ends it on A.
+    let session = a
+        .create_session(&alice, Duration::from_secs(600), None, None)
+        .await
+        .unwrap();
+    let cookie = session.cookie_value.expose_secret();
+    assert_eq!(
+        b.get_session(cookie).await.unwrap().unwrap().user_id,
+        alice
+    );
+    assert!(b.delete_session(cookie).await.unwrap());
+    assert!(a.get_session(cookie).await.unwrap().is_none());
+
+    // A PAT made on B verifies on A; revoked on A, it is rejected on B.
+    let pat = b.create_pat(&alice, "ci", &["mcp"], None).await.unwrap();
+    let verified = a.verify_pat(pat.token.expose_secret()).await.unwrap();
+    assert_eq!(verified.user.id, alice);
+    a.revoke_pat(&alice, &pat.pat.id).await.unwrap();
+    assert!(matches!(
+        b.verify_pat(pat.token.expose_secret()).await,
+        Err(StoreError::PatRejected(_))
+    ));
+
+    // A credential stored on A opens on B (same keyring); a disconnect on B is seen on A.
+    let gh = server_key("github", "https://api.github.com/mcp");
+    a.put_credential(&cred(&alice, &gh, "a-tok")).await.unwrap();
+    let opened = b.get_credential(&alice, &gh).await.unwrap().unwrap();
+    assert_eq!(opened.access_token.expose_secret(), "a-tok");
+    b.put_credential(&cred(&alice, &gh, "b-tok")).await.unwrap();
+    assert_eq!(
+        a.get_credential(&alice, &gh)
+            .await
+            .unwrap()
+            .unwrap()
+            .access_token
+            .expose_secret(),
+        "b-tok"
+    );
+    assert!(b.delete_credential(&alice, &gh).await.unwrap());
+    assert!(a.get_credential(&alice, &gh).await.unwrap().is_none());
+
+    // A connect started on A finishes on B, once: A cannot take it again.
+    let state = SecretString::from("replica-state");
+    let verifier = SecretString::from("replica-verifier");
+    a.put_connect_flow(&flow(&state, &alice, &verifier, Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let taken = b.take_connect_flow(&state).await.unwrap().unwrap();
+    assert_eq!(taken.code_verifier.expose_secret(), "replica-verifier");
+    assert!(a.take_connect_flow(&state).await.unwrap().is_none());
+
+    // Activity written on either is listed on both.
+    let record = |server: &str| ActivityRecord {
+        ts: now_unix(),
+        user_id: Some(alice.clone()),
+        server: server.to_owned(),
+        tool: None,
+        request_id: None,
+        method: ActivityMethod::Connect,
+        action: ActivityAction::ConnectFinish,
+        outcome: ActivityOutcome::Success,
+        reason: None,
+        duration_ms: None,
+    };
+    a.record_activity(&record("from-a")).await.unwrap();
+    b.record_activities(&[record("from-b")]).await.unwrap();
+    for store in [&a, &b] {
+        let mut servers: Vec<String> = store
+            .list_activity(&ActivityFilter::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.record.server)
+            .collect();
+        servers.sort();
+        assert_eq!(servers, ["from-a", "from-b"]);
+    }
+
+    // Both migrated the same database once.
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&b.pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, MIGRATIONS.len() as i64);
+}
+
+/// Replicas starting together migrate one fresh PostgreSQL database without tripping over each
+/// other (the migrator's advisory lock). SQLite is one replica's file: not tested that way.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_opened_concurrently_migrate_once() {
+    let db = Arc::new(TestDb::postgres().await);
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move { db.open().await })
+        })
+        .collect();
+    for open in opens {
+        let store = open.await.unwrap();
+        assert!(store.list_users().await.unwrap().is_empty());
+    }
+}
+
 both_backends!(
+    two_stores_on_one_database_see_each_others_writes,
     credential_round_trips_and_is_sealed_at_rest,
     a_credential_copied_to_another_user_or_server_does_not_open,
     list_is_per_user_metadata_without_secrets,
