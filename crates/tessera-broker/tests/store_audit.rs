@@ -185,9 +185,10 @@ async fn store_credentials_persist_sealed_and_a_fresh_resolver_finds_them() {
 
     // Sealed at rest: the raw columns hold neither token.
     let (access_raw, refresh_raw): (String, Option<String>) = {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", store.path().display()))
-            .await
-            .unwrap();
+        let pool =
+            sqlx::SqlitePool::connect(&format!("sqlite://{}", store.path().unwrap().display()))
+                .await
+                .unwrap();
         let row = sqlx::query_as(
             "SELECT access_token_sealed, refresh_token_sealed FROM credentials \
              WHERE user_id = $1 AND server_key = $2",
@@ -203,7 +204,7 @@ async fn store_credentials_persist_sealed_and_a_fresh_resolver_finds_them() {
     assert!(!access_raw.contains(ACCESS));
     let refresh_raw = refresh_raw.expect("refresh token stored");
     assert!(!refresh_raw.contains(REFRESH));
-    let raw = raw_rows(store.path(), "credentials").await;
+    let raw = raw_rows(store.path().unwrap(), "credentials").await;
     assert_eq!(raw.len(), 1);
     assert!(
         raw[0].contains(srv.key()),

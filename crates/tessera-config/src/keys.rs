@@ -6,6 +6,7 @@ pub(crate) const TOP: &[&str] = &[
     "listen",
     "public_url",
     "data_dir",
+    "storage",
     "tool_separator",
     "call_tool_timeout",
     "init_timeout",

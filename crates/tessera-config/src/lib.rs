@@ -37,6 +37,8 @@ pub mod defaults {
     pub const LISTEN: &str = "127.0.0.1:8080";
     /// `data_dir`
     pub const DATA_DIR: &str = "./data";
+    /// The SQLite file in `data_dir` when `storage` is not set.
+    pub const DB_FILE: &str = "tessera.db";
     /// `tool_separator`
     pub const TOOL_SEPARATOR: &str = "__";
     /// `call_tool_timeout`
@@ -88,6 +90,27 @@ pub mod defaults {
     pub const AUTH_STORE_IDP_TOKENS: bool = false;
 }
 
+/// The `storage` key: which database the gateway keeps users, sessions, tokens, credentials,
+/// connect flows and activity in.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// `sqlite://<path>` (default `<data_dir>/tessera.db`): one replica.
+    Sqlite(PathBuf),
+    /// `postgres://user[:password]@host[:port]/database[?…]`: any number of replicas. Kept secret:
+    /// the URL may carry a password.
+    Postgres(SecretString),
+}
+
+impl Storage {
+    /// The URL to hand to `tessera_store::Store::connect` (it may contain a password).
+    pub fn url(&self) -> SecretString {
+        match self {
+            Storage::Sqlite(path) => SecretString::from(format!("sqlite://{}", path.display())),
+            Storage::Postgres(url) => url.clone(),
+        }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -97,6 +120,9 @@ pub struct Config {
     pub public_url: Option<Url>,
     /// Directory for the gateway's state.
     pub data_dir: PathBuf,
+    /// Where the gateway's database is (`storage`): by default the SQLite file
+    /// `<data_dir>/tessera.db`.
+    pub storage: Storage,
     /// Separator between server and tool name in exposed tool names (`<server>__<tool>`).
     pub tool_separator: String,
     /// Default deadline of one `tools/call` (JSON key `call_tool_timeout`).
@@ -142,6 +168,7 @@ impl Default for Config {
             listen: defaults::LISTEN.to_string(),
             public_url: None,
             data_dir: PathBuf::from(defaults::DATA_DIR),
+            storage: Storage::Sqlite(PathBuf::from(defaults::DATA_DIR).join(defaults::DB_FILE)),
             tool_separator: defaults::TOOL_SEPARATOR.to_string(),
             call_tool_timeout: defaults::CALL_TOOL_TIMEOUT,
             init_timeout: defaults::INIT_TIMEOUT,

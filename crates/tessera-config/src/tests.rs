@@ -136,6 +136,7 @@ fn bad_top_level_values_are_reported_with_fixes() {
         "listen": "localhost:8080",
         "public_url": "ftp://example.com",
         "data_dir": "",
+        "storage": "mysql://db/tessera",
         "tool_separator": "a b",
         "call_tool_timeout": "soon",
         "init_timeout": "0s",
@@ -143,6 +144,44 @@ fn bad_top_level_values_are_reported_with_fixes() {
         "allowed_origins": ["https://example.com/path", "*", 3]
     }"#
     ));
+}
+
+#[test]
+fn storage_defaults_to_sqlite_in_data_dir_and_accepts_postgres() {
+    let url = |c: &Config| c.storage.url().expose_secret().to_owned();
+    assert_eq!(url(&ok("{}")), "sqlite://./data/tessera.db");
+    assert_eq!(
+        url(&ok(r#"{"data_dir": "/var/lib/tessera"}"#)),
+        "sqlite:///var/lib/tessera/tessera.db"
+    );
+    assert_eq!(
+        url(&ok(r#"{"storage": "sqlite:///srv/t.db"}"#)),
+        "sqlite:///srv/t.db"
+    );
+    let pg = ok(r#"{"storage": "postgres://tessera:hunter2@db.internal:5432/tessera"}"#);
+    assert!(matches!(pg.storage, crate::Storage::Postgres(_)));
+    assert_eq!(
+        url(&pg),
+        "postgres://tessera:hunter2@db.internal:5432/tessera"
+    );
+    assert!(!format!("{pg:?}").contains("hunter2"));
+    for (bad, why) in [
+        (r#"{"storage": "sqlite://"}"#, "needs a file path"),
+        (
+            r#"{"storage": "sqlite:///x.db?mode=ro"}"#,
+            "takes no parameters",
+        ),
+        (r#"{"storage": "postgres:///tessera"}"#, "no host"),
+        (r#"{"storage": "postgres://u:hunter2@db"}"#, "no database"),
+        (r#"{"storage": "tessera.db"}"#, "not a URL"),
+    ] {
+        let text = error_text(bad);
+        assert!(
+            text.starts_with("storage: ") && text.contains(why),
+            "{bad}: {text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+    }
 }
 
 #[test]

@@ -316,6 +316,67 @@ impl Cx<'_> {
         Some(url)
     }
 
+    /// `storage`: `sqlite://<path>` or `postgres://user@host:port/database`. Messages never
+    /// show the value (a PostgreSQL URL may carry a password).
+    fn storage(&mut self, node: &Node) -> Option<crate::Storage> {
+        const PATH: &str = "storage";
+        const FIX: &str = "write \"sqlite:///var/lib/tessera/tessera.db\" or \"postgres://tessera@db.internal:5432/tessera\" ; a password from the environment: \"postgres://tessera:${PGPASSWORD}@db.internal/tessera\"";
+        let text = self.nonempty_text(
+            PATH,
+            node,
+            "\"postgres://tessera@db.internal:5432/tessera\"",
+        )?;
+        let value = text.value.trim();
+        let Some((scheme, rest)) = value.split_once(':') else {
+            self.err(PATH, format!("not a URL ({FIX})"));
+            return None;
+        };
+        match scheme {
+            "sqlite" => {
+                let file = rest.strip_prefix("//").unwrap_or(rest);
+                if file.is_empty() || file.ends_with('/') {
+                    self.err(PATH, format!("a sqlite URL needs a file path ({FIX})"));
+                    return None;
+                }
+                if file.contains('?') {
+                    self.err(PATH, format!("a sqlite URL takes no parameters ({FIX})"));
+                    return None;
+                }
+                Some(crate::Storage::Sqlite(PathBuf::from(file)))
+            }
+            "postgres" | "postgresql" => {
+                let url = match Url::parse(value) {
+                    Ok(url) => url,
+                    Err(e) => {
+                        self.err(PATH, format!("invalid PostgreSQL URL: {e} ({FIX})"));
+                        return None;
+                    }
+                };
+                if url.host_str().is_none_or(str::is_empty) {
+                    self.err(PATH, format!("the PostgreSQL URL names no host ({FIX})"));
+                    return None;
+                }
+                if url.path().trim_start_matches('/').is_empty() {
+                    self.err(
+                        PATH,
+                        format!("the PostgreSQL URL names no database ({FIX})"),
+                    );
+                    return None;
+                }
+                Some(crate::Storage::Postgres(SecretString::from(
+                    value.to_owned(),
+                )))
+            }
+            _ => {
+                self.err(
+                    PATH,
+                    format!("unsupported scheme {} ({FIX})", quote(scheme)),
+                );
+                None
+            }
+        }
+    }
+
     /// An authorization-server URL: https, or http for loopback hosts only; no fragment.
     fn endpoint_url(&mut self, path: &str, text: &Text) -> Option<Url> {
         let url = match Url::parse(text.value.trim()) {
@@ -424,6 +485,10 @@ impl Cx<'_> {
         {
             config.data_dir = PathBuf::from(text.value);
         }
+        config.storage = match f.get("storage") {
+            Some(node) => self.storage(node).unwrap_or(config.storage),
+            None => crate::Storage::Sqlite(config.data_dir.join(defaults::DB_FILE)),
+        };
         let mut separator_ok = true;
         if let Some(node) = f.get("tool_separator") {
             match self.nonempty_text("tool_separator", node, "\"__\"") {

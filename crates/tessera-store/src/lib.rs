@@ -32,8 +32,8 @@ pub use error::{PatRejection, StoreError};
 pub use seal::{Aad, IdpTokenKind, KeyError, Keyring, SealError, SealingKey};
 pub use store::{
     ActivityAction, ActivityEntry, ActivityFilter, ActivityMethod, ActivityOutcome, ActivityRecord,
-    Backend, ConnectFlow, CredentialRecord, CredentialSource, CredentialSummary, DB_FILE, IdpTokens,
-    MAX_PENDING_CONNECT_FLOWS, MAX_REASON_LEN, NewConnectFlow, NewPat, NewSession,
+    Backend, ConnectFlow, CredentialRecord, CredentialSource, CredentialSummary, DB_FILE,
+    IdpTokens, MAX_PENDING_CONNECT_FLOWS, MAX_REASON_LEN, NewConnectFlow, NewPat, NewSession,
     OpenedCredential, PAT_PREFIX, PersonalAccessToken, ResealReport, Role, Session, Store,
     StoredIdpTokens, UnixTime, UnreadableRow, User, UserLogin, VerifiedPat, now_unix, parse_url,
     redact, server_key,

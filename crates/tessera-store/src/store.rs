@@ -238,8 +238,7 @@ fn install_drivers() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         #[cfg(feature = "postgres")]
-        sqlx::any::install_drivers(&[sqlx::sqlite::any::DRIVER, sqlx::postgres::any::DRIVER])
-            .ok();
+        sqlx::any::install_drivers(&[sqlx::sqlite::any::DRIVER, sqlx::postgres::any::DRIVER]).ok();
         #[cfg(not(feature = "postgres"))]
         sqlx::any::install_drivers(&[sqlx::sqlite::any::DRIVER]).ok();
     });

@@ -43,7 +43,9 @@ impl Cluster {
     /// drops.
     pub fn shared() -> Arc<Cluster> {
         static SHARED: Mutex<Weak<Cluster>> = Mutex::new(Weak::new());
-        let mut slot = SHARED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = SHARED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(cluster) = slot.upgrade() {
             return cluster;
         }
@@ -159,7 +161,9 @@ impl Cluster {
     }
 
     fn socket_dir(&self) -> &Path {
-        self.dir.as_ref().map_or(Path::new("/nonexistent"), |d| d.path())
+        self.dir
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), |d| d.path())
     }
 
     fn command(&self, program: &str) -> Command {

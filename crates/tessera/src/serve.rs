@@ -95,9 +95,10 @@ async fn api_routes(
             return Ok((axum::Router::new(), None));
         }
     };
-    let mut store = tessera_store::Store::open(&config.data_dir)
-        .await
-        .context("cannot open the store")?;
+    let mut store =
+        tessera_store::Store::connect(secrecy::ExposeSecret::expose_secret(&config.storage.url()))
+            .await
+            .context("cannot open the store")?;
     let brokered = config.servers.iter().any(|s| s.auth_broker.is_some());
     if auth.store_idp_tokens || brokered {
         let why = if brokered {

@@ -616,7 +616,9 @@ mod tests {
         use sqlx::SqlSafeStr as _;
         use sqlx::migrate::{Migration, MigrationType, Migrator};
         super::super::install_drivers();
-        let pool = sqlx::Pool::<sqlx::Any>::connect(&db.any_url()).await.unwrap();
+        let pool = sqlx::Pool::<sqlx::Any>::connect(&db.any_url())
+            .await
+            .unwrap();
         let v2 = Migrator::with_migrations(
             super::super::MIGRATIONS[..2]
                 .iter()

@@ -761,10 +761,7 @@ async fn two_stores_on_one_database_see_each_others_writes(db: TestDb) {
         .await
         .unwrap();
     let cookie = session.cookie_value.expose_secret();
-    assert_eq!(
-        b.get_session(cookie).await.unwrap().unwrap().user_id,
-        alice
-    );
+    assert_eq!(b.get_session(cookie).await.unwrap().unwrap().user_id, alice);
     assert!(b.delete_session(cookie).await.unwrap());
     assert!(a.get_session(cookie).await.unwrap().is_none());
 
