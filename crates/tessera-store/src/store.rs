@@ -449,3 +449,73 @@ mod tests;
 
 #[cfg(test)]
 mod broker_tests;
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn storage_urls_name_their_backend() {
+        assert_eq!(
+            parse_url("sqlite:///var/lib/tessera/tessera.db").unwrap(),
+            Backend::Sqlite {
+                path: PathBuf::from("/var/lib/tessera/tessera.db")
+            }
+        );
+        assert_eq!(
+            parse_url("sqlite:data/t.db").unwrap(),
+            Backend::Sqlite {
+                path: PathBuf::from("data/t.db")
+            }
+        );
+        assert_eq!(
+            parse_url("postgres://tessera:hunter2@db:5432/tessera?sslmode=require").unwrap(),
+            Backend::Postgres {
+                url: "postgres://tessera:***@db:5432/tessera?sslmode=require".into()
+            }
+        );
+        assert!(matches!(
+            parse_url("postgresql://db/tessera"),
+            Ok(Backend::Postgres { .. })
+        ));
+        for bad in [
+            "mysql://db/x",
+            "tessera.db",
+            "sqlite://",
+            "sqlite:///x.db?mode=ro",
+            "postgres:///x",
+        ] {
+            assert!(
+                matches!(parse_url(bad), Err(StoreError::Url { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn redact_removes_passwords_only() {
+        assert_eq!(redact("postgres://u:p@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h:1/db"), "postgres://u@h:1/db");
+        assert_eq!(
+            redact("postgres://h/db?user=u&password=p&sslmode=verify-full"),
+            "postgres://h/db?user=u&password=***&sslmode=verify-full"
+        );
+        assert_eq!(redact("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
+    }
+
+    #[cfg(feature = "postgres")]
+    #[tokio::test]
+    async fn an_unreachable_database_is_a_connect_error_without_the_password() {
+        // Port 1 on loopback: refused at once.
+        let err = Store::connect("postgres://tessera:hunter2@127.0.0.1:1/tessera")
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("postgres://tessera:***@127.0.0.1:1/tessera"),
+            "{text}"
+        );
+    }
+}

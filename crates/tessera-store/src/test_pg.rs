@@ -300,3 +300,47 @@ fn unprivileged_user() -> (u32, u32) {
         .next()
         .unwrap_or_else(|| panic!("running as root: user {name} (to run PostgreSQL) not found"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_test_still_stops_the_cluster_and_removes_its_directory() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let outcome = std::thread::spawn(move || {
+            let cluster = Cluster::start();
+            let dir = cluster.socket_dir().to_owned();
+            let pid = cluster.pid.expect("the postmaster's pid");
+            assert!(Path::new(&format!("/proc/{pid}")).exists());
+            tx.send((dir, pid, cluster.port())).unwrap();
+            panic!("a failing test");
+        })
+        .join();
+        assert!(outcome.is_err());
+        let (dir, pid, port) = rx.recv().unwrap();
+        assert!(!dir.exists(), "{} left behind", dir.display());
+        // The postmaster is gone (a zombie would still have /proc/<pid>/stat, but it is
+        // pg_ctl's child, not ours) and nothing listens on its port.
+        assert!(!Path::new(&format!("/proc/{pid}/cwd")).exists());
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    }
+
+    #[test]
+    fn runs_unprivileged() {
+        let cluster = Cluster::start();
+        let owner = std::fs::metadata(&cluster.data).unwrap().uid();
+        assert_ne!(
+            owner, 0,
+            "PostgreSQL's data directory must not belong to root"
+        );
+        if let Some(pid) = cluster.pid {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+            assert!(
+                !uid_line.split_whitespace().skip(1).any(|u| u == "0"),
+                "{uid_line}"
+            );
+        }
+    }
+}
