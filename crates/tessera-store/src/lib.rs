@@ -1,9 +1,10 @@
 //! Tessera's storage and sealing.
 //!
-//! - [`Store`]: a SQLite database in the data directory (`<data_dir>/tessera.db`, WAL, foreign
-//!   keys on), with versioned migrations embedded in the binary and run at start-up. Every
-//!   statement is a runtime query in SQL that PostgreSQL also accepts (`$n` placeholders,
-//!   TEXT/INTEGER/BIGINT columns, unix-second timestamps), so a PostgreSQL backend can share it.
+//! - [`Store`]: a SQLite file (`<data_dir>/tessera.db`, WAL, foreign keys on) or a PostgreSQL
+//!   database, chosen by a storage URL ([`Store::connect`]), with versioned migrations embedded
+//!   in the binary and run at start-up. One code path for both (sqlx's `Any` driver): every
+//!   statement is a runtime query in SQL both accept (`$n` placeholders, TEXT/INTEGER/BIGINT
+//!   columns, unix-second timestamps).
 //! - [`seal`]: AES-256-GCM sealing of secrets at rest, bound to their record by associated data,
 //!   with a key id in every sealed value.
 //!
