@@ -312,7 +312,7 @@ async fn audit_records_success_and_failure_without_secrets() {
 
     // No secret in the listed records nor in the raw table.
     assert_no_secret(&format!("{rows:?}"), &["alice", "bob"]);
-    let raw = raw_rows(store.path(), "activity").await;
+    let raw = raw_rows(store.path().unwrap(), "activity").await;
     assert_eq!(raw.len(), 2);
     assert!(
         raw.iter().any(|row| row.contains("invalid_grant")),

@@ -32,8 +32,12 @@ enum KeysCommand {
     /// old keys configured until this reports every row readable.
     Rotate {
         /// The gateway's data directory (the one holding tessera.db).
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[arg(long, required_unless_present = "storage")]
+        data_dir: Option<PathBuf>,
+        /// The gateway's `storage` URL instead (sqlite://<path> or postgres://…; the
+        /// password may come from PGPASSWORD).
+        #[arg(long, conflicts_with = "data_dir")]
+        storage: Option<String>,
         /// A key file instead of the environment: one `<base64>` or `<kid>:<base64>` per line,
         /// the first is the active key.
         #[arg(long)]
@@ -47,10 +51,18 @@ pub(crate) fn run(args: KeysArgs) -> ExitCode {
     match args.command {
         KeysCommand::Rotate {
             data_dir,
+            storage,
             keys_file,
             output,
         } => {
-            let report = crate::block_on_value(rotate(&data_dir, keys_file.as_deref()));
+            let url = match (storage, data_dir) {
+                (Some(url), _) => url,
+                (None, Some(dir)) => {
+                    format!("sqlite://{}", dir.join(tessera_store::DB_FILE).display())
+                }
+                (None, None) => unreachable!("clap requires --data-dir or --storage"),
+            };
+            let report = crate::block_on_value(rotate(&url, keys_file.as_deref()));
             match report {
                 Ok((report, active_kid)) => print_report(&report, &active_kid, output),
                 Err(e) => {
@@ -62,28 +74,26 @@ pub(crate) fn run(args: KeysArgs) -> ExitCode {
     }
 }
 
-async fn rotate(
-    data_dir: &Path,
-    keys_file: Option<&Path>,
-) -> anyhow::Result<(ResealReport, String)> {
+async fn rotate(url: &str, keys_file: Option<&Path>) -> anyhow::Result<(ResealReport, String)> {
     let keyring = match keys_file {
         Some(path) => Keyring::from_file(path)?,
         None => Keyring::from_env().with_context(|| {
             format!("no sealing keys: set {ENV_KEY} (the new active key) and {ENV_OLD_KEYS} (the keys being retired), or pass --keys-file")
         })?,
     };
-    let db = data_dir.join(tessera_store::DB_FILE);
-    if !db.is_file() {
-        // Store::open would create an empty database: a mistyped path must not "succeed".
+    if let tessera_store::Backend::Sqlite { path } = tessera_store::parse_url(url)?
+        && !path.is_file()
+    {
+        // Store::connect would create an empty database: a mistyped path must not "succeed".
         bail!(
-            "no store at {}: pass the gateway's data_dir with --data-dir",
-            db.display()
+            "no store at {}: pass the gateway's data_dir with --data-dir (or its storage URL with --storage)",
+            path.display()
         );
     }
     let keyring = Arc::new(keyring);
-    let store = Store::open(data_dir)
+    let store = Store::connect(url)
         .await
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?
+        .with_context(|| format!("cannot open the store {}", tessera_store::redact(url)))?
         .with_keyring(keyring.clone());
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(0);
