@@ -55,13 +55,11 @@ pub(crate) fn run(args: KeysArgs) -> ExitCode {
             keys_file,
             output,
         } => {
-            let url = match (storage, data_dir) {
-                (Some(url), _) => url,
-                (None, Some(dir)) => {
-                    format!("sqlite://{}", dir.join(tessera_store::DB_FILE).display())
-                }
-                (None, None) => unreachable!("clap requires --data-dir or --storage"),
-            };
+            // clap requires one of the two.
+            let url = storage.unwrap_or_else(|| {
+                let db = data_dir.unwrap_or_default().join(tessera_store::DB_FILE);
+                format!("sqlite://{}", db.display())
+            });
             let report = crate::block_on_value(rotate(&url, keys_file.as_deref()));
             match report {
                 Ok((report, active_kid)) => print_report(&report, &active_kid, output),
