@@ -408,6 +408,11 @@ impl Gateway {
         front_end: FrontEnd,
         caller: Caller,
     ) -> Arc<ClientSession> {
+        if let Some(identity) = caller.identity() {
+            // Who opened a session, for the operator (once per session; every tool call is in
+            // the activity log).
+            tracing::info!(user = caller.label(), subject = %identity.user.subject, "client session opened");
+        }
         let session = ClientSession::new(Arc::downgrade(self), front_end, caller);
         session.touch(self.now_ms());
         if let Ok(mut sessions) = self.sessions.write() {
