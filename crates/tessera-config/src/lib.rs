@@ -476,6 +476,33 @@ impl Default for AuthorizationServerConfig {
 }
 
 impl AuthConfig {
+    /// With `authorization_server`, Tessera's own issuer identifier: the resource URL without
+    /// its `/mcp` path (`https://mcp.example.com/mcp` → `https://mcp.example.com`), the base URL
+    /// of `/.well-known/oauth-authorization-server` and `/oauth/*`.
+    pub fn local_issuer(&self) -> Option<String> {
+        self.authorization_server.as_ref()?;
+        let mut url = self.resource.clone();
+        let path = url.path().trim_end_matches('/').to_owned();
+        let base = path
+            .strip_suffix(defaults::AUTH_RESOURCE_PATH)
+            .unwrap_or(&path)
+            .to_owned();
+        url.set_path(&base);
+        url.set_query(None);
+        url.set_fragment(None);
+        Some(url.as_str().trim_end_matches('/').to_owned())
+    }
+
+    /// The scopes Tessera's own authorization server grants: `scopes_required`, or `mcp` when
+    /// none are required.
+    pub fn local_scopes(&self) -> Vec<String> {
+        if self.scopes_required.is_empty() {
+            vec!["mcp".to_owned()]
+        } else {
+            self.scopes_required.clone()
+        }
+    }
+
     /// A generic OIDC configuration with every optional setting at its default.
     pub fn oidc(issuer: impl Into<String>, client_id: impl Into<String>, resource: Url) -> Self {
         AuthConfig {
