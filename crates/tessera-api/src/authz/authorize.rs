@@ -26,6 +26,7 @@ use super::clients::ClientError;
 use super::{AuthorizationServer, page};
 use crate::ApiState;
 use crate::cookies::CookiePolicy;
+use crate::subject_token::{SubjectKind, SubjectTokenError};
 
 /// How long a consent page may be answered.
 pub(crate) const CONSENT_TTL: Duration = Duration::from_secs(600);
@@ -281,12 +282,25 @@ pub(crate) async fn authorize(
         scopes,
     };
 
-    // 3. The user: sign in at the provider first, then come back here.
-    let Some(user) = session_user(&state, &headers).await else {
+    // 3. The user: sign in at the provider first, then come back here. A Tessera session
+    //    whose provider sign-in can no longer be renewed counts as none: the tokens issued
+    //    now would be refused at once (and the client would loop between here and /token).
+    let sign_in = || {
         let back = format!("/oauth/authorize?{query}");
         let target: String = url::form_urlencoded::byte_serialize(back.as_bytes()).collect();
-        return redirect(&format!("/auth/login?return_to={target}"));
+        redirect(&format!("/auth/login?return_to={target}"))
     };
+    let Some(user) = session_user(&state, &headers).await else {
+        return sign_in();
+    };
+    if let Err(SubjectTokenError::ReauthRequired) = state
+        .subject_tokens
+        .current(&user.id, SubjectKind::AccessToken)
+        .await
+    {
+        tracing::info!(user = %user.id, "authorization: the provider sign-in has ended; signing in again");
+        return sign_in();
+    }
 
     // 4. Consent given before for these scopes: no page.
     match state
