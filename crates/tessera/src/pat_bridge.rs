@@ -60,6 +60,9 @@ impl PatVerifier for StorePatVerifier {
                     Err(AccessTokenError::Rejected(OauthTokenRejection::Expired)) => {
                         Err(AuthError::InvalidToken(InvalidToken::Expired))
                     }
+                    Err(AccessTokenError::InsufficientScope(required)) => {
+                        Err(AuthError::InsufficientScope { required })
+                    }
                     Err(AccessTokenError::SignInAgain) => {
                         Err(AuthError::InvalidToken(InvalidToken::SignInAgain))
                     }

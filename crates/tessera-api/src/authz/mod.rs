@@ -55,6 +55,8 @@ pub struct AuthorizationServer {
     pub(crate) resource: String,
     /// What may be granted.
     pub(crate) scopes: Vec<String>,
+    /// What every token must carry on `/mcp` (`auth.scopes_required`).
+    pub(crate) required_scopes: Vec<String>,
     pub(crate) clients: clients::Clients,
     pub(crate) pending: authorize::PendingAuthorizations,
     pub(crate) verified: verify::VerifyCache,
@@ -71,6 +73,7 @@ impl AuthorizationServer {
             issuer,
             resource: auth.resource.as_str().to_owned(),
             scopes: auth.local_scopes(),
+            required_scopes: auth.scopes_required.clone(),
             clients: clients::Clients::new(config.client_metadata_documents)?,
             pending: authorize::PendingAuthorizations::default(),
             verified: verify::VerifyCache::default(),

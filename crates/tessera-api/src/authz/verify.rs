@@ -52,6 +52,9 @@ pub enum AccessTokenError {
     /// again).
     #[error("the sign-in at the identity provider has ended")]
     SignInAgain,
+    /// The token lacks scopes `auth.scopes_required` names (403); space-separated.
+    #[error("insufficient scope: requires {0}")]
+    InsufficientScope(String),
     /// The authorization server is not configured (401).
     #[error("this gateway issues no access tokens")]
     Disabled,
@@ -109,8 +112,14 @@ pub async fn verify(
     };
     let key = cache_key(token);
     let now = Instant::now();
-    if let Some(hit) = server.verified.lock().get(&key).filter(|c| c.until > now) {
-        return Ok(hit.token.clone());
+    let cached = server
+        .verified
+        .lock()
+        .get(&key)
+        .filter(|c| c.until > now)
+        .map(|c| c.token.clone());
+    if let Some(hit) = cached {
+        return Ok(hit);
     }
     let verified = state
         .store
@@ -120,6 +129,16 @@ pub async fn verify(
         .map_err(AccessTokenError::Rejected)?;
     if verified.resource.trim_end_matches('/') != server.resource.trim_end_matches('/') {
         return Err(AccessTokenError::Rejected(OauthTokenRejection::Unknown));
+    }
+    // A client may have asked for fewer scopes than /mcp requires.
+    if !server
+        .required_scopes
+        .iter()
+        .all(|s| verified.scopes.contains(s))
+    {
+        return Err(AccessTokenError::InsufficientScope(
+            server.required_scopes.join(" "),
+        ));
     }
     // The provider session behind the token: renewed ahead of expiry, or the token is refused.
     let mut ttl = CACHE_TTL;
@@ -174,4 +193,127 @@ pub async fn verify(
         );
     }
     Ok(token_info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::{ExposeSecret as _, SecretString};
+    use tessera_config::{AuthConfig, AuthorizationServerConfig};
+    use tessera_store::{IdpTokens, Store, TokenGrant, UserLogin};
+    use url::Url;
+
+    /// An API state with the authorization server on, one user with live provider tokens
+    /// (unless `provider_tokens` is false), and a token pair with `scopes`.
+    async fn setup(
+        dir: &std::path::Path,
+        required: &[&str],
+        scopes: &[&str],
+        provider_tokens: bool,
+    ) -> (Arc<ApiState>, String, tessera_store::IssuedTokens) {
+        let key = tessera_store::SealingKey::from_bytes(&[9u8; 32]).unwrap();
+        let keyring = Arc::new(tessera_store::Keyring::new(key, vec![]).unwrap());
+        let store = Store::open(dir).await.unwrap().with_keyring(keyring);
+        let base = Url::parse("http://127.0.0.1:9").unwrap();
+        let mut auth = AuthConfig::oidc(
+            "http://127.0.0.1:9/idp",
+            "tessera",
+            base.join("/mcp").unwrap(),
+        );
+        auth.store_idp_tokens = true;
+        auth.scopes_required = required.iter().map(|s| s.to_string()).collect();
+        auth.authorization_server = Some(AuthorizationServerConfig::default());
+        let state = ApiState::new(&auth, &base, store.clone()).unwrap();
+        let user = store
+            .upsert_user(&UserLogin {
+                issuer: "http://127.0.0.1:9/idp",
+                subject: "alice",
+                email: Some("alice@example.com"),
+                display_name: None,
+                role_if_new: Role::User,
+            })
+            .await
+            .unwrap();
+        if provider_tokens {
+            store
+                .put_idp_tokens(
+                    &user.id,
+                    &IdpTokens {
+                        access_token: SecretString::from("provider-access"),
+                        refresh_token: None,
+                        id_token: None,
+                        expires_at: Some(now_unix() + 3600),
+                        scopes: vec![],
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let client = store.register_oauth_client("{}", false).await.unwrap();
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        let issued = store
+            .issue_oauth_tokens(&TokenGrant {
+                family_id: "fam-1",
+                client_id: &client.client.client_id,
+                user_id: &user.id,
+                scopes: &scopes,
+                resource: "http://127.0.0.1:9/mcp",
+                access_ttl_secs: 600,
+                refresh_ttl_secs: 3600,
+            })
+            .await
+            .unwrap();
+        (state, user.id, issued)
+    }
+
+    #[tokio::test]
+    async fn a_valid_token_is_its_user_and_a_revoked_family_is_evicted_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, user_id, issued) = setup(dir.path(), &[], &["mcp"], true).await;
+        let token = issued.access_token.expose_secret();
+        let first = verify(&state, token).await.unwrap();
+        assert_eq!(first.user_id, user_id);
+        assert_eq!(first.scopes, vec!["mcp".to_string()]);
+        // Revoked in the store: the cached answer stands until evicted...
+        state.store.revoke_oauth_family("fam-1").await.unwrap();
+        assert!(verify(&state, token).await.is_ok(), "served from the cache");
+        // ...which the revoking code path does at once.
+        state
+            .authz
+            .as_ref()
+            .unwrap()
+            .verified
+            .forget_family("fam-1");
+        assert!(matches!(
+            verify(&state, token).await,
+            Err(AccessTokenError::Rejected(OauthTokenRejection::Revoked))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_token_without_the_required_scopes_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, _, issued) =
+            setup(dir.path(), &["mcp:read", "mcp:call"], &["mcp:read"], true).await;
+        match verify(&state, issued.access_token.expose_secret()).await {
+            Err(AccessTokenError::InsufficientScope(required)) => {
+                assert_eq!(required, "mcp:read mcp:call");
+            }
+            other => panic!("expected insufficient scope, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_whose_provider_sign_in_has_ended_is_refused_with_sign_in_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, _, issued) = setup(dir.path(), &[], &["mcp"], false).await;
+        assert!(matches!(
+            verify(&state, issued.access_token.expose_secret()).await,
+            Err(AccessTokenError::SignInAgain)
+        ));
+        assert!(matches!(
+            verify(&state, "tsr_at_unknown").await,
+            Err(AccessTokenError::Rejected(OauthTokenRejection::Unknown))
+        ));
+    }
 }
