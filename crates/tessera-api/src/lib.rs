@@ -273,11 +273,13 @@ mod tests {
 
     pub(crate) async fn test_state(dir: &std::path::Path) -> Arc<ApiState> {
         let base = Url::parse("http://127.0.0.1:9").unwrap();
-        let auth = AuthConfig::oidc(
+        let mut auth = AuthConfig::oidc(
             "http://127.0.0.1:9/idp",
             "tessera",
             base.join("/mcp").unwrap(),
         );
+        // Every route is mounted, the authorization server's included.
+        auth.authorization_server = Some(tessera_config::AuthorizationServerConfig::default());
         let store = Store::open(dir).await.unwrap();
         ApiState::new(&auth, &base, store).unwrap()
     }
