@@ -188,3 +188,22 @@ def tool_call_rows(gw: Gateway) -> list[dict[str, Any]]:
         return [dict(r) for r in con.execute("SELECT * FROM activity WHERE action = 'tool_call' ORDER BY ts")]
     finally:
         con.close()
+
+
+async def test_a_users_catalogue_is_dropped_when_their_sessions_end(env: Env) -> None:
+    import httpx
+
+    def catalogs() -> float:
+        for line in httpx.get(f"{env.gw.base}/metrics", timeout=10).text.splitlines():
+            if line.startswith("tessera_brokered_user_catalogs "):
+                return float(line.split()[1])
+        raise AssertionError("tessera_brokered_user_catalogs missing from /metrics")
+
+    async with sdk_client(env.gw, env.bob) as bob:
+        await bob.session.list_tools()
+        assert catalogs() >= 1, "bob's catalogue of the brokered server was not cached"
+    # bob's only session ended (the SDK sends DELETE): the reaper (every second here) drops it.
+    deadline = time.monotonic() + 15
+    while catalogs() > 0:
+        assert time.monotonic() < deadline, "per-user catalogues outlived their users' sessions"
+        await _pause()

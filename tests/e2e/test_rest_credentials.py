@@ -255,8 +255,10 @@ async def test_disconnect_revokes_at_the_provider_and_the_next_call_asks_to_conn
         url_elicitation_of(out, env.gw, CONNECT)
 
     # The disconnect is audited for alice with its outcome.
-    rows = env.api("alice", "GET", "/api/v1/activity?type=disconnect").json()["activities"]
-    assert rows and rows[0]["outcome"] == "success" and rows[0]["server"] == CONNECT, rows
+    # Audit records are written asynchronously (batched): poll with a deadline.
+    rows = wait_until(lambda: env.api("alice", "GET", "/api/v1/activity?type=disconnect").json()["activities"],
+                      10, "the disconnect record in alice's activity")
+    assert rows[0]["outcome"] == "success" and rows[0]["server"] == CONNECT, rows
 
 
 async def test_activity_is_per_user_and_admins_see_everything(env: Env) -> None:

@@ -338,8 +338,9 @@ def test_alice_connects_disconnects_and_reads_her_activity(browser: Any, env: En
     expect(r.locator(".status")).to_contain_text("connected")
     b.snapshot("connections-connected")
 
-    out = whoami_as(env, "alice")
-    assert out.kind == "ok", f"a tool call after connecting in the browser failed: {out.describe()}"
+    for _ in range(2):  # each call is one tool_call activity row (enough rows to page through below)
+        out = whoami_as(env, "alice")
+        assert out.kind == "ok", f"a tool call after connecting in the browser failed: {out.describe()}"
     for t in brokered_tokens_seen_upstream(env.up):
         register_secret(t)
     assert brokered_tokens_seen_upstream(env.up), "the upstream saw no bearer credential"

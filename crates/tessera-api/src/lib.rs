@@ -32,6 +32,7 @@
 
 pub mod activity;
 pub mod admin;
+pub mod authz;
 pub mod caller;
 pub mod cookies;
 pub mod credentials;
@@ -70,6 +71,8 @@ pub enum SetupError {
     Cookies(#[from] cookies::InsecureBaseUrl),
     #[error(transparent)]
     Provider(#[from] oidc::ProviderError),
+    #[error(transparent)]
+    AuthorizationServer(#[from] authz::fetch::FetchSetupError),
 }
 
 /// Shared state of the sign-in and REST handlers.
@@ -90,6 +93,8 @@ pub struct ApiState {
     pub(crate) retention: std::sync::RwLock<activity::Retention>,
     /// Set once the server shuts down: long-lived responses (the activity stream) end.
     pub(crate) closing: tokio::sync::watch::Sender<bool>,
+    /// Tessera's own OAuth authorization server, when `auth.authorization_server` is set.
+    pub(crate) authz: Option<authz::AuthorizationServer>,
 }
 
 impl ApiState {
@@ -118,6 +123,7 @@ impl ApiState {
             servers: std::sync::RwLock::new(Arc::new(Vec::new())),
             retention: std::sync::RwLock::new(activity::Retention::default()),
             closing: tokio::sync::watch::Sender::new(false),
+            authz: authz::AuthorizationServer::from_config(auth)?,
         }))
     }
 
@@ -155,6 +161,14 @@ impl ApiState {
         &self.store
     }
 
+    /// Checks an access token of Tessera's authorization server (`tsr_at_…`) for `/mcp`.
+    pub async fn verify_access_token(
+        &self,
+        token: &str,
+    ) -> Result<Arc<authz::VerifiedClientToken>, authz::AccessTokenError> {
+        authz::verify::verify(self, token).await
+    }
+
     /// The users' provider tokens (subject tokens), refreshed when near expiry.
     pub fn subject_tokens(&self) -> &subject_token::SubjectTokens {
         &self.subject_tokens
@@ -185,7 +199,7 @@ pub fn spawn_purge(state: &Arc<ApiState>, every: Duration) -> Option<tokio::task
 /// One purge pass; failures are logged, never fatal. Returns how many sessions and sign-ins in
 /// progress were removed.
 pub async fn purge_once(state: &ApiState) -> (u64, usize) {
-    let logins = state.pending.purge_expired();
+    let logins = state.pending.purge_expired() + authz::purge(state);
     let sessions = match state.store.purge_expired_sessions().await {
         Ok(n) => n,
         Err(e) => {
@@ -231,6 +245,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/api/v1/user/credentials/{server}/callback",
             get(credentials::callback),
         )
+        .merge(authz::router(&state))
         .with_state(state)
         .merge(ui::router())
 }
@@ -258,11 +273,13 @@ mod tests {
 
     pub(crate) async fn test_state(dir: &std::path::Path) -> Arc<ApiState> {
         let base = Url::parse("http://127.0.0.1:9").unwrap();
-        let auth = AuthConfig::oidc(
+        let mut auth = AuthConfig::oidc(
             "http://127.0.0.1:9/idp",
             "tessera",
             base.join("/mcp").unwrap(),
         );
+        // Every route is mounted, the authorization server's included.
+        auth.authorization_server = Some(tessera_config::AuthorizationServerConfig::default());
         let store = Store::open(dir).await.unwrap();
         ApiState::new(&auth, &base, store).unwrap()
     }

@@ -50,13 +50,23 @@ mod tests {
     /// `(METHOD, path)` of every route in [`crate::router`], read from its source: each
     /// `.route("<path>", <method>(…).<method>(…))`.
     fn served() -> BTreeSet<(String, String)> {
-        let src = include_str!("lib.rs");
+        let mut out = BTreeSet::new();
+        for (src, marker) in [
+            (include_str!("lib.rs"), "pub fn router("),
+            (include_str!("authz/mod.rs"), "pub(crate) fn router("),
+        ] {
+            routes_of(src, marker, &mut out);
+        }
+        assert!(!out.is_empty());
+        out
+    }
+
+    fn routes_of(src: &str, marker: &str, out: &mut BTreeSet<(String, String)>) {
         let body = src
-            .split("pub fn router(")
+            .split(marker)
             .nth(1)
             .and_then(|s| s.split("\n}\n").next())
             .unwrap();
-        let mut out = BTreeSet::new();
         for call in body.split(".route(").skip(1) {
             let path = call.split('"').nth(1).unwrap().to_owned();
             let rest = call.split_once(',').unwrap().1;
@@ -77,8 +87,6 @@ mod tests {
                 out.insert((m.to_uppercase(), path.clone()));
             }
         }
-        assert!(!out.is_empty());
-        out
     }
 
     #[test]

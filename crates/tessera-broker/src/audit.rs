@@ -14,8 +14,8 @@ pub use tessera_store::{ActivityAction, ActivityMethod, ActivityOutcome};
 pub const DEFAULT_AUDIT_QUEUE: usize = 16_384;
 /// Most records the writer takes from the queue for one transaction.
 const WRITE_BATCH: usize = 1024;
-/// How long the writer waits for more records before writing a partial batch: the delay
-/// before a record is visible in the activity log.
+/// How long the writer waits for more per-call records before writing a partial batch: the
+/// most a tool call's record waits before it is visible in the activity log.
 const WRITE_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Queues audit records for a background writer. Cheap to clone.
@@ -29,6 +29,15 @@ pub struct Auditor {
 struct Counters {
     dropped: AtomicU64,
     write_failures: AtomicU64,
+}
+
+/// Whether a record is a rare credential event rather than a per-call record (`tool_call`, a
+/// successful `inject`).
+fn is_event(record: &ActivityRecord) -> bool {
+    !matches!(
+        (record.action, record.outcome),
+        (ActivityAction::ToolCall, _) | (ActivityAction::Inject, ActivityOutcome::Success)
+    )
 }
 
 impl Auditor {
@@ -47,7 +56,10 @@ impl Auditor {
                 // batch is a new statement to prepare and a commit).
                 let linger = tokio::time::sleep(WRITE_LINGER);
                 tokio::pin!(linger);
-                while batch.len() < WRITE_BATCH {
+                // Only the high-volume per-call records wait: a credential event (connect,
+                // disconnect, denial, acquisition...) is written at once, with everything queued
+                // before it, so whoever saw it happen can read it back.
+                while batch.len() < WRITE_BATCH && !batch.iter().any(is_event) {
                     let room = WRITE_BATCH - batch.len();
                     tokio::select! {
                         _ = &mut linger => break,

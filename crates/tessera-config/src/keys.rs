@@ -183,6 +183,16 @@ pub(crate) const AUTH: &[&str] = &[
     "allowed_domains",
     "store_idp_tokens",
     "session_ttl",
+    "authorization_server",
+];
+
+/// Keys of `auth.authorization_server`.
+pub(crate) const AUTHORIZATION_SERVER: &[&str] = &[
+    "access_token_ttl",
+    "refresh_token_ttl",
+    "code_ttl",
+    "dynamic_registration",
+    "client_metadata_documents",
 ];
 
 /// Keys of `auth.admin_claim`.

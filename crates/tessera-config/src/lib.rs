@@ -88,6 +88,16 @@ pub mod defaults {
     pub const AUTH_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
     /// `auth.store_idp_tokens`
     pub const AUTH_STORE_IDP_TOKENS: bool = false;
+    /// `auth.authorization_server.access_token_ttl`
+    pub const AS_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(3600);
+    /// `auth.authorization_server.refresh_token_ttl`
+    pub const AS_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+    /// `auth.authorization_server.code_ttl`
+    pub const AS_CODE_TTL: Duration = Duration::from_secs(60);
+    /// `auth.authorization_server.dynamic_registration`
+    pub const AS_DYNAMIC_REGISTRATION: bool = true;
+    /// `auth.authorization_server.client_metadata_documents`
+    pub const AS_CLIENT_METADATA_DOCUMENTS: bool = true;
 }
 
 /// The `storage` key: which database the gateway keeps users, sessions, tokens, credentials,
@@ -460,9 +470,66 @@ pub struct AuthConfig {
     pub store_idp_tokens: bool,
     /// Lifetime of a browser session.
     pub session_ttl: Duration,
+    /// Tessera as the OAuth authorization server MCP clients talk to (`auth.authorization_server`),
+    /// federating sign-in to this provider. Implies `store_idp_tokens`.
+    pub authorization_server: Option<AuthorizationServerConfig>,
+}
+
+/// `auth.authorization_server`: Tessera issues its own tokens to MCP clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizationServerConfig {
+    /// Lifetime of an access token.
+    pub access_token_ttl: Duration,
+    /// Lifetime of a refresh token (each use rotates it).
+    pub refresh_token_ttl: Duration,
+    /// Lifetime of an authorization code.
+    pub code_ttl: Duration,
+    /// RFC 7591 registration at `/oauth/register`.
+    pub dynamic_registration: bool,
+    /// Client ID metadata documents (an https URL as `client_id`).
+    pub client_metadata_documents: bool,
+}
+
+impl Default for AuthorizationServerConfig {
+    fn default() -> Self {
+        Self {
+            access_token_ttl: defaults::AS_ACCESS_TOKEN_TTL,
+            refresh_token_ttl: defaults::AS_REFRESH_TOKEN_TTL,
+            code_ttl: defaults::AS_CODE_TTL,
+            dynamic_registration: defaults::AS_DYNAMIC_REGISTRATION,
+            client_metadata_documents: defaults::AS_CLIENT_METADATA_DOCUMENTS,
+        }
+    }
 }
 
 impl AuthConfig {
+    /// With `authorization_server`, Tessera's own issuer identifier: the resource URL without
+    /// its `/mcp` path (`https://mcp.example.com/mcp` → `https://mcp.example.com`), the base URL
+    /// of `/.well-known/oauth-authorization-server` and `/oauth/*`.
+    pub fn local_issuer(&self) -> Option<String> {
+        self.authorization_server.as_ref()?;
+        let mut url = self.resource.clone();
+        let path = url.path().trim_end_matches('/').to_owned();
+        let base = path
+            .strip_suffix(defaults::AUTH_RESOURCE_PATH)
+            .unwrap_or(&path)
+            .to_owned();
+        url.set_path(&base);
+        url.set_query(None);
+        url.set_fragment(None);
+        Some(url.as_str().trim_end_matches('/').to_owned())
+    }
+
+    /// The scopes Tessera's own authorization server grants: `scopes_required`, or `mcp` when
+    /// none are required.
+    pub fn local_scopes(&self) -> Vec<String> {
+        if self.scopes_required.is_empty() {
+            vec!["mcp".to_owned()]
+        } else {
+            self.scopes_required.clone()
+        }
+    }
+
     /// A generic OIDC configuration with every optional setting at its default.
     pub fn oidc(issuer: impl Into<String>, client_id: impl Into<String>, resource: Url) -> Self {
         AuthConfig {
@@ -486,6 +553,7 @@ impl AuthConfig {
             allowed_domains: Vec::new(),
             store_idp_tokens: defaults::AUTH_STORE_IDP_TOKENS,
             session_ttl: defaults::AUTH_SESSION_TTL,
+            authorization_server: None,
         }
     }
 }

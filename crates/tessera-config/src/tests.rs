@@ -952,3 +952,102 @@ fn auth_broker_policy_allow_lists_are_read() {
             && open.allowed_groups.is_empty()
     );
 }
+
+#[test]
+fn authorization_server_implies_kept_provider_tokens_and_has_defaults() {
+    let config = ok(
+        r#"{"auth": {"issuer": "https://idp.example.com", "client_id": "tessera",
+        "authorization_server": {}}}"#,
+    );
+    let a = config.auth.oidc().unwrap();
+    assert!(a.store_idp_tokens);
+    assert_eq!(
+        a.authorization_server,
+        Some(crate::AuthorizationServerConfig::default())
+    );
+    let config = ok(
+        r#"{"auth": {"issuer": "https://idp.example.com", "client_id": "tessera",
+        "authorization_server": {"access_token_ttl": "5m", "dynamic_registration": false}}}"#,
+    );
+    let s = config
+        .auth
+        .oidc()
+        .unwrap()
+        .authorization_server
+        .clone()
+        .unwrap();
+    assert_eq!(s.access_token_ttl, Duration::from_secs(300));
+    assert!(!s.dynamic_registration);
+    assert!(s.client_metadata_documents);
+    let off = ok(
+        r#"{"auth": {"issuer": "https://idp.example.com", "client_id": "tessera",
+        "authorization_server": false}}"#,
+    );
+    assert!(off.auth.oidc().unwrap().authorization_server.is_none());
+}
+
+#[test]
+fn authorization_server_problems_name_the_key_and_the_fix() {
+    let text = error_text(
+        r#"{"auth": {"issuer": "https://idp.example.com", "client_id": "tessera",
+        "store_idp_tokens": false,
+        "authorization_server": {"access_token_ttl": "2h", "refresh_token_ttl": "1h", "pkce": 1}}}"#,
+    );
+    assert!(
+        text.contains("auth.authorization_server.pkce: unknown key"),
+        "{text}"
+    );
+    assert!(
+        text.contains("auth.authorization_server.refresh_token_ttl: must not be shorter"),
+        "{text}"
+    );
+    let text = error_text(
+        r#"{"auth": {"issuer": "https://idp.example.com", "client_id": "tessera",
+        "store_idp_tokens": false, "authorization_server": true}}"#,
+    );
+    assert!(
+        text.contains("auth.store_idp_tokens: must not be false with authorization_server"),
+        "{text}"
+    );
+    let text = error_text(
+        r#"{"auth": {"issuer": "https://idp.example.com", "client_id": "tessera",
+        "authorization_server": "yes"}}"#,
+    );
+    assert!(
+        text.contains("auth.authorization_server: must be an object or true"),
+        "{text}"
+    );
+}
+
+#[test]
+fn microsoft_keeping_tokens_asks_for_tessera_s_own_api_not_graph() {
+    let config = ok(
+        r#"{"auth": {"provider": "microsoft", "tenant_id": "contoso.onmicrosoft.com",
+        "client_id": "11111111-2222-3333-4444-555555555555", "store_idp_tokens": true}}"#,
+    );
+    let scopes = &config.auth.oidc().unwrap().scopes;
+    assert!(scopes.contains(&"api://11111111-2222-3333-4444-555555555555/.default".to_string()));
+    assert!(!scopes.iter().any(|s| s == "User.Read"), "{scopes:?}");
+    let text = error_text(
+        r#"{"auth": {"provider": "microsoft", "tenant_id": "contoso.onmicrosoft.com",
+        "client_id": "x", "store_idp_tokens": true, "scopes": ["openid", "User.Read"]}}"#,
+    );
+    assert!(
+        text.contains("auth.scopes: must name Tessera's own API"),
+        "{text}"
+    );
+    // Without kept tokens the reference's Graph scopes stay the default.
+    let config = ok(
+        r#"{"auth": {"provider": "microsoft", "tenant_id": "contoso.onmicrosoft.com",
+        "client_id": "x"}}"#,
+    );
+    assert!(
+        config
+            .auth
+            .oidc()
+            .unwrap()
+            .scopes
+            .iter()
+            .any(|s| s == "User.Read")
+    );
+}

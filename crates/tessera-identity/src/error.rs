@@ -28,6 +28,10 @@ pub enum InvalidToken {
     NoSubject,
     #[error("opaque tokens are not accepted")]
     OpaqueNotAccepted,
+    /// A token Tessera issued whose user's sign-in at the identity provider has ended (the
+    /// provider refused to renew it): the client must authorise again.
+    #[error("the sign-in at the identity provider has ended; authorize again")]
+    SignInAgain,
 }
 
 /// A request that may not pass.

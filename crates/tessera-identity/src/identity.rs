@@ -31,6 +31,9 @@ pub enum TokenKind {
     PersonalAccessToken,
     /// A Tessera browser session.
     Session,
+    /// An access token issued by Tessera's own authorization server (`tsr_at_…`) to an MCP
+    /// client; the user's provider tokens from the federated sign-in are their subject tokens.
+    OauthAccessToken,
 }
 
 /// The caller of one request.

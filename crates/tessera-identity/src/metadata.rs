@@ -30,9 +30,18 @@ pub fn protected_resource_metadata(config: &AuthConfig) -> Value {
             scopes.push(s);
         }
     }
+    // With Tessera's own authorization server, clients are sent to Tessera, which federates
+    // the sign-in to the provider.
+    let authorization_server = config
+        .local_issuer()
+        .unwrap_or_else(|| config.issuer.clone());
+    let local_scopes = config.local_scopes();
+    if config.authorization_server.is_some() {
+        scopes = local_scopes.iter().map(String::as_str).collect();
+    }
     json!({
         "resource": config.resource.as_str(),
-        "authorization_servers": [config.issuer],
+        "authorization_servers": [authorization_server],
         "scopes_supported": scopes,
         "bearer_methods_supported": ["header"],
         "resource_name": "Tessera",

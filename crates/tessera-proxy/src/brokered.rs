@@ -54,18 +54,27 @@ pub(crate) async fn credential_step(
         let failure = CredentialFailure::Unavailable("no credential broker is configured".into());
         return Err(failure_reply(session, server, method, id, &failure));
     };
-    let rid = request_id(session, id);
+    // The request id is built only when something records it: a cache hit on a tools/call
+    // (recorded by the activity log instead) allocates nothing here.
+    let mut rid = None;
     let result = match broker.cached(&identity, server) {
         Some(header) => Ok(header),
         // Bounded by the call's deadline; the acquisition itself goes on (others may wait for
         // it) under the broker's own timeouts.
-        None => tokio::time::timeout_at(deadline, broker.acquire(&identity, server, Some(&rid)))
-            .await
-            .unwrap_or_else(|_| {
-                Err(CredentialFailure::Unavailable(
-                    "timed out obtaining your credential from the authorization server".into(),
-                ))
-            }),
+        None => tokio::time::timeout_at(
+            deadline,
+            broker.acquire(
+                &identity,
+                server,
+                Some(rid.insert(request_id(session, id)).as_str()),
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(CredentialFailure::Unavailable(
+                "timed out obtaining your credential from the authorization server".into(),
+            ))
+        }),
     };
     match result {
         Ok(_) => {
@@ -76,15 +85,17 @@ pub(crate) async fn credential_step(
             let recorded_as_tool_call =
                 method == "tools/call" && session.gateway().is_some_and(|g| g.observer().is_some());
             if !recorded_as_tool_call {
-                broker.audit_inject(&identity, server, Some(&rid), InjectOutcome::Injected);
+                let rid = rid.get_or_insert_with(|| request_id(session, id));
+                broker.audit_inject(&identity, server, Some(rid), InjectOutcome::Injected);
             }
             Ok(())
         }
         Err(failure) => {
+            let rid = rid.get_or_insert_with(|| request_id(session, id));
             broker.audit_inject(
                 &identity,
                 server,
-                Some(&rid),
+                Some(rid),
                 InjectOutcome::Failed(&failure),
             );
             Err(failure_reply(session, server, method, id, &failure))
@@ -149,16 +160,6 @@ fn error_reply(method: &str, id: &RawValue, server: &str, reason: &str, text: &s
     }
 }
 
-fn failure_reason(failure: &CredentialFailure) -> &'static str {
-    match failure {
-        CredentialFailure::NotConnected { .. } => "not_connected",
-        CredentialFailure::Denied => "denied",
-        CredentialFailure::SignInAgain => "sign_in_again",
-        CredentialFailure::Unauthenticated => "unauthenticated",
-        CredentialFailure::Unavailable(_) => "credential_unavailable",
-    }
-}
-
 /// What the client is told when there is no credential. A missing connection becomes a URL-mode
 /// elicitation for clients that declared one; otherwise the text carries the connect URL.
 fn failure_reply(
@@ -198,13 +199,12 @@ fn failure_reply(
         return error_reply(method, id, server, "not_connected", &text);
     }
     let text = format!("upstream server '{server}': {failure}");
-    error_reply(method, id, server, failure_reason(failure), &text)
+    error_reply(method, id, server, failure.reason(), &text)
 }
 
 /// Routing of a tool or prompt name on a brokered server. `None`: forward it (the credential
 /// step in `forward` still applies).
 pub(crate) async fn route_name(
-    _gw: &Arc<Gateway>,
     session: &Arc<ClientSession>,
     entry: &Arc<ServerEntry>,
     what: &str,

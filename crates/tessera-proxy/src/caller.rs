@@ -41,7 +41,8 @@ impl Caller {
     }
 }
 
-/// Checks Tessera's own personal access tokens (`tsr_pat_…`). Implemented where the store is
+/// Checks Tessera's own tokens (`tsr_pat_…` personal access tokens, `tsr_at_…` access tokens of
+/// its authorization server). Implemented where the store is
 /// (the API crate) and handed to the gateway, so the data path needs no database code; the
 /// implementation caches so that a call costs no database round trip.
 pub trait PatVerifier: Send + Sync {
@@ -53,3 +54,7 @@ pub trait PatVerifier: Send + Sync {
 
 /// Prefix of Tessera's personal access tokens.
 pub const PAT_PREFIX: &str = "tsr_pat_";
+
+/// Prefix of every token Tessera issues (personal access tokens, its authorization server's
+/// access tokens): such a token goes to the [`PatVerifier`], never to the provider's validator.
+pub const TESSERA_TOKEN_PREFIX: &str = "tsr_";

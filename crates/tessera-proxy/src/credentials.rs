@@ -48,6 +48,19 @@ pub enum CredentialFailure {
     Unavailable(String),
 }
 
+impl CredentialFailure {
+    /// The coarse, secret-free reason for audit records and error data.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotConnected { .. } => "not_connected",
+            Self::Denied => "denied",
+            Self::SignInAgain => "sign_in_again",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Unavailable(_) => "credential_unavailable",
+        }
+    }
+}
+
 impl std::fmt::Display for CredentialFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -112,6 +112,18 @@ impl ServerEntry {
         }
     }
 
+    /// Users whose catalogue of this (brokered) server is cached.
+    pub fn user_catalog_count(&self) -> usize {
+        self.user_catalogs.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Keeps only the catalogues of users in `live` (users with a client session).
+    fn retain_user_catalogs(&self, live: &crate::FastSet<UserKey>) {
+        if let Ok(mut m) = self.user_catalogs.write() {
+            m.retain(|user, _| live.contains(user));
+        }
+    }
+
     /// Forgets `user`'s catalogue (list_changed, credential change, disconnect).
     pub fn forget_user_catalog(&self, user: &UserKey) -> bool {
         self.user_catalogs
@@ -396,6 +408,11 @@ impl Gateway {
         front_end: FrontEnd,
         caller: Caller,
     ) -> Arc<ClientSession> {
+        if let Some(identity) = caller.identity() {
+            // Who opened a session, for the operator (once per session; every tool call is in
+            // the activity log).
+            tracing::info!(user = caller.label(), subject = %identity.user.subject, "client session opened");
+        }
         let session = ClientSession::new(Arc::downgrade(self), front_end, caller);
         session.touch(self.now_ms());
         if let Ok(mut sessions) = self.sessions.write() {
@@ -560,6 +577,14 @@ impl Gateway {
         );
         let _ = writeln!(
             out,
+            "# HELP tessera_brokered_user_catalogs Per-user catalogues of brokered servers held in memory.\n# TYPE tessera_brokered_user_catalogs gauge\ntessera_brokered_user_catalogs {}",
+            self.servers
+                .iter()
+                .map(|s| s.user_catalog_count())
+                .sum::<usize>()
+        );
+        let _ = writeln!(
+            out,
             "# HELP tessera_upstream_sessions Upstream MCP sessions alive (per-client and discovery).\n# TYPE tessera_upstream_sessions gauge\ntessera_upstream_sessions {}",
             crate::upstream::LIVE_SESSIONS.load(Relaxed)
         );
@@ -627,6 +652,21 @@ async fn reap_idle_sessions(gateway: Weak<Gateway>) {
         for id in stale {
             tracing::info!(session = %id, "ending idle client session");
             gw.end_session(&id).await;
+        }
+        // Per-user catalogues of brokered servers live as long as their user has a session.
+        if gw.servers.iter().any(|e| e.brokered) {
+            let live: crate::FastSet<UserKey> = gw
+                .sessions
+                .read()
+                .map(|s| {
+                    s.values()
+                        .filter_map(|c| c.caller.identity().map(|i| i.user.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for entry in gw.servers.iter().filter(|e| e.brokered) {
+                entry.retain_user_catalogs(&live);
+            }
         }
         if gw.caps.total() > 0 {
             let sessions: Vec<Arc<ClientSession>> = gw

@@ -382,7 +382,7 @@ async fn route_by_name(
     };
     if entry.brokered {
         if let Some(reply) =
-            crate::brokered::route_name(gw, session, entry, what, name, &exposed, id).await
+            crate::brokered::route_name(session, entry, what, name, &exposed, id).await
         {
             return reply;
         }

@@ -32,10 +32,12 @@ pub mod test_pg;
 pub use error::{PatRejection, StoreError};
 pub use seal::{Aad, IdpTokenKind, KeyError, Keyring, SealError, SealingKey};
 pub use store::{
-    ActivityAction, ActivityEntry, ActivityFilter, ActivityMethod, ActivityOutcome, ActivityRecord,
-    Backend, ConnectFlow, CredentialRecord, CredentialSource, CredentialSummary, DB_FILE,
-    IdpTokens, MAX_PENDING_CONNECT_FLOWS, MAX_REASON_LEN, NewConnectFlow, NewPat, NewSession,
-    OpenedCredential, PAT_PREFIX, PersonalAccessToken, ResealReport, Role, Session, Store,
-    StoredIdpTokens, UnixTime, UnreadableRow, User, UserLogin, VerifiedPat, now_unix, parse_url,
-    redact, server_key,
+    ACCESS_TOKEN_PREFIX, ActivityAction, ActivityEntry, ActivityFilter, ActivityMethod,
+    ActivityOutcome, ActivityRecord, Backend, CodeGrant, CodeRedemption, ConnectFlow,
+    CredentialRecord, CredentialSource, CredentialSummary, DB_FILE, IdpTokens, IssuedTokens,
+    MAX_PENDING_CONNECT_FLOWS, MAX_REASON_LEN, NewConnectFlow, NewOauthClient, NewPat, NewSession,
+    OauthClient, OauthClientSource, OauthTokenRejection, OpenedCredential, PAT_PREFIX,
+    PersonalAccessToken, REFRESH_TOKEN_PREFIX, ResealReport, Role, RotatedGrant, Session, Store,
+    StoredIdpTokens, TokenGrant, UnixTime, UnreadableRow, User, UserLogin, VerifiedAccessToken,
+    VerifiedPat, now_unix, parse_url, redact, server_key,
 };

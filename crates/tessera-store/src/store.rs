@@ -21,6 +21,7 @@ use crate::seal::Keyring;
 mod activity;
 mod credentials;
 mod idp;
+mod oauth;
 mod pats;
 mod reseal;
 mod sessions;
@@ -35,6 +36,11 @@ pub use credentials::{
     NewConnectFlow, OpenedCredential, server_key,
 };
 pub use idp::{IdpTokens, StoredIdpTokens};
+pub use oauth::{
+    ACCESS_TOKEN_PREFIX, CodeGrant, CodeRedemption, IssuedTokens, NewOauthClient, OauthClient,
+    OauthClientSource, OauthTokenRejection, REFRESH_TOKEN_PREFIX, RotatedGrant, TokenGrant,
+    VerifiedAccessToken,
+};
 pub use pats::{NewPat, PAT_PREFIX, PersonalAccessToken, VerifiedPat};
 pub use reseal::{ResealReport, UnreadableRow};
 pub use sessions::{NewSession, Session};
@@ -57,6 +63,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "activity_tool_calls",
         include_str!("../migrations/0003_activity_tool_calls.sql"),
+    ),
+    (
+        4,
+        "oauth_server",
+        include_str!("../migrations/0004_oauth_server.sql"),
     ),
 ];
 

@@ -177,18 +177,7 @@ impl CredentialBroker for BrokerBridge {
             InjectOutcome::Failed(CredentialFailure::Denied) => {
                 (ActivityOutcome::Denied, Some("policy"))
             }
-            InjectOutcome::Failed(CredentialFailure::NotConnected { .. }) => {
-                (ActivityOutcome::Failure, Some("not_connected"))
-            }
-            InjectOutcome::Failed(CredentialFailure::SignInAgain) => {
-                (ActivityOutcome::Failure, Some("sign_in_again"))
-            }
-            InjectOutcome::Failed(CredentialFailure::Unauthenticated) => {
-                (ActivityOutcome::Failure, Some("unauthenticated"))
-            }
-            InjectOutcome::Failed(CredentialFailure::Unavailable(_)) => {
-                (ActivityOutcome::Failure, Some("credential_unavailable"))
-            }
+            InjectOutcome::Failed(failure) => (ActivityOutcome::Failure, Some(failure.reason())),
             InjectOutcome::UpstreamRejected => (
                 ActivityOutcome::Failure,
                 Some("upstream_rejected_credential"),

@@ -1,5 +1,6 @@
-//! Lets the MCP front ends accept Tessera's personal access tokens: the data path only knows the
-//! `PatVerifier` seam; this adapter answers it with the API crate's cached verification.
+//! Lets the MCP front ends accept Tessera's own tokens — personal access tokens (`tsr_pat_…`)
+//! and the access tokens of its authorization server (`tsr_at_…`): the data path only knows the
+//! `PatVerifier` seam; this adapter answers it with the API crate's cached verifications.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,13 +8,44 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use secrecy::SecretString;
+use tessera_api::ApiState;
+use tessera_api::authz::{AccessTokenError, VerifiedClientToken};
 use tessera_api::pat::{self, PatError};
 use tessera_identity::{AuthError, Identity, InvalidToken, Role, TokenKind, UserKey};
 use tessera_proxy::caller::PatVerifier;
-use tessera_store::{PatRejection, Store};
+use tessera_store::{ACCESS_TOKEN_PREFIX, OauthTokenRejection, PatRejection, Store};
 
 pub(crate) struct StorePatVerifier {
     pub(crate) store: Store,
+    pub(crate) api: Arc<ApiState>,
+}
+
+/// An access token of Tessera's authorization server as an MCP identity.
+fn client_token_identity(t: &VerifiedClientToken, token: &str) -> Identity {
+    Identity {
+        user: UserKey {
+            issuer: t.issuer.clone(),
+            subject: t.subject.clone(),
+        },
+        display_name: t
+            .display_name
+            .clone()
+            .or_else(|| t.email.clone())
+            .unwrap_or_else(|| t.subject.clone()),
+        email: t.email.clone(),
+        role: match t.role {
+            tessera_store::Role::Admin => Role::Admin,
+            tessera_store::Role::User => Role::User,
+        },
+        token_kind: TokenKind::OauthAccessToken,
+        client_id: Some(t.client_id.clone()),
+        scopes: t.scopes.clone(),
+        groups: Vec::new(),
+        expires_at: u64::try_from(t.expires_at)
+            .ok()
+            .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+        token: SecretString::from(token.to_owned()),
+    }
 }
 
 impl PatVerifier for StorePatVerifier {
@@ -22,6 +54,26 @@ impl PatVerifier for StorePatVerifier {
         token: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<Arc<Identity>, AuthError>> + Send + 'a>> {
         Box::pin(async move {
+            if token.starts_with(ACCESS_TOKEN_PREFIX) {
+                return match self.api.verify_access_token(token).await {
+                    Ok(t) => Ok(Arc::new(client_token_identity(&t, token))),
+                    Err(AccessTokenError::Rejected(OauthTokenRejection::Expired)) => {
+                        Err(AuthError::InvalidToken(InvalidToken::Expired))
+                    }
+                    Err(AccessTokenError::InsufficientScope(required)) => {
+                        Err(AuthError::InsufficientScope { required })
+                    }
+                    Err(AccessTokenError::SignInAgain) => {
+                        Err(AuthError::InvalidToken(InvalidToken::SignInAgain))
+                    }
+                    Err(AccessTokenError::Rejected(_) | AccessTokenError::Disabled) => {
+                        Err(AuthError::InvalidToken(InvalidToken::Inactive))
+                    }
+                    Err(AccessTokenError::Store(e)) => {
+                        Err(AuthError::Unavailable(format!("token store: {e}")))
+                    }
+                };
+            }
             match pat::verify(&self.store, token).await {
                 Ok(user) => Ok(Arc::new(Identity {
                     user: UserKey {

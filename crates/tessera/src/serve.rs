@@ -54,6 +54,7 @@ pub(crate) async fn run(config_path: PathBuf, listen: Option<String>) -> anyhow:
     if let Some(api) = &api {
         gateway.set_pat_verifier(Arc::new(crate::pat_bridge::StorePatVerifier {
             store: api.store().clone(),
+            api: api.clone(),
         }));
     }
     if let Some((users, auditor)) = shared {

@@ -9,7 +9,10 @@ use url::Url;
 use super::{Cx, Fields, Schema, Text, suggestion};
 use crate::json::Node;
 use crate::path::{self, quote};
-use crate::{AdminClaim, AuthConfig, AuthMode, AuthProvider, JwtAlgorithm, defaults, keys};
+use crate::{
+    AdminClaim, AuthConfig, AuthMode, AuthProvider, AuthorizationServerConfig, JwtAlgorithm,
+    defaults, keys,
+};
 
 const PROVIDERS: &[&str] = &["oidc", "google", "github", "microsoft"];
 const PRESETS: &[&str] = &["google", "github", "microsoft"];
@@ -427,9 +430,42 @@ impl Cx<'_> {
             Some(n) => self.domains(&at("allowed_domains"), n),
             None => Some(Vec::new()),
         };
+        let authorization_server = match f.get("authorization_server") {
+            None => Some(None),
+            Some(n) => self.authorization_server(&at("authorization_server"), n),
+        };
+        // The authorization server keeps the provider's tokens: they are the subject tokens of
+        // its users' brokered calls.
+        let as_enabled = matches!(authorization_server, Some(Some(_)));
         let store_idp_tokens = match f.get("store_idp_tokens") {
             Some(n) => self.boolean(&at("store_idp_tokens"), n),
-            None => Some(defaults::AUTH_STORE_IDP_TOKENS),
+            None => Some(as_enabled || defaults::AUTH_STORE_IDP_TOKENS),
+        };
+        if as_enabled && store_idp_tokens == Some(false) {
+            self.err(
+                &at("store_idp_tokens"),
+                "must not be false with authorization_server (Tessera keeps the provider's tokens from the sign-in as the subject tokens of brokered calls; remove the key or set it to true)",
+            );
+        }
+        // Entra on-behalf-of only accepts a token issued to Tessera's own application: a
+        // Microsoft Graph scope (the reference's `User.Read`) yields a Graph-audience token that
+        // OBO rejects (REFERENCE.md §3 B8).
+        let scopes = match (&provider, f.present("scopes"), store_idp_tokens) {
+            (Some(AuthProvider::Microsoft { .. }), false, Some(true)) => {
+                client_id.as_ref().map(|id| microsoft_obo_scopes(id))
+            }
+            (Some(AuthProvider::Microsoft { .. }), true, Some(true)) => {
+                if let Some(list) = &scopes
+                    && !list.iter().any(|s| s.starts_with("api://"))
+                {
+                    self.err(
+                        &at("scopes"),
+                        "must name Tessera's own API for provider \"microsoft\" with store_idp_tokens (a Microsoft Graph token such as User.Read's is refused by on-behalf-of; use [\"openid\", \"email\", \"profile\", \"offline_access\", \"api://<client_id>/.default\"])",
+                    );
+                }
+                scopes
+            }
+            _ => scopes,
         };
         let session_ttl = f
             .get("session_ttl")
@@ -457,7 +493,79 @@ impl Cx<'_> {
             allowed_domains: allowed_domains?,
             store_idp_tokens: store_idp_tokens?,
             session_ttl: session_ttl?,
+            authorization_server: authorization_server?,
         })
+    }
+
+    /// `auth.authorization_server`: `true`, `false`, or an object of settings.
+    fn authorization_server(
+        &mut self,
+        p: &str,
+        node: &Node,
+    ) -> Option<Option<AuthorizationServerConfig>> {
+        let entries = match node {
+            Node::Bool(true) => return Some(Some(AuthorizationServerConfig::default())),
+            Node::Bool(false) => return Some(None),
+            Node::Object(entries) => entries,
+            other => {
+                self.wrong_type(
+                    p,
+                    other,
+                    "an object or true",
+                    "{\"access_token_ttl\": \"1h\"}",
+                );
+                return None;
+            }
+        };
+        let f = self.object(
+            p,
+            entries,
+            &Schema {
+                known: keys::AUTHORIZATION_SERVER,
+                silent: &[],
+                reference: &[],
+                reference_prefixes: &[],
+            },
+        );
+        let at = |k: &str| path::key(p, k);
+        let before = self.problems.len();
+        let defaults = AuthorizationServerConfig::default();
+        let duration = |cx: &mut Self, key: &str, default| match f.get(key) {
+            Some(n) => cx.duration(&at(key), n),
+            None => Some(default),
+        };
+        let access_token_ttl = duration(self, "access_token_ttl", defaults.access_token_ttl);
+        let refresh_token_ttl = duration(self, "refresh_token_ttl", defaults.refresh_token_ttl);
+        let code_ttl = duration(self, "code_ttl", defaults.code_ttl);
+        let flag = |cx: &mut Self, key: &str, default| match f.get(key) {
+            Some(n) => cx.boolean(&at(key), n),
+            None => Some(default),
+        };
+        let dynamic_registration =
+            flag(self, "dynamic_registration", defaults.dynamic_registration);
+        let client_metadata_documents = flag(
+            self,
+            "client_metadata_documents",
+            defaults.client_metadata_documents,
+        );
+        if let (Some(access), Some(refresh)) = (access_token_ttl, refresh_token_ttl)
+            && refresh < access
+        {
+            self.err(
+                &at("refresh_token_ttl"),
+                "must not be shorter than access_token_ttl (a refresh token renews access tokens; e.g. \"30d\")",
+            );
+        }
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(Some(AuthorizationServerConfig {
+            access_token_ttl: access_token_ttl?,
+            refresh_token_ttl: refresh_token_ttl?,
+            code_ttl: code_ttl?,
+            dynamic_registration: dynamic_registration?,
+            client_metadata_documents: client_metadata_documents?,
+        }))
     }
 
     /// A required, non-empty string key.
@@ -788,6 +896,16 @@ fn preset_issuer(provider: &AuthProvider) -> String {
         }
         AuthProvider::Oidc => String::new(),
     }
+}
+
+/// The `microsoft` preset's scopes when the sign-in token is kept for on-behalf-of: a token for
+/// Tessera's own API (`api://<client_id>`), with a refresh token.
+fn microsoft_obo_scopes(client_id: &str) -> Vec<String> {
+    ["openid", "email", "profile", "offline_access"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(std::iter::once(format!("api://{client_id}/.default")))
+        .collect()
 }
 
 fn preset_scopes(provider: &AuthProvider) -> Vec<String> {

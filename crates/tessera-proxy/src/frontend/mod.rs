@@ -7,7 +7,7 @@
 pub mod legacy_sse;
 pub mod streamable;
 
-use crate::caller::{Caller, PAT_PREFIX};
+use crate::caller::{Caller, TESSERA_TOKEN_PREFIX};
 use crate::gateway::Gateway;
 use crate::jsonrpc;
 use axum::Router;
@@ -90,7 +90,7 @@ pub(crate) async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Ca
         return Ok(Caller::Anonymous);
     };
     let verdict = match tessera_identity::bearer_token(headers) {
-        Ok(token) if token.starts_with(PAT_PREFIX) => match gw.pat_verifier() {
+        Ok(token) if token.starts_with(TESSERA_TOKEN_PREFIX) => match gw.pat_verifier() {
             Some(verifier) => verifier.verify(token).await,
             None => Err(AuthError::InvalidToken(InvalidToken::Malformed)),
         },
