@@ -203,6 +203,10 @@ pub struct Gateway {
     /// the configuration runs without identity.
     pub auth: Option<tessera_identity::McpAuth>,
     pat_verifier: std::sync::OnceLock<Arc<dyn crate::caller::PatVerifier>>,
+    /// Seals session state into session ids so another replica can resume a session.
+    session_sealer: std::sync::OnceLock<Arc<dyn crate::resume::SessionSealer>>,
+    /// Sessions their clients ended here (DELETE), which must not be resumed here: id → when.
+    deleted_sessions: std::sync::Mutex<HashMap<String, Instant>>,
     /// MCP requests refused by authentication (for `/metrics`).
     pub auth_rejections: std::sync::atomic::AtomicU64,
     /// The one pooled HTTP client for every HTTP upstream.
@@ -281,6 +285,8 @@ impl Gateway {
             config,
             auth,
             pat_verifier: std::sync::OnceLock::new(),
+            session_sealer: std::sync::OnceLock::new(),
+            deleted_sessions: std::sync::Mutex::new(HashMap::default()),
             auth_rejections: std::sync::atomic::AtomicU64::new(0),
             http,
             servers,
@@ -379,6 +385,16 @@ impl Gateway {
         self.pat_verifier.get()
     }
 
+    /// Lets session ids carry sealed state, so any replica can resume a session (set once, at
+    /// start-up; see [`crate::resume`]).
+    pub fn set_session_sealer(&self, sealer: Arc<dyn crate::resume::SessionSealer>) {
+        let _ = self.session_sealer.set(sealer);
+    }
+
+    pub(crate) fn session_sealer(&self) -> Option<&dyn crate::resume::SessionSealer> {
+        self.session_sealer.get().map(|s| s.as_ref())
+    }
+
     /// Starts one discovery loop per enabled upstream.
     pub fn start(self: &Arc<Self>) {
         for entry in self
@@ -408,17 +424,72 @@ impl Gateway {
         front_end: FrontEnd,
         caller: Caller,
     ) -> Arc<ClientSession> {
+        self.create_session_with_id(front_end, caller, crate::session::new_session_id())
+    }
+
+    /// [`Gateway::create_session`] under a given id.
+    pub fn create_session_with_id(
+        self: &Arc<Self>,
+        front_end: FrontEnd,
+        caller: Caller,
+        id: String,
+    ) -> Arc<ClientSession> {
         if let Some(identity) = caller.identity() {
             // Who opened a session, for the operator (once per session; every tool call is in
             // the activity log).
             tracing::info!(user = caller.label(), subject = %identity.user.subject, "client session opened");
         }
-        let session = ClientSession::new(Arc::downgrade(self), front_end, caller);
+        let session = ClientSession::with_id(Arc::downgrade(self), front_end, caller, id);
         session.touch(self.now_ms());
         if let Ok(mut sessions) = self.sessions.write() {
             sessions.insert(session.id.clone(), session.clone());
         }
         session
+    }
+
+    /// The session `id` names: a known one of `caller` ([`Gateway::session`]), or one another
+    /// replica opened, re-created here from the state sealed in its id ([`crate::resume`]).
+    pub fn session_or_resume(
+        self: &Arc<Self>,
+        id: &str,
+        caller: &Caller,
+    ) -> Option<Arc<ClientSession>> {
+        if let Some(session) = self.session(id, caller) {
+            return Some(session);
+        }
+        if self
+            .deleted_sessions
+            .lock()
+            .is_ok_and(|deleted| deleted.contains_key(id))
+        {
+            return None;
+        }
+        let params = crate::resume::resumable_params(id, self.session_sealer(), caller)?;
+        let session = ClientSession::with_id(
+            Arc::downgrade(self),
+            FrontEnd::Streamable,
+            caller.clone(),
+            id.to_owned(),
+        );
+        if !crate::router::negotiate(&session, &params) {
+            return None;
+        }
+        session.touch(self.now_ms());
+        let mut sessions = self.sessions.write().ok()?;
+        // Two requests may resume the same session at once: the first one in wins.
+        let session = sessions
+            .entry(id.to_owned())
+            .or_insert_with(|| session)
+            .clone();
+        drop(sessions);
+        if !session.caller.same_principal(caller) {
+            return None;
+        }
+        tracing::info!(
+            user = caller.label(),
+            "client session resumed from another replica"
+        );
+        Some(session)
     }
 
     /// The session with this id if `caller` opened it; counts as activity on it. Another user's
@@ -435,6 +506,24 @@ impl Gateway {
 
     pub fn session_count(&self) -> usize {
         self.sessions.read().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Ends a session its client deleted: also remembered (for `session_idle_timeout`, at most
+    /// 10 000) so that this replica does not resume it from its sealed id.
+    pub async fn delete_session(&self, id: &str) -> bool {
+        if id.contains('.')
+            && let Ok(mut deleted) = self.deleted_sessions.lock()
+        {
+            let keep = self.config.session_idle_timeout;
+            if deleted.len() >= 10_000 {
+                deleted.retain(|_, at| at.elapsed() < keep);
+                if deleted.len() >= 10_000 {
+                    deleted.clear();
+                }
+            }
+            deleted.insert(id.to_owned(), Instant::now());
+        }
+        self.end_session(id).await
     }
 
     /// Ends a client session and its upstream sessions.

@@ -13,6 +13,7 @@ pub mod frontend;
 pub mod gateway;
 pub mod jsonrpc;
 pub mod observe;
+pub mod resume;
 pub mod router;
 pub mod session;
 pub mod upstream;

@@ -267,6 +267,28 @@ async fn handle(gw: &Arc<Gateway>, session: &Arc<ClientSession>, env: Envelope) 
     }
 }
 
+/// The protocol version answered to a client that asked for its `protocolVersion`.
+fn negotiated_version(client_params: &RawObject) -> String {
+    let requested = client_params.get_str("protocolVersion").unwrap_or_default();
+    if SUPPORTED_VERSIONS.contains(&requested.as_str()) {
+        requested
+    } else {
+        LATEST_VERSION.to_owned()
+    }
+}
+
+/// Negotiates a resumed session from the client's original `initialize` params, exactly as
+/// `initialize` did on the replica that opened it.
+pub(crate) fn negotiate(session: &Arc<ClientSession>, params: &str) -> bool {
+    let Ok(client_params) = RawObject::parse(params) else {
+        return false;
+    };
+    session.negotiate(Negotiated {
+        protocol_version: negotiated_version(&client_params),
+        client_params,
+    })
+}
+
 fn initialize(session: &Arc<ClientSession>, id: &RawValue, params: &str) -> String {
     let Ok(client_params) = RawObject::parse(params) else {
         return jsonrpc::error(
@@ -276,12 +298,7 @@ fn initialize(session: &Arc<ClientSession>, id: &RawValue, params: &str) -> Stri
             None,
         );
     };
-    let requested = client_params.get_str("protocolVersion").unwrap_or_default();
-    let version = if SUPPORTED_VERSIONS.contains(&requested.as_str()) {
-        requested
-    } else {
-        LATEST_VERSION.to_owned()
-    };
+    let version = negotiated_version(&client_params);
     if !session.negotiate(Negotiated {
         protocol_version: version.clone(),
         client_params,

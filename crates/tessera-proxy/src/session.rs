@@ -76,10 +76,25 @@ pub struct ClientSession {
     me: Weak<ClientSession>,
 }
 
+/// A fresh random session id (122 random bits, hex).
+pub fn new_session_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
 impl ClientSession {
     pub fn new(gateway: Weak<Gateway>, front_end: FrontEnd, caller: Caller) -> Arc<Self> {
+        Self::with_id(gateway, front_end, caller, new_session_id())
+    }
+
+    /// A session under a given id (a sealed id, or one resumed from another replica).
+    pub fn with_id(
+        gateway: Weak<Gateway>,
+        front_end: FrontEnd,
+        caller: Caller,
+        id: String,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|me| ClientSession {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id,
             front_end,
             identity: caller.identity().cloned().map(IdentityCell::new),
             caller,

@@ -7,6 +7,7 @@ mod cli;
 mod keys;
 mod pat_bridge;
 mod serve;
+mod session_seal;
 mod token;
 mod users;
 mod validate;

@@ -56,6 +56,12 @@ pub(crate) async fn run(config_path: PathBuf, listen: Option<String>) -> anyhow:
             store: api.store().clone(),
             api: api.clone(),
         }));
+        // Session ids carry their sealed state, so another replica can resume a session.
+        if let Ok(keyring) = tessera_store::Keyring::from_env() {
+            gateway.set_session_sealer(Arc::new(crate::session_seal::KeyringSessionSealer {
+                keyring: Arc::new(keyring),
+            }));
+        }
     }
     if let Some((users, auditor)) = shared {
         gateway.set_observer(Arc::new(crate::activity::ActivityLog { users, auditor }));

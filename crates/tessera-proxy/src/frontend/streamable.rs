@@ -87,7 +87,13 @@ pub async fn post(State(gw): State<Arc<Gateway>>, request: axum::extract::Reques
     };
 
     if matches!(env.kind(), Kind::Request) && env.method() == "initialize" {
-        let session = gw.create_session(FrontEnd::Streamable, caller);
+        let id = crate::resume::session_id(
+            crate::session::new_session_id(),
+            gw.session_sealer(),
+            &caller,
+            env.params_str(),
+        );
+        let session = gw.create_session_with_id(FrontEnd::Streamable, caller, id);
         gw.count_request("initialize");
         let reply = router::request(&gw, &session, env).await;
         let text = match reply {
@@ -118,7 +124,7 @@ pub async fn post(State(gw): State<Arc<Gateway>>, request: axum::extract::Reques
 
 /// Finds the session a request names; checks the protocol version header.
 fn session_of(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     headers: &HeaderMap,
     caller: &Caller,
 ) -> Result<Arc<crate::session::ClientSession>, Response> {
@@ -128,7 +134,7 @@ fn session_of(
             "Bad Request: Mcp-Session-Id header is required",
         ));
     };
-    let Some(session) = gw.session(id, caller) else {
+    let Some(session) = gw.session_or_resume(id, caller) else {
         return Err(plain(
             StatusCode::NOT_FOUND,
             "Not Found: unknown or expired session; initialize a new one",
@@ -251,7 +257,7 @@ pub async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
         Ok(s) => s,
         Err(r) => return r,
     };
-    if gw.end_session(&session.id).await {
+    if gw.delete_session(&session.id).await {
         StatusCode::NO_CONTENT.into_response()
     } else {
         plain(StatusCode::NOT_FOUND, "Not Found: unknown session")
