@@ -83,6 +83,9 @@ pub enum StoreError {
     /// The operating system's random number generator failed.
     #[error("no secure random numbers available: {0}")]
     Random(getrandom::Error),
+    /// Another replica held a refresh lock for longer than the caller would wait.
+    #[error("timed out waiting for another replica's refresh")]
+    LockTimeout,
     /// A stored row holds a value this version does not understand.
     #[error("stored {what} is invalid: {value:?}")]
     Corrupt {

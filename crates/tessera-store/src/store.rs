@@ -19,6 +19,7 @@ type AnyPool = sqlx::Pool<sqlx::Any>;
 use crate::seal::Keyring;
 
 mod activity;
+mod coordination;
 mod credentials;
 mod idp;
 mod oauth;
@@ -30,6 +31,10 @@ mod users;
 pub use activity::{
     ActivityAction, ActivityEntry, ActivityFilter, ActivityMethod, ActivityOutcome, ActivityRecord,
     MAX_REASON_LEN,
+};
+pub use coordination::{
+    CHANGES_CHANNEL, COORDINATION_POOL_SIZE, Change, LISTENER_BACKOFF_MAX, LISTENER_BACKOFF_MIN,
+    LockGuard, RefreshLock, SUBSCRIBER_QUEUE,
 };
 pub use credentials::{
     ConnectFlow, CredentialRecord, CredentialSource, CredentialSummary, MAX_PENDING_CONNECT_FLOWS,
@@ -95,6 +100,9 @@ pub struct Store {
     pool: AnyPool,
     keyring: Option<Arc<Keyring>>,
     backend: Arc<Backend>,
+    /// Refresh locks and change messages between replicas (PostgreSQL only).
+    #[cfg(feature = "postgres")]
+    coord: Option<Arc<coordination::Coordination>>,
 }
 
 impl fmt::Debug for Store {
@@ -186,7 +194,10 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(connect_error)?;
-        Self::migrated(pool, Backend::Postgres { url: redacted }).await
+        let coord = coordination::Coordination::new(url).map_err(connect_error)?;
+        let mut store = Self::migrated(pool, Backend::Postgres { url: redacted }).await?;
+        store.coord = Some(Arc::new(coord));
+        Ok(store)
     }
 
     #[cfg(not(feature = "postgres"))]
@@ -204,6 +215,8 @@ impl Store {
             pool,
             keyring: None,
             backend: Arc::new(backend),
+            #[cfg(feature = "postgres")]
+            coord: None,
         })
     }
 
@@ -237,10 +250,20 @@ impl Store {
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
         self.pool.close().await;
+        #[cfg(feature = "postgres")]
+        if let Some(coord) = &self.coord {
+            coord.close().await;
+        }
     }
 
     fn keyring(&self) -> Result<&Keyring, StoreError> {
         self.keyring.as_deref().ok_or(StoreError::SealingDisabled)
+    }
+
+    /// The keyring, if any: for state sealed *outside* the database (a sign-in or consent in
+    /// progress, an MCP session id), so that any replica can open it.
+    pub fn keyring_handle(&self) -> Option<Arc<Keyring>> {
+        self.keyring.clone()
     }
 }
 
