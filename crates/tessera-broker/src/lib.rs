@@ -3,7 +3,10 @@
 //! - [`TokenExchanger`] speaks RFC 8693 token exchange and Entra on-behalf-of to a token endpoint.
 //! - [`Resolver`] answers "which header does this user send to this server": an in-memory cache of
 //!   opened credentials keyed by (user id, server key), then the [`CredentialStore`], then one
-//!   exchange per (user, server) at a time (single flight), never a shared fallback.
+//!   exchange per (user, server) at a time (single flight), never a shared fallback. Across
+//!   replicas sharing a PostgreSQL store the refresh or exchange itself runs under the store's
+//!   lock on (user, server) ([`CredentialStore::lock`]): a replica that waited reads the store
+//!   again and uses the other's result.
 //! - [`StoreCredentials`] is the [`CredentialStore`] over `tessera_store::Store` (sealed at rest).
 //! - [`Auditor`] writes a secret-free activity record per acquisition, refresh and failure through
 //!   a bounded queue that drops (and counts) rather than block the caller.
@@ -42,7 +45,8 @@ pub use resolver::{
     ResolvedCredential, Resolver, ResolverBuilder, SubjectTokenError, SubjectTokenSource,
 };
 pub use store::{
-    CredentialSource, CredentialStore, MemoryCredentialStore, StoreError, StoredCredential,
+    CredentialLock, CredentialSource, CredentialStore, LockError, MemoryCredentialStore,
+    StoreError, StoredCredential,
 };
 pub use store_binding::StoreCredentials;
 pub use token::{

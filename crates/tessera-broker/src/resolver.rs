@@ -16,7 +16,7 @@ use crate::connector::{Connector, expires_within};
 use crate::error::BrokerError;
 use crate::exchange::{IssuedToken, TokenExchanger};
 use crate::policy::{ConfigPolicy, Policy};
-use crate::store::{CredentialStore, StoredCredential};
+use crate::store::{CredentialStore, LockError, StoredCredential};
 
 /// How long a caller waits for a credential (its own acquisition or another caller's) by default.
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(35);
@@ -277,6 +277,8 @@ struct Job {
     subject: Option<SecretString>,
     request_id: Option<String>,
     forced: bool,
+    /// For a forced flight: the header value the upstream refused.
+    rejected: Option<HeaderValue>,
 }
 
 impl Resolver {
@@ -437,6 +439,7 @@ impl Resolver {
                         subject,
                         request_id: who.request_id.map(str::to_owned),
                         forced,
+                        rejected: rejected.cloned(),
                     };
                     let task_key = key.clone();
                     // Spawned so that a cancelled caller does not cancel its co-waiters.
@@ -471,6 +474,18 @@ impl Resolver {
     /// Forget the cached credential (e.g. the upstream answered 401 with it).
     pub fn invalidate(&self, user: &str, server: &BrokeredServer) {
         self.forget_user_server(user, &server.key);
+    }
+
+    /// Drop every cached credential (another replica's changes may have been missed, see
+    /// `tessera_store::Change::Resync`): the next resolve of each reads the store again.
+    pub fn forget_all(&self) {
+        let mut cache = self
+            .inner
+            .cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.clear();
+        self.inner.cache_len.store(0, Ordering::Relaxed);
     }
 
     /// Drop every cached credential of one user for one server key (after disconnect /
@@ -551,6 +566,12 @@ impl Inner {
         }
     }
 
+    /// Cache miss: the stored credential if it is usable; otherwise refresh / exchange / OBO at
+    /// the authorization server **under the store's lock on (user, server)**, so that across
+    /// replicas sharing the store only one asks at a time. A replica that waited for the lock
+    /// reads the store again and uses what the other stored instead of asking again (a second
+    /// use of a rotated refresh token would revoke the whole family). The wait for the lock is
+    /// bounded by the acquisition timeout.
     async fn acquire(&self, job: &Job) -> FlightResult {
         let started = std::time::Instant::now();
         let (user, server) = (job.user.as_str(), &job.server);
@@ -569,53 +590,62 @@ impl Inner {
                 Some(started),
             );
         };
-        let stored = match self.store.load(user, &server.key).await {
-            Ok(stored) => stored,
-            Err(e) => {
+        let load = || async {
+            self.store.load(user, &server.key).await.map_err(|e| {
                 let err = BrokerError::Store(e.0);
                 audit(ActivityAction::Inject, Err(&err));
+                err
+            })
+        };
+        let stored = load().await?;
+        if let Some(done) = self.settle(job, stored.as_ref(), &audit) {
+            return done;
+        }
+        // The authorization server must be asked: one process at a time per (user, server).
+        let action = if stored.is_some() || job.forced {
+            ActivityAction::Refresh
+        } else {
+            ActivityAction::Acquire
+        };
+        let lock = match self
+            .store
+            .lock(user, &server.key, self.acquire_timeout)
+            .await
+        {
+            Ok(lock) => lock,
+            Err(e) => {
+                let err = match e {
+                    LockError::Timeout => BrokerError::AcquireTimeout,
+                    LockError::Store(e) => BrokerError::Store(e.0),
+                };
+                audit(action, Err(&err));
                 return Err(err);
             }
         };
-        let fresh = |s: &StoredCredential| !expires_within(s.expires_at, EXPIRY_SKEW);
-        if !job.forced
-            && let Some(stored) = stored.as_ref().filter(|s| fresh(s))
-        {
-            let resolved = header_for(server, &stored.access_token, stored.expires_at);
-            audit(ActivityAction::Inject, resolved.as_ref().map(|_| ()));
-            let resolved = Arc::new(resolved?);
-            self.remember(user, &server.key, resolved.clone());
-            return Ok(resolved);
-        }
+        // Another replica may have refreshed (or the user disconnected) while this one waited.
+        let stored = if lock.is_shared() {
+            let stored = load().await?;
+            if let Some(done) = self.settle(job, stored.as_ref(), &audit) {
+                return done;
+            }
+            stored
+        } else {
+            stored
+        };
         match server.config.mode {
             BrokerMode::TokenExchange | BrokerMode::EntraObo => {
-                // A stored (stale or rejected) credential makes this a refresh.
-                let action = if stored.is_some() || job.forced {
-                    ActivityAction::Refresh
-                } else {
-                    ActivityAction::Acquire
-                };
                 let result = self.obtain(job).await;
                 audit(action, result.as_ref().map(|_| ()));
                 result
             }
             BrokerMode::OauthConnect => {
-                let Some(stored) = stored else {
+                // `settle` answered every case without a stored refresh token and a connector.
+                let (Some(stored), Some(connector)) = (stored, &self.connector) else {
                     let err = self.not_connected(server);
-                    audit(ActivityAction::Acquire, Err(&err));
+                    audit(ActivityAction::Refresh, Err(&err));
                     return Err(err);
                 };
-                let (Some(refresh), Some(connector)) = (&stored.refresh_token, &self.connector)
-                else {
-                    // No way to refresh: serve the token until it actually expires (unless the
-                    // upstream just refused it), then ask the user to connect again.
-                    if !job.forced && !expires_within(stored.expires_at, Duration::ZERO) {
-                        return Ok(Arc::new(header_for(
-                            server,
-                            &stored.access_token,
-                            stored.expires_at,
-                        )?));
-                    }
+                let Some(refresh) = &stored.refresh_token else {
                     let err = self.not_connected(server);
                     audit(ActivityAction::Refresh, Err(&err));
                     return Err(err);
@@ -634,6 +664,57 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// What the stored credential answers without asking the authorization server, if anything:
+    /// a fresh token (for a re-acquisition: a fresh token other than the rejected one — another
+    /// replica already replaced it), or for `oauth_connect`, "connect first" or a token that
+    /// cannot be refreshed.
+    fn settle(
+        &self,
+        job: &Job,
+        stored: Option<&StoredCredential>,
+        audit: &dyn Fn(ActivityAction, Result<(), &BrokerError>),
+    ) -> Option<FlightResult> {
+        let (user, server) = (job.user.as_str(), &job.server);
+        if let Some(stored) = stored
+            && !expires_within(stored.expires_at, EXPIRY_SKEW)
+        {
+            let resolved = header_for(server, &stored.access_token, stored.expires_at);
+            let usable = match (&resolved, job.forced, &job.rejected) {
+                (Err(_), _, _) | (Ok(_), false, _) => true,
+                (Ok(r), true, Some(rejected)) => r.header_value != rejected,
+                (Ok(_), true, None) => false,
+            };
+            if usable {
+                audit(ActivityAction::Inject, resolved.as_ref().map(|_| ()));
+                let resolved = match resolved {
+                    Ok(r) => Arc::new(r),
+                    Err(e) => return Some(Err(e)),
+                };
+                self.remember(user, &server.key, resolved.clone());
+                return Some(Ok(resolved));
+            }
+        }
+        if server.config.mode != BrokerMode::OauthConnect {
+            return None;
+        }
+        let Some(stored) = stored else {
+            let err = self.not_connected(server);
+            audit(ActivityAction::Acquire, Err(&err));
+            return Some(Err(err));
+        };
+        if stored.refresh_token.is_some() && self.connector.is_some() {
+            return None;
+        }
+        // No way to refresh: serve the token until it actually expires (unless the upstream
+        // just refused it), then ask the user to connect again.
+        if !job.forced && !expires_within(stored.expires_at, Duration::ZERO) {
+            return Some(header_for(server, &stored.access_token, stored.expires_at).map(Arc::new));
+        }
+        let err = self.not_connected(server);
+        audit(ActivityAction::Refresh, Err(&err));
+        Some(Err(err))
     }
 
     /// Exchange / OBO with the user's current subject token, then store and cache the result.

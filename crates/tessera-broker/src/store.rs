@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use secrecy::SecretString;
@@ -48,6 +48,44 @@ pub struct StoredCredential {
 #[error("credential store: {0}")]
 pub struct StoreError(pub &'static str);
 
+/// Why a [`CredentialStore::lock`] was not taken.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum LockError {
+    /// Another replica held it for longer than the wait.
+    #[error("timed out waiting for another replica's refresh")]
+    Timeout,
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// A held cross-replica lock on one (user, server): released when dropped. Empty where the store
+/// needs none (one process owns it).
+#[derive(Default)]
+#[must_use = "the lock is released when dropped"]
+pub struct CredentialLock(Option<Box<dyn std::any::Any + Send>>);
+
+impl CredentialLock {
+    /// A lock held by `guard` until it is dropped.
+    pub fn held(guard: impl std::any::Any + Send) -> Self {
+        Self(Some(Box::new(guard)))
+    }
+
+    /// Whether another process could have written while this one waited for the lock (then
+    /// the stored credential must be read again).
+    pub fn is_shared(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl std::fmt::Debug for CredentialLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CredentialLock")
+            .field(&self.is_shared())
+            .finish()
+    }
+}
+
 /// Where opened credentials are kept, keyed by (user id, server key).
 pub trait CredentialStore: Send + Sync + 'static {
     fn load<'a>(
@@ -62,6 +100,20 @@ pub trait CredentialStore: Send + Sync + 'static {
         server_key: &'a str,
         credential: &'a StoredCredential,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Serializes refresh and exchange of one (user, server) across every process sharing the
+    /// store (providers that rotate refresh tokens revoke the family when one is used twice),
+    /// waiting at most `wait`. The resolver holds it across "read again, refresh if still
+    /// needed, save". The default is a no-op, for a store only one process uses.
+    fn lock<'a>(
+        &'a self,
+        user: &'a str,
+        server_key: &'a str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<CredentialLock, LockError>> {
+        let _ = (user, server_key, wait);
+        Box::pin(async { Ok(CredentialLock::default()) })
+    }
 }
 
 /// An in-memory [`CredentialStore`] that counts its calls (tests, examples).
@@ -70,6 +122,7 @@ pub struct MemoryCredentialStore {
     records: Mutex<HashMap<(String, String), StoredCredential>>,
     loads: AtomicUsize,
     saves: AtomicUsize,
+    locks: AtomicUsize,
     fail: std::sync::atomic::AtomicBool,
 }
 
@@ -86,6 +139,11 @@ impl MemoryCredentialStore {
     /// Number of `save` calls so far.
     pub fn saves(&self) -> usize {
         self.saves.load(Ordering::SeqCst)
+    }
+
+    /// Number of `lock` calls so far (the lock itself is a no-op).
+    pub fn locks(&self) -> usize {
+        self.locks.load(Ordering::SeqCst)
     }
 
     /// Make every later call fail (tests of the failure path).
@@ -142,5 +200,15 @@ impl CredentialStore for MemoryCredentialStore {
             Ok(())
         };
         Box::pin(async move { result })
+    }
+
+    fn lock<'a>(
+        &'a self,
+        _user: &'a str,
+        _server_key: &'a str,
+        _wait: Duration,
+    ) -> BoxFuture<'a, Result<CredentialLock, LockError>> {
+        self.locks.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(CredentialLock::default()) })
     }
 }

@@ -4,9 +4,13 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
-use tessera_store::{CredentialRecord, OpenedCredential, Store, StoreError as DbError, UnixTime};
+use tessera_store::{
+    CredentialRecord, OpenedCredential, RefreshLock, Store, StoreError as DbError, UnixTime,
+};
 
-use crate::store::{CredentialSource, CredentialStore, StoreError, StoredCredential};
+use crate::store::{
+    CredentialLock, CredentialSource, CredentialStore, LockError, StoreError, StoredCredential,
+};
 
 /// Credentials kept in the sealed `credentials` table of a [`Store`] (which must have a keyring).
 #[derive(Debug, Clone)]
@@ -118,6 +122,31 @@ impl CredentialStore for StoreCredentials {
                 tracing::warn!(reason = coarse(&e).0, "credential save failed");
                 coarse(&e)
             })
+        })
+    }
+
+    /// PostgreSQL: an advisory lock on (user, server) held in an open transaction of the
+    /// store's coordination pool; SQLite: a no-op.
+    fn lock<'a>(
+        &'a self,
+        user: &'a str,
+        server_key: &'a str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<CredentialLock, LockError>> {
+        Box::pin(async move {
+            let lock = RefreshLock::Broker {
+                user_id: user,
+                server_key,
+            };
+            match self.store.lock(lock, wait).await {
+                Ok(guard) if guard.in_database() => Ok(CredentialLock::held(guard)),
+                Ok(_) => Ok(CredentialLock::default()),
+                Err(DbError::LockTimeout) => Err(LockError::Timeout),
+                Err(e) => {
+                    tracing::warn!(reason = coarse(&e).0, "credential lock failed");
+                    Err(LockError::Store(coarse(&e)))
+                }
+            }
         })
     }
 }

@@ -206,6 +206,69 @@ async fn near_expiry_stored_credential_is_exchanged_again() {
 }
 
 #[tokio::test]
+async fn the_store_lock_is_taken_only_to_ask_the_token_endpoint() {
+    let f = fixture().await;
+    mount_per_user_tokens(&f.mock, &["alice"], Duration::ZERO).await;
+    let alice = tessera_broker::Requester::new("alice");
+    f.store.insert(
+        "alice",
+        f.server.key(),
+        stored("stored", Duration::from_secs(3600)),
+    );
+    f.resolver.resolve(&alice, &f.server).await.unwrap();
+    assert_eq!(
+        f.store.locks(),
+        0,
+        "a fresh stored credential needs no lock"
+    );
+    f.resolver.invalidate("alice", &f.server);
+    f.store.insert(
+        "alice",
+        f.server.key(),
+        stored("stale", Duration::from_secs(10)),
+    );
+    let got = f.resolver.resolve(&alice, &f.server).await.unwrap();
+    assert_eq!(value(&got), "Bearer token-for-alice");
+    assert_eq!(f.store.locks(), 1);
+    // The memory store's lock is process-local: nothing to read again after it.
+    assert_eq!(f.store.loads(), 2);
+}
+
+#[tokio::test]
+async fn reacquire_uses_a_fresh_stored_credential_other_than_the_rejected_one() {
+    let f = fixture().await;
+    mount_per_user_tokens(&f.mock, &["alice"], Duration::ZERO).await;
+    let alice = tessera_broker::Requester::new("alice");
+    f.store.insert(
+        "alice",
+        f.server.key(),
+        stored("first", Duration::from_secs(3600)),
+    );
+    let first = f.resolver.resolve(&alice, &f.server).await.unwrap();
+    // Another process replaced it in the store meanwhile.
+    f.store.insert(
+        "alice",
+        f.server.key(),
+        stored("second", Duration::from_secs(3600)),
+    );
+    let got = f
+        .resolver
+        .reacquire(&alice, &f.server, &first.header_value)
+        .await
+        .unwrap();
+    assert_eq!(value(&got), "Bearer second");
+    assert_eq!(token_requests(&f.mock).await, 0);
+    // The stored one rejected too: now a new exchange.
+    let got = f
+        .resolver
+        .reacquire(&alice, &f.server, &got.header_value)
+        .await
+        .unwrap();
+    assert_eq!(value(&got), "Bearer token-for-alice");
+    assert_eq!(token_requests(&f.mock).await, 1);
+}
+
+#[tokio::test]
 async fn no_static_fallback_on_exchange_failure() {
     let f = fixture().await;
     Mock::given(method("POST"))
