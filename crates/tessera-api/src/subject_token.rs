@@ -4,7 +4,10 @@
 //! reference's `GetValidIDPSubjectToken`, REFERENCE.md §2.3).
 //!
 //! - Concurrent calls for one user share one refresh (single flight: a per-user lock; the
-//!   tokens are read again once it is held).
+//!   tokens are read again once it is held). Across replicas sharing a PostgreSQL store the
+//!   refresh runs under the store's lock on `idp|<user id>` as well, so a provider that rotates
+//!   refresh tokens never sees one used twice: a replica that waited reads the tokens the other
+//!   stored (the wait is bounded by [`REFRESH_LOCK_WAIT`]).
 //! - The new tokens are sealed and stored; the previous refresh token is kept when the provider
 //!   does not rotate it.
 //! - A user whose provider session cannot be refreshed gets [`SubjectTokenError::ReauthRequired`]
@@ -25,7 +28,7 @@ use openidconnect::{
     Nonce, OAuth2TokenResponse as _, RefreshToken, RequestTokenError, TokenResponse as _,
 };
 use secrecy::{ExposeSecret as _, SecretString};
-use tessera_store::{IdpTokens, Store, StoreError, UnixTime, now_unix};
+use tessera_store::{IdpTokens, RefreshLock, Store, StoreError, UnixTime, now_unix};
 
 use crate::ApiState;
 use crate::caller::Caller;
@@ -37,6 +40,10 @@ pub const REFRESH_SKEW: i64 = 60;
 
 /// Where a user signs in again.
 pub const REAUTH_URL: &str = "/auth/login";
+
+/// How long a refresh waits for another replica's refresh of the same user's tokens (their
+/// own request to the provider is bounded by 30 s) before giving up as unavailable.
+pub const REFRESH_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(35);
 
 /// Above this many per-user locks, locks nobody holds are dropped.
 const LOCKS_PRUNE_AT: usize = 1024;
@@ -167,11 +174,31 @@ impl SubjectTokens {
         if !needs_refresh(stored.expires_at, now_unix()) {
             return pick(&stored, kind);
         }
+        // Another replica may be refreshing them: one at a time, and whoever waited reads the
+        // tokens again (held until the new tokens are stored).
+        let shared = self
+            .store
+            .lock(RefreshLock::Idp { user_id }, REFRESH_LOCK_WAIT)
+            .await
+            .map_err(|e| match e {
+                StoreError::LockTimeout => SubjectTokenError::Unavailable,
+                other => store_error(other),
+            })?;
+        let stored = if shared.in_database() {
+            let stored = self.load(user_id).await?;
+            if !needs_refresh(stored.expires_at, now_unix()) {
+                return pick(&stored, kind);
+            }
+            stored
+        } else {
+            stored
+        };
         let fresh = self.refresh(&stored).await?;
         self.store
             .put_idp_tokens(user_id, &fresh)
             .await
             .map_err(store_error)?;
+        shared.release().await;
         tracing::info!(user = %user_id, "refreshed the user's identity provider tokens");
         pick(&fresh, kind)
     }
@@ -530,6 +557,126 @@ mod tests {
             st.current(&user, SubjectKind::AccessToken).await,
             Err(SubjectTokenError::SealingDisabled)
         ));
+    }
+
+    /// Two replicas (two stores on one PostgreSQL database, two `SubjectTokens`) asked 2 x 10
+    /// times at once for a user whose provider token is near expiry: one refresh at the
+    /// provider, and every caller gets the new token.
+    #[tokio::test]
+    async fn two_replicas_refresh_a_users_provider_tokens_once() {
+        use wiremock::matchers::{method, path};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+
+        let cluster = tokio::task::spawn_blocking(tessera_store::test_pg::Cluster::shared)
+            .await
+            .unwrap();
+        let url = cluster.database().await;
+        let idp = MockServer::start().await;
+        let issuer = idp.uri();
+        Mock::given(method("GET"))
+            .and(path("/.well-known/openid-configuration"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "issuer": issuer,
+                "authorization_endpoint": format!("{issuer}/authorize"),
+                "token_endpoint": format!("{issuer}/token"),
+                "jwks_uri": format!("{issuer}/jwks"),
+                "response_types_supported": ["code"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+            })))
+            .mount(&idp)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/jwks"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"keys": []})))
+            .mount(&idp)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({
+                        "access_token": "at-2",
+                        "refresh_token": "rt-2",
+                        "token_type": "Bearer",
+                        "expires_in": 3600,
+                    }))
+                    .set_delay(std::time::Duration::from_millis(400)),
+            )
+            .mount(&idp)
+            .await;
+        let auth = tessera_config::AuthConfig::oidc(
+            &issuer,
+            "tessera",
+            url::Url::parse("http://127.0.0.1:9/mcp").unwrap(),
+        );
+        let key = tessera_store::SealingKey::from_bytes(&[7u8; 32]).unwrap();
+        let keyring = Arc::new(tessera_store::Keyring::new(key, vec![]).unwrap());
+        let mut replicas = Vec::new();
+        for _ in 0..2 {
+            let store = Store::connect(&url)
+                .await
+                .unwrap()
+                .with_keyring(keyring.clone());
+            let provider =
+                Arc::new(Provider::new(&auth, "http://127.0.0.1:9/auth/callback".into()).unwrap());
+            replicas.push(Arc::new(SubjectTokens::new(store, provider, true)));
+        }
+        let user = replicas[0]
+            .store
+            .upsert_user(&tessera_store::UserLogin {
+                issuer: &issuer,
+                subject: "alice",
+                email: None,
+                display_name: None,
+                role_if_new: tessera_store::Role::User,
+            })
+            .await
+            .unwrap()
+            .id;
+        replicas[0]
+            .store
+            .put_idp_tokens(
+                &user,
+                &IdpTokens {
+                    access_token: SecretString::from("at-1"),
+                    refresh_token: Some(SecretString::from("rt-1")),
+                    id_token: None,
+                    expires_at: Some(now_unix() + 10),
+                    scopes: vec!["openid".into()],
+                },
+            )
+            .await
+            .unwrap();
+        let mut calls = Vec::new();
+        for replica in &replicas {
+            for _ in 0..10 {
+                let (replica, user) = (replica.clone(), user.clone());
+                calls.push(tokio::spawn(async move {
+                    replica.current(&user, SubjectKind::AccessToken).await
+                }));
+            }
+        }
+        for call in futures::future::join_all(calls).await {
+            assert_eq!(call.unwrap().unwrap().expose_secret(), "at-2");
+        }
+        let refreshes: Vec<String> = idp
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.url.path() == "/token")
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .collect();
+        assert_eq!(refreshes.len(), 1, "{refreshes:?}");
+        assert!(refreshes[0].contains("refresh_token=rt-1"));
+        let stored = replicas[1]
+            .store
+            .get_idp_tokens(&user)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.tokens.refresh_token.unwrap().expose_secret(), "rt-2");
     }
 
     #[tokio::test]
