@@ -44,6 +44,7 @@ pub mod openapi;
 pub mod pat;
 mod pending;
 pub mod return_to;
+mod sealed_state;
 pub mod servers;
 pub mod subject_token;
 mod ui;
@@ -111,11 +112,13 @@ impl ApiState {
             provider.clone(),
             auth.store_idp_tokens,
         );
+        let store_keyring = store.keyring_handle();
+        let pending = pending::PendingLogins::new(store_keyring.clone());
         Ok(Arc::new(ApiState {
             store,
             provider,
             cookies,
-            pending: pending::PendingLogins::default(),
+            pending,
             session_ttl: auth.session_ttl,
             subject_tokens,
             broker: std::sync::OnceLock::new(),
@@ -123,7 +126,7 @@ impl ApiState {
             servers: std::sync::RwLock::new(Arc::new(Vec::new())),
             retention: std::sync::RwLock::new(activity::Retention::default()),
             closing: tokio::sync::watch::Sender::new(false),
-            authz: authz::AuthorizationServer::from_config(auth)?,
+            authz: authz::AuthorizationServer::from_config(auth, store_keyring)?,
         }))
     }
 

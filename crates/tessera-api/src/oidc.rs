@@ -255,13 +255,14 @@ async fn start_login(state: &ApiState, query: Option<&str>) -> Result<Response, 
     let target = query_param(query, "return_to");
     let return_to = return_to::validate(target.as_deref()).to_owned();
     let (url, csrf, nonce, verifier) = authorization_request(&state.provider).await?;
-    let login_id = CsrfToken::new_random();
-    state
+    let login_cookie = state
         .pending
-        .insert(
-            login_id.secret().clone(),
-            PendingLogin::new(csrf.secret().clone(), nonce, verifier, return_to),
-        )
+        .start(PendingLogin::new(
+            csrf.secret().clone(),
+            nonce,
+            verifier,
+            return_to,
+        ))
         .map_err(|_| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -271,7 +272,7 @@ async fn start_login(state: &ApiState, query: Option<&str>) -> Result<Response, 
     let mut response = redirect(url.as_str());
     if let Some(c) = state
         .cookies
-        .set(state.cookies.login_name(), login_id.secret(), LOGIN_TTL)
+        .set(state.cookies.login_name(), &login_cookie, LOGIN_TTL)
     {
         response.headers_mut().append(header::SET_COOKIE, c);
     }
@@ -370,7 +371,7 @@ async fn finish_login(
             "Sign-in rejected (login CSRF): this browser has no sign-in in progress (no login cookie); start again at /auth/login",
         )
     })?;
-    let pending = state.pending.take(login_id).ok_or_else(|| {
+    let pending = state.pending.finish(login_id).ok_or_else(|| {
         ApiError::bad_request(
             "Sign-in rejected: it expired or was already completed; start again at /auth/login",
         )

@@ -1,11 +1,20 @@
-//! Sign-ins in progress: what `/auth/login` started and `/auth/callback` must finish, keyed by
-//! the random id in the browser's login cookie. In memory, single-use, 10-minute expiry, bounded.
+//! Sign-ins in progress: what `/auth/login` started and `/auth/callback` must finish.
+//!
+//! With a keyring (a sealing key is configured) the sign-in travels *in* the browser's login
+//! cookie, sealed ([`crate::sealed_state`]): the callback may reach any replica. Single use
+//! within a replica is kept by remembering the ids taken (the provider's one-time code stops a
+//! replay on another). Without a keyring, the sign-in stays in this process's memory, keyed by
+//! the random id in the cookie. Either way: 10-minute expiry, bounded.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openidconnect::{Nonce, PkceCodeVerifier};
+use openidconnect::{CsrfToken, Nonce, PkceCodeVerifier};
+use serde::{Deserialize, Serialize};
+use tessera_store::{Keyring, UnixTime, now_unix};
+
+use crate::sealed_state;
 
 /// How long a sign-in may take between `/auth/login` and `/auth/callback`.
 pub const LOGIN_TTL: Duration = Duration::from_secs(600);
@@ -47,12 +56,82 @@ impl PendingLogin {
 #[derive(Debug)]
 pub struct TooManyLogins;
 
+/// A sign-in as sealed into the login cookie.
+#[derive(Serialize, Deserialize)]
+struct SealedLogin {
+    id: String,
+    state: String,
+    nonce: String,
+    verifier: String,
+    return_to: String,
+    created: UnixTime,
+}
+
+const PURPOSE: &str = "pending-login";
+
 #[derive(Default)]
 pub struct PendingLogins {
     map: Mutex<HashMap<String, PendingLogin>>,
+    keyring: Option<Arc<Keyring>>,
+    /// Ids of sealed sign-ins completed here (single use), until they would have expired.
+    taken: Mutex<HashMap<String, Instant>>,
 }
 
 impl PendingLogins {
+    /// Sign-ins sealed into their cookies with `keyring`, or kept in memory without one.
+    pub fn new(keyring: Option<Arc<Keyring>>) -> Self {
+        PendingLogins {
+            keyring,
+            ..Self::default()
+        }
+    }
+
+    /// Records a sign-in; returns the login cookie's value (the sealed sign-in, or a random id).
+    pub fn start(&self, login: PendingLogin) -> Result<String, TooManyLogins> {
+        let id = CsrfToken::new_random().secret().clone();
+        if let Some(keyring) = &self.keyring {
+            let sealed = SealedLogin {
+                id,
+                state: login.state,
+                nonce: login.nonce.secret().clone(),
+                verifier: login.pkce_verifier.secret().clone(),
+                return_to: login.return_to,
+                created: now_unix(),
+            };
+            return sealed_state::seal(keyring, PURPOSE, &sealed).ok_or(TooManyLogins);
+        }
+        self.insert(id.clone(), login)?;
+        Ok(id)
+    }
+
+    /// The sign-in a login cookie holds or names, once.
+    pub fn finish(&self, cookie: &str) -> Option<PendingLogin> {
+        if !sealed_state::is_sealed(cookie) {
+            return self.take(cookie);
+        }
+        let keyring = self.keyring.as_ref()?;
+        let s: SealedLogin = sealed_state::open(keyring, PURPOSE, cookie)?;
+        let age = now_unix().saturating_sub(s.created);
+        let age = Duration::from_secs(u64::try_from(age).ok()?);
+        if age >= LOGIN_TTL {
+            return None;
+        }
+        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        if taken.len() >= MAX_PENDING {
+            taken.retain(|_, at| at.elapsed() < LOGIN_TTL);
+        }
+        if taken.insert(s.id, Instant::now()).is_some() {
+            return None;
+        }
+        Some(PendingLogin {
+            state: s.state,
+            nonce: Nonce::new(s.nonce),
+            pkce_verifier: PkceCodeVerifier::new(s.verifier),
+            return_to: s.return_to,
+            created: Instant::now() - age,
+        })
+    }
+
     pub fn insert(&self, id: String, login: PendingLogin) -> Result<(), TooManyLogins> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_PENDING {
@@ -73,8 +152,13 @@ impl PendingLogins {
         map.remove(id).filter(|l| !l.expired(Instant::now()))
     }
 
-    /// Drops every expired sign-in. Returns how many.
+    /// Drops every expired sign-in (and forgets taken sealed ones past their expiry). Returns
+    /// how many sign-ins.
     pub fn purge_expired(&self) -> usize {
+        self.taken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, at| at.elapsed() < LOGIN_TTL);
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let before = map.len();
         let now = Instant::now();
@@ -105,6 +189,33 @@ pub(crate) mod tests {
             PkceCodeVerifier::new("v".repeat(43)),
             "/".into(),
         )
+    }
+
+    #[test]
+    fn a_sealed_login_opens_on_another_instance_once_each_and_not_without_the_key() {
+        let key = || tessera_store::SealingKey::from_bytes(&[5u8; 32]).unwrap();
+        let ring = Arc::new(Keyring::new(key(), vec![]).unwrap());
+        let a = PendingLogins::new(Some(ring.clone()));
+        let b = PendingLogins::new(Some(ring));
+        let cookie = a.start(login()).unwrap();
+        assert!(sealed_state::is_sealed(&cookie));
+        assert!(
+            !cookie.contains(&"v".repeat(43)),
+            "the verifier is not readable"
+        );
+        let got = b.finish(&cookie).expect("another replica opens it");
+        assert_eq!(got.state, "s");
+        assert_eq!(got.pkce_verifier.secret(), &"v".repeat(43));
+        assert!(b.finish(&cookie).is_none(), "single use");
+        assert!(PendingLogins::new(None).finish(&cookie).is_none());
+        let other = Arc::new(
+            Keyring::new(
+                tessera_store::SealingKey::from_bytes(&[6u8; 32]).unwrap(),
+                vec![],
+            )
+            .unwrap(),
+        );
+        assert!(PendingLogins::new(Some(other)).finish(&cookie).is_none());
     }
 
     #[test]

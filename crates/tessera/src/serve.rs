@@ -57,14 +57,18 @@ pub(crate) async fn run(config_path: PathBuf, listen: Option<String>) -> anyhow:
             api: api.clone(),
         }));
         // Session ids carry their sealed state, so another replica can resume a session.
-        if let Ok(keyring) = tessera_store::Keyring::from_env() {
+        if let Some(keyring) = api.store().keyring_handle() {
             gateway.set_session_sealer(Arc::new(crate::session_seal::KeyringSessionSealer {
-                keyring: Arc::new(keyring),
+                keyring,
             }));
         }
     }
     if let Some((users, auditor)) = shared {
         gateway.set_observer(Arc::new(crate::activity::ActivityLog { users, auditor }));
+    }
+    // Replicas sharing a PostgreSQL store: apply the changes the others publish.
+    if let Some(api) = &api {
+        crate::broker_setup::follow_replicas(api, &gateway, broker.clone()).await;
     }
     if let Some(broker) = broker {
         crate::broker_setup::attach(&gateway, broker);
@@ -114,6 +118,10 @@ async fn api_routes(
             "auth.store_idp_tokens is on, so a sealing key is needed (set TESSERA_SEALING_KEY to 32 random bytes, base64)"
         };
         let keyring = tessera_store::Keyring::from_env().context(why)?;
+        store = store.with_keyring(Arc::new(keyring));
+    } else if let Ok(keyring) = tessera_store::Keyring::from_env() {
+        // Not needed for credentials, but when given it lets sign-ins, consent pages and MCP
+        // sessions move between replicas (their state is sealed rather than kept in memory).
         store = store.with_keyring(Arc::new(keyring));
     }
     let base_url = base_url(config, addr)?;

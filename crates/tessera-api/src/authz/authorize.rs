@@ -11,7 +11,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
+use tessera_store::{Keyring, UnixTime, now_unix};
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -26,6 +29,7 @@ use super::clients::ClientError;
 use super::{AuthorizationServer, page};
 use crate::ApiState;
 use crate::cookies::CookiePolicy;
+use crate::sealed_state;
 use crate::subject_token::{SubjectKind, SubjectTokenError};
 
 /// How long a consent page may be answered.
@@ -34,7 +38,7 @@ pub(crate) const CONSENT_TTL: Duration = Duration::from_secs(600);
 const MAX_PENDING: usize = 10_000;
 
 /// One authorization request, checked.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct AuthorizationRequest {
     pub(crate) client_id: String,
     pub(crate) client_name: String,
@@ -51,14 +55,78 @@ struct PendingAuthorization {
     created: Instant,
 }
 
-/// Consent pages shown and not yet answered. In memory: an answer must reach the replica that
-/// showed the page (sticky sessions) until the scale-out issue moves this to the store.
+/// A consent page's state as sealed into its form.
+#[derive(Serialize, Deserialize)]
+struct SealedAuthorization {
+    id: String,
+    csrf: String,
+    user_id: String,
+    request: AuthorizationRequest,
+    created: UnixTime,
+}
+
+const PURPOSE: &str = "pending-consent";
+
+/// Consent pages shown and not yet answered. With a keyring the page's state is sealed into its
+/// form (`request`), so the answer may reach any replica; single use is kept per replica by the
+/// ids answered, and across replicas the answer is harmless to repeat (the same user, the same
+/// browser session, the same request). Without a keyring it stays in this process's memory.
 #[derive(Default)]
 pub(crate) struct PendingAuthorizations {
     map: Mutex<HashMap<String, PendingAuthorization>>,
+    keyring: Option<Arc<Keyring>>,
+    answered: Mutex<HashMap<String, Instant>>,
 }
 
 impl PendingAuthorizations {
+    pub(crate) fn new(keyring: Option<Arc<Keyring>>) -> Self {
+        PendingAuthorizations {
+            keyring,
+            ..Self::default()
+        }
+    }
+
+    /// Records a consent page; returns the value of its form's `request` field.
+    fn start(&self, pending: PendingAuthorization) -> Option<String> {
+        let id = random_id();
+        if let Some(keyring) = &self.keyring {
+            let sealed = SealedAuthorization {
+                id,
+                csrf: pending.csrf,
+                user_id: pending.user_id,
+                request: pending.request,
+                created: now_unix(),
+            };
+            return sealed_state::seal(keyring, PURPOSE, &sealed);
+        }
+        self.insert(id.clone(), pending).then_some(id)
+    }
+
+    /// The consent page a form's `request` names or holds, once.
+    fn finish(&self, request: &str) -> Option<PendingAuthorization> {
+        if !sealed_state::is_sealed(request) {
+            return self.take(request);
+        }
+        let s: SealedAuthorization = sealed_state::open(self.keyring.as_ref()?, PURPOSE, request)?;
+        let age = Duration::from_secs(u64::try_from(now_unix().saturating_sub(s.created)).ok()?);
+        if age >= CONSENT_TTL {
+            return None;
+        }
+        let mut answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        if answered.len() >= MAX_PENDING {
+            answered.retain(|_, at| at.elapsed() < CONSENT_TTL);
+        }
+        if answered.insert(s.id, Instant::now()).is_some() {
+            return None;
+        }
+        Some(PendingAuthorization {
+            csrf: s.csrf,
+            user_id: s.user_id,
+            request: s.request,
+            created: Instant::now() - age,
+        })
+    }
+
     fn insert(&self, id: String, pending: PendingAuthorization) -> bool {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_PENDING {
@@ -77,6 +145,10 @@ impl PendingAuthorizations {
     }
 
     pub(crate) fn purge_expired(&self) -> usize {
+        self.answered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, at| at.elapsed() < CONSENT_TTL);
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let before = map.len();
         map.retain(|_, p| p.created.elapsed() < CONSENT_TTL);
@@ -317,14 +389,25 @@ pub(crate) async fn authorize(
             return page::error(StatusCode::INTERNAL_SERVER_ERROR, "storage error");
         }
     }
-    let request_id = random_id();
     let csrf = random_id();
     let who = user
         .email
         .clone()
         .or_else(|| user.display_name.clone())
         .unwrap_or_else(|| user.subject.clone());
-    let shown = page::consent(&page::Consent {
+    let pending = PendingAuthorization {
+        csrf: csrf.clone(),
+        user_id: user.id.clone(),
+        request: request.clone(),
+        created: Instant::now(),
+    };
+    let Some(request_id) = server.pending.start(pending) else {
+        return page::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many authorizations in progress; try again in a few minutes",
+        );
+    };
+    page::consent(&page::Consent {
         client_name: &request.client_name,
         client_id: &request.client_id,
         redirect_uri: &request.redirect_uri,
@@ -332,22 +415,7 @@ pub(crate) async fn authorize(
         user: &who,
         request_id: &request_id,
         csrf: &csrf,
-    });
-    if !server.pending.insert(
-        request_id,
-        PendingAuthorization {
-            csrf,
-            user_id: user.id.clone(),
-            request,
-            created: Instant::now(),
-        },
-    ) {
-        return page::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many authorizations in progress; try again in a few minutes",
-        );
-    }
-    shown
+    })
 }
 
 /// Issues a code for `request` and sends the browser back to the client with it.
@@ -435,7 +503,7 @@ pub(crate) async fn decision(
             "your Tessera session has ended; start again from the application",
         );
     };
-    let Some(pending) = server.pending.take(&form.request) else {
+    let Some(pending) = server.pending.finish(&form.request) else {
         return page::error(
             StatusCode::BAD_REQUEST,
             "this authorization request has expired or was already answered; start again from the application",

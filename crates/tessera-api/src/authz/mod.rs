@@ -64,7 +64,10 @@ pub struct AuthorizationServer {
 
 impl AuthorizationServer {
     /// `None` unless `auth.authorization_server` is set.
-    pub fn from_config(auth: &AuthConfig) -> Result<Option<Self>, fetch::FetchSetupError> {
+    pub fn from_config(
+        auth: &AuthConfig,
+        keyring: Option<Arc<tessera_store::Keyring>>,
+    ) -> Result<Option<Self>, fetch::FetchSetupError> {
         let (Some(config), Some(issuer)) = (&auth.authorization_server, auth.local_issuer()) else {
             return Ok(None);
         };
@@ -75,7 +78,7 @@ impl AuthorizationServer {
             scopes: auth.local_scopes(),
             required_scopes: auth.scopes_required.clone(),
             clients: clients::Clients::new(config.client_metadata_documents)?,
-            pending: authorize::PendingAuthorizations::default(),
+            pending: authorize::PendingAuthorizations::new(keyring),
             verified: verify::VerifyCache::default(),
         }))
     }

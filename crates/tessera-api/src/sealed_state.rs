@@ -1,0 +1,62 @@
+//! Short-lived state that travels with the browser instead of living in one replica's memory
+//! (a sign-in in progress, a consent page), sealed with the store's keyring so any replica can
+//! open it and nobody can read or forge it. Record-bound: the associated data names the
+//! purpose, so one kind of state never opens as another.
+//!
+//! Sealed values are prefixed `s.` so they cannot be mistaken for the random ids used when no
+//! keyring is configured (then the state stays in memory, as one replica needs).
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tessera_store::{Aad, Keyring};
+
+const PREFIX: &str = "s.";
+
+/// `value` as JSON, sealed for `purpose`; `None` if sealing failed.
+pub(crate) fn seal<T: Serialize>(
+    keyring: &Keyring,
+    purpose: &'static str,
+    value: &T,
+) -> Option<String> {
+    let plain = serde_json::to_vec(value).ok()?;
+    let sealed = keyring.seal(&plain, &Aad::new(purpose)).ok()?;
+    Some(format!("{PREFIX}{sealed}"))
+}
+
+/// Whether `text` is a sealed value (rather than a random id).
+pub(crate) fn is_sealed(text: &str) -> bool {
+    text.starts_with(PREFIX)
+}
+
+/// The value sealed in `text` for `purpose`; `None` if it does not open or parse.
+pub(crate) fn open<T: DeserializeOwned>(
+    keyring: &Keyring,
+    purpose: &'static str,
+    text: &str,
+) -> Option<T> {
+    let sealed = text.strip_prefix(PREFIX)?;
+    let plain = keyring.open(sealed, &Aad::new(purpose)).ok()?;
+    serde_json::from_slice(secrecy::ExposeSecret::expose_secret(&plain)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_store::SealingKey;
+
+    #[test]
+    fn sealed_state_opens_only_for_its_purpose_and_key() {
+        let ring = |b| Keyring::new(SealingKey::from_bytes(&[b; 32]).unwrap(), vec![]).unwrap();
+        let a = ring(3);
+        let text = seal(&a, "login", &("x".to_string(), 5u32)).unwrap();
+        assert!(is_sealed(&text));
+        assert!(!text.contains('x') || !text.contains("\"x\""));
+        assert_eq!(
+            open::<(String, u32)>(&a, "login", &text),
+            Some(("x".into(), 5))
+        );
+        assert_eq!(open::<(String, u32)>(&a, "consent", &text), None);
+        assert_eq!(open::<(String, u32)>(&ring(4), "login", &text), None);
+        assert_eq!(open::<(String, u32)>(&a, "login", "random-id"), None);
+    }
+}
