@@ -12,7 +12,9 @@
 //!   response has none), used by the [`crate::Resolver`].
 //!
 //! The redirect URI comes from the configured public base URL only, never from request headers.
-//! Every step is audited (secret-free) and announced on [`Connector::subscribe`].
+//! Every step is audited (secret-free) and announced on [`Connector::subscribe`]; connected
+//! and disconnected are also published to the other replicas sharing the store
+//! (`tessera_store::Change::Credential`).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -303,6 +305,23 @@ impl Connector {
         });
     }
 
+    /// Tells the other replicas sharing the store (PostgreSQL `NOTIFY`; nothing on SQLite) that
+    /// the user's credential for `server` changed, so they drop what they cached and tell the
+    /// user's sessions there, as a [`ConnectEvent`] does here. Delivered at once to every
+    /// replica whose listener is connected; one whose listener reconnects drops all its caches
+    /// instead. A failure to publish is logged, not returned: the change itself is stored.
+    async fn publish_change(&self, user_id: &str, server: &BrokeredServer, connected: bool) {
+        let change = tessera_store::Change::Credential {
+            user_id: user_id.to_owned(),
+            server: server.name().to_owned(),
+            server_key: server.key().to_owned(),
+            connected,
+        };
+        if let Err(e) = self.store.publish(&change).await {
+            tracing::warn!(server = %server.name(), error = %e, "cannot tell the other replicas about a credential change");
+        }
+    }
+
     /// Starts a flow for `user_id`: returns the upstream authorization URL to redirect to.
     pub async fn start(&self, user_id: &str, server: &BrokeredServer) -> Result<Url, BrokerError> {
         self.start_traced(user_id, server, None).await
@@ -541,6 +560,7 @@ impl Connector {
             started,
         );
         self.announce(&flow.user_id, &name, ConnectOutcome::Connected);
+        self.publish_change(&flow.user_id, &server, true).await;
         tracing::info!(server = %name, "user connected an upstream account");
         Ok(ConnectDone {
             user_id: flow.user_id,

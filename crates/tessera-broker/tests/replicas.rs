@@ -58,6 +58,7 @@ fn server(as_uri: &str, mode: BrokerMode) -> BrokeredServer {
 /// One replica: its own store handle on the shared database, connector and resolver.
 struct Replica {
     store: Store,
+    connector: Arc<Connector>,
     resolver: Resolver,
 }
 
@@ -82,10 +83,14 @@ async fn replica(url: &str, server: &BrokeredServer) -> Replica {
         Arc::new(StoreCredentials::new(store.clone())),
         Arc::new(NoSubjects),
     )
-    .connector(connector)
+    .connector(connector.clone())
     .acquire_timeout(Duration::from_secs(20))
     .build();
-    Replica { store, resolver }
+    Replica {
+        store,
+        connector,
+        resolver,
+    }
 }
 
 struct Setup {
@@ -365,4 +370,90 @@ async fn a_disconnect_seen_after_the_wait_is_not_refreshed() {
         "{result:?}"
     );
     assert!(token_requests(&s.mock).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_disconnect_on_one_replica_is_published_to_the_others() {
+    let s = setup(BrokerMode::OauthConnect).await;
+    StoreCredentials::new(s.a.store.clone())
+        .save(
+            &s.user_id,
+            s.server.key(),
+            &credential("access-1", Some("refresh-1"), Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+    let who = Requester::new(&s.user_id);
+    // B serves the credential from its cache.
+    s.b.resolver.resolve(&who, &s.server).await.unwrap();
+    assert!(s.b.resolver.cached(&s.user_id, &s.server).is_some());
+    let mut changes = s.b.store.subscribe().await.unwrap();
+
+    let done = s.a.connector.disconnect(&s.user_id, &s.server, None).await;
+    assert!(done.unwrap().had_credential);
+
+    let change = tokio::time::timeout(Duration::from_secs(10), changes.recv())
+        .await
+        .expect("A's change within 10 s")
+        .unwrap();
+    assert_eq!(
+        change,
+        tessera_store::Change::Credential {
+            user_id: s.user_id.clone(),
+            server: "github".into(),
+            server_key: s.server.key().to_owned(),
+            connected: false,
+        }
+    );
+    // What the binary does with it on B: drop the cached credential; the next call asks to
+    // connect.
+    s.b.resolver.forget_user_server(&s.user_id, s.server.key());
+    let result = s.b.resolver.resolve(&who, &s.server).await;
+    assert!(
+        matches!(
+            result,
+            Err(tessera_broker::BrokerError::NotConnected { .. })
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_connect_started_on_one_replica_and_finished_on_another_is_published() {
+    let s = setup(BrokerMode::OauthConnect).await;
+    let who = Requester::new(&s.user_id);
+    // A answers "connect first" (nothing stored).
+    assert!(matches!(
+        s.a.resolver.resolve(&who, &s.server).await,
+        Err(tessera_broker::BrokerError::NotConnected { .. })
+    ));
+    let mut changes = s.a.store.subscribe().await.unwrap();
+    let url = s.a.connector.start(&s.user_id, &s.server).await.unwrap();
+    let state = url
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+
+    // The provider redirects the browser to B.
+    s.b.connector
+        .complete(&state, "the-code", &s.user_id)
+        .await
+        .unwrap();
+
+    let change = tokio::time::timeout(Duration::from_secs(10), changes.recv())
+        .await
+        .expect("B's change within 10 s")
+        .unwrap();
+    assert_eq!(
+        change,
+        tessera_store::Change::Credential {
+            user_id: s.user_id.clone(),
+            server: "github".into(),
+            server_key: s.server.key().to_owned(),
+            connected: true,
+        }
+    );
+    let got = s.a.resolver.resolve(&who, &s.server).await.unwrap();
+    assert_eq!(got.header_value.to_str().unwrap(), "Bearer access-2");
 }

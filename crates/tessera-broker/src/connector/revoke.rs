@@ -246,6 +246,7 @@ impl Connector {
             });
         }
         self.announce(user_id, server.name(), ConnectOutcome::Disconnected);
+        self.publish_change(user_id, server, false).await;
         match revocation_error {
             None => {
                 tracing::info!(server = %server.name(), "user disconnected an upstream account; tokens revoked")
