@@ -19,10 +19,10 @@ use base64::Engine as _;
 use secrecy::ExposeSecret as _;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tessera_store::{CodeRedemption, OauthTokenRejection, TokenGrant};
+use tessera_store::{Change, CodeRedemption, OauthTokenRejection, TokenGrant};
 
-use super::AuthorizationServer;
 use super::authorize::is_our_resource;
+use super::{AuthorizationServer, verify};
 use crate::ApiState;
 use crate::subject_token::{SubjectKind, SubjectTokenError};
 
@@ -304,7 +304,7 @@ async fn authorization_code(
                 "authorization code replayed; its tokens are revoked"
             );
             // The family id is unknown here; every cached check is cheap to redo.
-            server.verified.forget_all();
+            verify::revoked(state, Change::OauthRevokedUnknown).await;
             return Err(TokenError::new(
                 "invalid_grant",
                 "the authorization code was already used; the tokens issued for it are revoked",
@@ -383,7 +383,7 @@ async fn refresh(
         Ok(rotated) => rotated,
         Err(OauthTokenRejection::Reused) => {
             tracing::warn!(client_id, "refresh token reused; its grant is revoked");
-            server.verified.forget_all();
+            verify::revoked(state, Change::OauthRevokedUnknown).await;
             return Err(TokenError::new(
                 "invalid_grant",
                 "the refresh token was already used; the grant is revoked, authorize again",
@@ -411,7 +411,13 @@ async fn refresh(
     };
     if let Err(e) = provider_session_alive(state, &rotated.user_id).await {
         let _ = state.store.revoke_oauth_family(&rotated.family_id).await;
-        server.verified.forget_family(&rotated.family_id);
+        verify::revoked(
+            state,
+            Change::OauthFamilyRevoked {
+                family_id: rotated.family_id.clone(),
+            },
+        )
+        .await;
         return Err(e);
     }
     let issued = state
@@ -437,9 +443,9 @@ pub(crate) async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(server) = &state.authz else {
+    if state.authz.is_none() {
         return StatusCode::NOT_FOUND.into_response();
-    };
+    }
     let result = async {
         let params = form(&body)?;
         let client_id = client(&state, &headers, &params).await?;
@@ -452,9 +458,10 @@ pub(crate) async fn revoke(
             .map_err(|e| TokenError::server_error("revoking failed", &e))?
         {
             Some(family) => {
-                server.verified.forget_token(token);
                 if token.starts_with(tessera_store::REFRESH_TOKEN_PREFIX) {
-                    server.verified.forget_family(&family);
+                    verify::revoked(&state, Change::OauthFamilyRevoked { family_id: family }).await;
+                } else {
+                    verify::revoked(&state, verify::token_revoked(token)).await;
                 }
                 tracing::info!(client_id, "token revoked");
             }

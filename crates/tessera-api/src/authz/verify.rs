@@ -3,7 +3,10 @@
 //! A check answers from an in-memory cache (keyed by the token's SHA-256) for up to
 //! [`CACHE_TTL`], never past the token's expiry, so a call costs no database round trip.
 //! Revocation through this process (a replayed code, a reused refresh token, `/oauth/revoke`)
-//! evicts at once; through another replica, within [`CACHE_TTL`].
+//! evicts at once. Through another replica sharing a PostgreSQL store: at once while this
+//! replica's change listener is connected (the revoking replica publishes a
+//! `tessera_store::Change`, applied here by [`apply_change`]); after the listener reconnects
+//! every cached check is dropped; and in any case within [`CACHE_TTL`].
 //!
 //! A token is only as good as the user's sign-in at the provider it federates: on a cache miss
 //! the user's provider tokens are checked (and refreshed ahead of expiry). If the provider
@@ -17,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tessera_store::{OauthTokenRejection, Role, StoreError, UnixTime, now_unix};
+use tessera_store::{Change, OauthTokenRejection, Role, StoreError, UnixTime, now_unix};
 
 use crate::ApiState;
 use crate::subject_token::{REFRESH_SKEW, SubjectKind, SubjectTokenError};
@@ -85,14 +88,72 @@ impl VerifyCache {
         self.lock().retain(|_, c| c.family_id != family_id);
     }
 
-    /// Drops the cached check of one token.
-    pub(crate) fn forget_token(&self, token: &str) {
-        self.lock().remove(&cache_key(token));
-    }
-
     /// Drops every cached check (when the family of a revoked token is not known).
     pub(crate) fn forget_all(&self) {
         self.lock().clear();
+    }
+
+    /// Drops the cached check of the token whose SHA-256 is `hex` (everything if that is not a
+    /// SHA-256 in hex).
+    fn forget_token_hash(&self, hex: &str) {
+        match parse_hash(hex) {
+            Some(key) => {
+                self.lock().remove(&key);
+            }
+            None => self.forget_all(),
+        }
+    }
+}
+
+fn parse_hash(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        key[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(key)
+}
+
+fn hex(key: &[u8; 32]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A revocation in this process: evicts from this replica's cache at once, then tells the other
+/// replicas sharing the store ([`Change`] on PostgreSQL; nothing on SQLite). A failure to
+/// publish is logged: the others still stop accepting the token within [`CACHE_TTL`].
+pub(crate) async fn revoked(state: &ApiState, change: Change) {
+    apply_change(state, &change);
+    if let Err(e) = state.store.publish(&change).await {
+        tracing::warn!(error = %e, "cannot tell the other replicas about a revocation; they follow within the cache's 30 s");
+    }
+}
+
+/// The [`Change`] for the revocation of one token.
+pub(crate) fn token_revoked(token: &str) -> Change {
+    Change::OauthTokenRevoked {
+        token_sha256: hex(&cache_key(token)),
+    }
+}
+
+/// Applies a change another replica published to this replica's verification cache:
+/// a revoked family or token is evicted; a revocation whose family is unknown, or
+/// [`Change::Resync`] (the listener reconnected, so changes may have been missed), drops every
+/// cached check. Credential changes are not this cache's business.
+pub fn apply_change(state: &ApiState, change: &Change) {
+    let Some(server) = &state.authz else {
+        return;
+    };
+    match change {
+        Change::OauthFamilyRevoked { family_id } => server.verified.forget_family(family_id),
+        Change::OauthTokenRevoked { token_sha256 } => {
+            server.verified.forget_token_hash(token_sha256);
+        }
+        Change::OauthRevokedUnknown | Change::Resync => server.verified.forget_all(),
+        Change::Credential { .. } => {}
     }
 }
 
@@ -211,9 +272,17 @@ mod tests {
         scopes: &[&str],
         provider_tokens: bool,
     ) -> (Arc<ApiState>, String, tessera_store::IssuedTokens) {
+        let store = Store::open(dir).await.unwrap();
+        setup_on(store, required, scopes, provider_tokens).await
+    }
+
+    fn keyring() -> Arc<tessera_store::Keyring> {
         let key = tessera_store::SealingKey::from_bytes(&[9u8; 32]).unwrap();
-        let keyring = Arc::new(tessera_store::Keyring::new(key, vec![]).unwrap());
-        let store = Store::open(dir).await.unwrap().with_keyring(keyring);
+        Arc::new(tessera_store::Keyring::new(key, vec![]).unwrap())
+    }
+
+    /// The authorization server's API state over `store` (which gets the test keyring).
+    fn state_on(store: Store, required: &[&str]) -> Arc<ApiState> {
         let base = Url::parse("http://127.0.0.1:9").unwrap();
         let mut auth = AuthConfig::oidc(
             "http://127.0.0.1:9/idp",
@@ -223,7 +292,17 @@ mod tests {
         auth.store_idp_tokens = true;
         auth.scopes_required = required.iter().map(|s| s.to_string()).collect();
         auth.authorization_server = Some(AuthorizationServerConfig::default());
-        let state = ApiState::new(&auth, &base, store.clone()).unwrap();
+        ApiState::new(&auth, &base, store.with_keyring(keyring())).unwrap()
+    }
+
+    async fn setup_on(
+        store: Store,
+        required: &[&str],
+        scopes: &[&str],
+        provider_tokens: bool,
+    ) -> (Arc<ApiState>, String, tessera_store::IssuedTokens) {
+        let state = state_on(store, required);
+        let store = state.store.clone();
         let user = store
             .upsert_user(&UserLogin {
                 issuer: "http://127.0.0.1:9/idp",
@@ -286,6 +365,124 @@ mod tests {
             .forget_family("fam-1");
         assert!(matches!(
             verify(&state, token).await,
+            Err(AccessTokenError::Rejected(OauthTokenRejection::Revoked))
+        ));
+    }
+
+    #[tokio::test]
+    async fn changes_from_other_replicas_evict_what_they_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, user_id, issued) = setup(dir.path(), &[], &["mcp"], true).await;
+        let token = issued.access_token.expose_secret();
+        let cached = |state: &ApiState| state.authz.as_ref().unwrap().verified.lock().len();
+        verify(&state, token).await.unwrap();
+        assert_eq!(cached(&state), 1);
+        // Not this cache's business, or another family / token: kept.
+        for change in [
+            Change::Credential {
+                user_id: user_id.clone(),
+                server: "github".into(),
+                server_key: "github_0123".into(),
+                connected: false,
+            },
+            Change::OauthFamilyRevoked {
+                family_id: "fam-2".into(),
+            },
+            token_revoked("tsr_at_other"),
+        ] {
+            apply_change(&state, &change);
+            assert_eq!(cached(&state), 1, "{change:?}");
+        }
+        apply_change(&state, &token_revoked(token));
+        assert_eq!(cached(&state), 0);
+        for change in [
+            Change::OauthFamilyRevoked {
+                family_id: "fam-1".into(),
+            },
+            Change::OauthRevokedUnknown,
+            Change::Resync,
+            Change::OauthTokenRevoked {
+                token_sha256: "not hex".into(),
+            },
+        ] {
+            verify(&state, token).await.unwrap();
+            assert_eq!(cached(&state), 1);
+            apply_change(&state, &change);
+            assert_eq!(cached(&state), 0, "{change:?}");
+        }
+        assert_eq!(parse_hash(&hex(&cache_key(token))), Some(cache_key(token)));
+    }
+
+    /// Two replicas on one PostgreSQL database: a family and a token revoked through A are
+    /// refused by B as soon as B's listener delivers A's messages, not after B's cache TTL.
+    #[tokio::test]
+    async fn a_revocation_on_one_replica_reaches_the_others_cache() {
+        let cluster = tokio::task::spawn_blocking(tessera_store::test_pg::Cluster::shared)
+            .await
+            .unwrap();
+        let url = cluster.database().await;
+        let (a, user_id, first) =
+            setup_on(Store::connect(&url).await.unwrap(), &[], &["mcp"], true).await;
+        let b = state_on(Store::connect(&url).await.unwrap(), &[]);
+        let mut changes = b.store.subscribe().await.unwrap();
+        let client_id = a
+            .store
+            .verify_oauth_access_token(first.access_token.expose_secret())
+            .await
+            .unwrap()
+            .unwrap()
+            .client_id;
+        let second = a
+            .store
+            .issue_oauth_tokens(&TokenGrant {
+                family_id: "fam-2",
+                client_id: &client_id,
+                user_id: &user_id,
+                scopes: &["mcp".to_string()],
+                resource: "http://127.0.0.1:9/mcp",
+                access_ttl_secs: 600,
+                refresh_ttl_secs: 3600,
+            })
+            .await
+            .unwrap();
+        let (first, second) = (
+            first.access_token.expose_secret(),
+            second.access_token.expose_secret(),
+        );
+        // B has checked (and cached) both tokens.
+        verify(&b, first).await.unwrap();
+        verify(&b, second).await.unwrap();
+        let mut next = async || {
+            let change = tokio::time::timeout(std::time::Duration::from_secs(10), changes.recv())
+                .await
+                .expect("A's change within 10 s")
+                .unwrap();
+            apply_change(&b, &change);
+        };
+
+        a.store.revoke_oauth_family("fam-1").await.unwrap();
+        revoked(
+            &a,
+            Change::OauthFamilyRevoked {
+                family_id: "fam-1".into(),
+            },
+        )
+        .await;
+        next().await;
+        assert!(matches!(
+            verify(&b, first).await,
+            Err(AccessTokenError::Rejected(OauthTokenRejection::Revoked))
+        ));
+        assert!(verify(&b, second).await.is_ok(), "another family stands");
+
+        a.store
+            .revoke_oauth_token(second, &client_id)
+            .await
+            .unwrap();
+        revoked(&a, token_revoked(second)).await;
+        next().await;
+        assert!(matches!(
+            verify(&b, second).await,
             Err(AccessTokenError::Rejected(OauthTokenRejection::Revoked))
         ));
     }
