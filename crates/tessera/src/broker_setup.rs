@@ -1,7 +1,7 @@
 //! Builds the credential broker from the configuration and attaches it to the gateway: the
 //! resolver (cache, sealed store, token exchange / OBO, connect refresh, policy, audit), the
-//! connect flows and their elicitations, and the task that turns finished connect flows into
-//! MCP notifications.
+//! connect flows and their elicitations, the task that turns finished connect flows into MCP
+//! notifications, and the one that applies what other replicas sharing the store publish.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use tessera_broker::{
     Resolver, StoreCredentials, TokenExchanger,
 };
 use tessera_config::Config;
+use tessera_store::Change;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::broker_bridge::BrokerBridge;
@@ -113,17 +114,82 @@ pub(crate) fn attach(gateway: &Arc<tessera_proxy::Gateway>, broker: Arc<BrokerBr
             ) {
                 continue;
             }
-            if let Some(server) = broker.servers.get(&event.server) {
-                broker
-                    .resolver
-                    .forget_user_server(&event.user_id, server.key());
-            }
             let Some(gateway) = gateway.upgrade() else {
                 return;
             };
-            if let Some(user) = broker.user_key(&event.user_id) {
-                gateway.credential_changed(&user, &event.server);
+            credential_changed(&broker, &gateway, &event.user_id, &event.server, None);
+        }
+    });
+}
+
+/// A user connected or disconnected `server`, on this replica (a `ConnectEvent`) or on another
+/// (a `Change::Credential`, which names the server's key as well): the cached credential is
+/// dropped (the next call reads the store), the user's catalogue of the server forgotten, and
+/// the user's sessions on this replica told — `list_changed`, and
+/// `notifications/elicitation/complete` for the elicitations that asked for this connection.
+fn credential_changed(
+    broker: &BrokerBridge,
+    gateway: &tessera_proxy::Gateway,
+    user_id: &str,
+    server: &str,
+    server_key: Option<&str>,
+) {
+    let local_key = broker.servers.get(server).map(BrokeredServer::key);
+    if let Some(key) = local_key {
+        broker.resolver.forget_user_server(user_id, key);
+    }
+    if let Some(key) = server_key.filter(|k| Some(*k) != local_key) {
+        broker.resolver.forget_user_server(user_id, key);
+    }
+    if let Some(user) = broker.user_key(user_id) {
+        gateway.credential_changed(&user, server);
+    }
+}
+
+/// Replicas sharing a PostgreSQL store: applies the changes the others publish
+/// (`Store::subscribe`; nothing to follow on SQLite). A connect or disconnect elsewhere is
+/// handled exactly as one here ([`credential_changed`]); a revocation at Tessera's
+/// authorization server evicts its tokens from the verification cache; after the listener
+/// reconnects (`Change::Resync`), the resolver's cache and the verification cache are dropped.
+///
+/// The bound: **immediate while the listener is connected; after a reconnect every cache is
+/// dropped** (and the verification cache expires within 30 s regardless).
+pub(crate) async fn follow_replicas(
+    api: &Arc<ApiState>,
+    gateway: &Arc<tessera_proxy::Gateway>,
+    broker: Option<Arc<BrokerBridge>>,
+) {
+    let Some(mut changes) = api.store().subscribe().await else {
+        return;
+    };
+    tracing::info!(
+        replica = api.store().replica_id().unwrap_or_default(),
+        "following the other replicas' changes (PostgreSQL LISTEN/NOTIFY)"
+    );
+    let api = api.clone();
+    let gateway = Arc::downgrade(gateway);
+    tokio::spawn(async move {
+        while let Some(change) = changes.recv().await {
+            let Some(gateway) = gateway.upgrade() else {
+                return;
+            };
+            match (&change, &broker) {
+                (
+                    Change::Credential {
+                        user_id,
+                        server,
+                        server_key,
+                        ..
+                    },
+                    Some(broker),
+                ) => {
+                    tracing::debug!(server = %server, "credential changed on another replica");
+                    credential_changed(broker, &gateway, user_id, server, Some(server_key));
+                }
+                (Change::Resync, Some(broker)) => broker.resolver.forget_all(),
+                _ => {}
             }
+            tessera_api::authz::verify::apply_change(&api, &change);
         }
     });
 }
