@@ -342,9 +342,11 @@ impl Resolver {
 
     /// The upstream answered 401 to `rejected`. If the cache already holds a different value
     /// (another caller re-acquired), that is returned. Otherwise the cached value is dropped and
-    /// a new credential obtained **ignoring the stored access token**: `oauth_connect` → the
-    /// refresh-token grant (none, or it fails → [`BrokerError::NotConnected`]); token exchange /
-    /// OBO → a new exchange. Single flight as [`Self::resolve`]; audited (action `refresh`).
+    /// a new credential obtained **ignoring the stored access token if it is the rejected one**
+    /// (a fresh stored token other than the rejected one — another replica already replaced it
+    /// — is used as it is): `oauth_connect` → the refresh-token grant (none, or it fails →
+    /// [`BrokerError::NotConnected`]); token exchange / OBO → a new exchange. Single flight as
+    /// [`Self::resolve`], across replicas too; audited (action `refresh`).
     pub async fn reacquire(
         &self,
         who: &Requester<'_>,
