@@ -37,6 +37,15 @@ pub const CLIENT_PROTOCOL_VERSION: &str = "2025-11-25";
 pub const MAX_ERROR_SAMPLES: usize = 5;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What a CPU sample of a pid covers.
+enum Sampled {
+    Process,
+    /// The threads whose name starts with this prefix.
+    Threads(String),
+    /// The process and its children.
+    Family,
+}
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct LoadConfig {
@@ -58,6 +67,9 @@ pub struct LoadConfig {
     pub cpu_pids: Vec<(String, u32)>,
     /// Threads sampled the same way: (name, pid, thread-name prefix), e.g. a gateway's SQLite worker.
     pub cpu_threads: Vec<(String, u32, String)>,
+    /// Processes sampled together with their children ([`procfs::family_cpu_micros`]), e.g. a
+    /// PostgreSQL server (its postmaster): (name, pid).
+    pub cpu_families: Vec<(String, u32)>,
     /// Bearer tokens sent as `Authorization: Bearer <token>`: session `i` uses `bearers[i % len]`;
     /// empty = no `Authorization` header.
     pub bearers: Vec<String>,
@@ -563,21 +575,27 @@ pub async fn run(cfg: &LoadConfig) -> Result<LoadReport> {
         bearers: cfg.bearers.clone(),
     });
 
-    let mut pids: Vec<(String, u32, Option<String>)> = cfg
+    let mut pids: Vec<(String, u32, Sampled)> = cfg
         .cpu_pids
         .iter()
-        .map(|(name, pid)| (name.clone(), *pid, None))
+        .map(|(name, pid)| (name.clone(), *pid, Sampled::Process))
         .collect();
     pids.extend(
         cfg.cpu_threads
             .iter()
-            .map(|(name, pid, prefix)| (name.clone(), *pid, Some(prefix.clone()))),
+            .map(|(name, pid, prefix)| (name.clone(), *pid, Sampled::Threads(prefix.clone()))),
     );
-    let sample = |pids: &[(String, u32, Option<String>)]| -> Vec<Option<f64>> {
+    pids.extend(
+        cfg.cpu_families
+            .iter()
+            .map(|(name, pid)| (name.clone(), *pid, Sampled::Family)),
+    );
+    let sample = |pids: &[(String, u32, Sampled)]| -> Vec<Option<f64>> {
         pids.iter()
-            .map(|(_, pid, threads)| match threads {
-                None => procfs::cpu_micros(*pid).ok(),
-                Some(prefix) => procfs::threads_cpu_micros(*pid, prefix).ok(),
+            .map(|(_, pid, what)| match what {
+                Sampled::Process => procfs::cpu_micros(*pid).ok(),
+                Sampled::Threads(prefix) => procfs::threads_cpu_micros(*pid, prefix).ok(),
+                Sampled::Family => procfs::family_cpu_micros(*pid).ok(),
             })
             .collect()
     };

@@ -1,4 +1,4 @@
-//! CPU time and resident memory of a process, from Linux `/proc`.
+//! CPU time and resident memory of a process (or of a server and the processes it forks), from Linux `/proc`.
 
 use std::io;
 
@@ -23,6 +23,76 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// Fields after the command name of a `/proc/<pid>/stat` line: field 3 (state) is index 0.
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(
+        stat[stat.rfind(')')? + 1..]
+            .split_ascii_whitespace()
+            .collect(),
+    )
+}
+
+/// Parent PID (field 4).
+fn parse_ppid(stat: &str) -> Option<u32> {
+    stat_fields(stat)?.get(1)?.parse().ok()
+}
+
+/// User + system CPU time of the children that have been waited for (fields 16 and 17).
+fn parse_children_ticks(stat: &str) -> Option<u64> {
+    let fields = stat_fields(stat)?;
+    let cutime: u64 = fields.get(13)?.parse().ok()?;
+    let cstime: u64 = fields.get(14)?.parse().ok()?;
+    Some(cutime + cstime)
+}
+
+/// The numeric entries of `/proc`.
+fn all_pids() -> io::Result<impl Iterator<Item = u32>> {
+    Ok(std::fs::read_dir("/proc")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok()))
+}
+
+/// PIDs of the live processes whose parent is `pid`.
+pub fn children(pid: u32) -> io::Result<Vec<u32>> {
+    Ok(all_pids()?
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|s| parse_ppid(&s))
+                == Some(pid)
+        })
+        .collect())
+}
+
+/// CPU time in microseconds of `pid`, of its children that have exited (and been waited for), and of its
+/// live children: everything a server that forks a process per connection (PostgreSQL's postmaster) uses.
+/// Grandchildren are not counted.
+pub fn family_cpu_micros(pid: u32) -> io::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("bad /proc/{pid}/stat"));
+    let mut ticks =
+        parse_cpu_ticks(&stat).ok_or_else(bad)? + parse_children_ticks(&stat).ok_or_else(bad)?;
+    for child in children(pid)? {
+        // A child that exits between the listing and this read is counted by its parent's cutime
+        // once waited for.
+        if let Ok(t) = cpu_ticks(child) {
+            ticks += t;
+        }
+    }
+    Ok(ticks as f64 * 1e6 / clock_ticks_per_second() as f64)
+}
+
+/// The first process whose command line (`/proc/<pid>/cmdline`, split at NULs) satisfies `matches`.
+pub fn find_process(matches: impl Fn(&[&str]) -> bool) -> io::Result<Option<u32>> {
+    Ok(all_pids()?.find(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|raw| {
+            let text = String::from_utf8_lossy(&raw);
+            let args: Vec<&str> = text.trim_end_matches('\0').split('\0').collect();
+            matches(&args)
+        })
+    }))
 }
 
 /// CPU time of `pid` in microseconds.
@@ -75,6 +145,28 @@ mod tests {
     fn parses_utime_and_stime_after_a_name_with_spaces() {
         let stat = "1234 (a b) c) S 1 2 3 4 5 6 7 8 9 10 70 30 0 0 20 0 1 0";
         assert_eq!(parse_cpu_ticks(stat), Some(100));
+    }
+
+    #[test]
+    fn parses_the_parent_and_the_waited_for_children() {
+        let stat = "1234 (a b) c) S 1 2 3 4 5 6 7 8 9 10 70 30 5 6 20 0 1 0";
+        assert_eq!(parse_ppid(stat), Some(1));
+        assert_eq!(parse_children_ticks(stat), Some(11));
+    }
+
+    #[test]
+    fn counts_a_child_and_finds_it_by_its_command_line() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30.123")
+            .spawn()
+            .unwrap();
+        let me = std::process::id();
+        assert!(children(me).unwrap().contains(&child.id()));
+        family_cpu_micros(me).unwrap();
+        let found = find_process(|args| args.len() == 2 && args[1] == "30.123").unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(found, Some(child.id()));
     }
 
     #[test]

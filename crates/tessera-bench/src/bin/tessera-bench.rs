@@ -12,9 +12,15 @@
 //! **tessera-brokered** (cache hit: every session's credential is obtained during the warm-up). Then the
 //! cache-miss cost (first call of `--miss-users` new users, one after another) and the gateway's RSS with
 //! `--memory-users` users each holding an idle upstream session on each of the three brokered servers.
+//!
+//! `--brokered-storage sqlite,postgres` runs that brokered part once per store, one after the other, each
+//! with its own gateway and mini IdP: `sqlite` in the gateway's data directory (the default), `postgres` on a
+//! throwaway cluster started for the run ([`tessera_store::test_pg::Cluster`]; its server processes' CPU is
+//! sampled beside the gateway's). The report then compares the stores.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -26,6 +32,7 @@ use tessera_bench::child::ChildProc;
 use tessera_bench::idp::MiniIdp;
 use tessera_bench::load::{self, LoadConfig, LoadReport, Session};
 use tessera_bench::{parse_duration, procfs};
+use tessera_store::test_pg::Cluster;
 use tokio::process::Command;
 
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -37,6 +44,25 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 enum Output {
     Text,
     Json,
+}
+
+/// Where the brokered gateway keeps its state.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Storage {
+    /// `sqlite://<data_dir>/tessera.db` (the gateway's default).
+    Sqlite,
+    /// A fresh database on a throwaway PostgreSQL cluster started for the run.
+    Postgres,
+}
+
+impl Storage {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
 }
 
 #[derive(Parser)]
@@ -78,6 +104,10 @@ struct Cli {
     /// Users each holding an idle upstream session on each of the 3 brokered servers (memory).
     #[arg(long, default_value_t = 1000)]
     memory_users: usize,
+    /// Stores of the brokered gateway, comma-separated: the brokered part runs once for each, in this
+    /// order (`postgres` starts a throwaway PostgreSQL cluster; needs its server binaries).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "sqlite")]
+    brokered_storage: Vec<Storage>,
     /// Keep the gateways' temporary directories (config, log, data) and print where they are.
     #[arg(long)]
     keep: bool,
@@ -94,6 +124,8 @@ struct Cli {
 #[derive(Serialize)]
 struct ModeResult {
     mode: &'static str,
+    /// The gateway's store (tessera-oidc and tessera-brokered only).
+    storage: Option<Storage>,
     url: String,
     tool: String,
     flat_out: LoadReport,
@@ -105,8 +137,11 @@ struct ModeResult {
     added_p99_us: Option<f64>,
     /// CPU µs per call of the proxy process (bare hop or Tessera) in the flat-out run.
     proxy_cpu_us_per_call: Option<f64>,
-    /// Of the proxy's CPU: its SQLite worker threads (`sqlx-sqlite-worker`), Tessera only.
+    /// Of the proxy's CPU: its SQLite worker threads (`sqlx-sqlite-worker`), Tessera on SQLite only.
     proxy_sqlite_cpu_us_per_call: Option<f64>,
+    /// CPU µs per call of the PostgreSQL server (postmaster and all its processes) in the flat-out run;
+    /// PostgreSQL storage only.
+    database_cpu_us_per_call: Option<f64>,
     /// CPU µs per call of the upstream in the flat-out run.
     upstream_cpu_us_per_call: Option<f64>,
     /// CPU µs per call of the load generator itself (this process) in the flat-out run.
@@ -212,9 +247,19 @@ struct Memory {
     errors: Vec<String>,
 }
 
+/// The brokered part on one store (the modes are in [`BenchReport::modes`], with their `storage`).
+#[derive(Serialize)]
+struct BrokeredRun {
+    storage: Storage,
+    cache_miss: CacheMiss,
+    memory: BrokeredMemory,
+    /// The OIDC gateway's broker and audit counters from `/metrics` after the brokered runs.
+    broker_metrics: Vec<String>,
+}
+
 #[derive(Serialize)]
 struct TargetCheck {
-    name: &'static str,
+    name: String,
     target: String,
     value: String,
     pass: bool,
@@ -231,10 +276,8 @@ struct BenchReport {
     payload_bytes: usize,
     modes: Vec<ModeResult>,
     memory: Option<Memory>,
-    cache_miss: Option<CacheMiss>,
-    brokered_memory: Option<BrokeredMemory>,
-    /// The OIDC gateway's broker and audit counters from `/metrics` after the brokered runs.
-    broker_metrics: Vec<String>,
+    /// One per `--brokered-storage`, in order.
+    brokered: Vec<BrokeredRun>,
     targets: Vec<TargetCheck>,
     tessera_skipped: bool,
 }
@@ -319,8 +362,11 @@ fn main() -> Result<()> {
         .iter()
         .map(|m| m.flat_out.errors + m.fixed_rate.errors)
         .sum::<u64>()
-        + report.cache_miss.as_ref().map_or(0, |c| c.errors)
-        + report.brokered_memory.as_ref().map_or(0, |m| m.errors);
+        + report
+            .brokered
+            .iter()
+            .map(|b| b.cache_miss.errors + b.memory.errors)
+            .sum::<u64>();
     if errors > 0 {
         bail!("{errors} calls failed (see the error samples above)");
     }
@@ -368,10 +414,12 @@ fn plain_config(upstream_url: &str) -> impl Fn(u16, &Path) -> serde_json::Value 
 }
 
 /// OIDC `auth` against the mini IdP (callers' JWTs name `http://127.0.0.1:<port>/mcp` in `aud`),
-/// `bench` unbrokered and the three brokered servers exchanging the caller's token at the mini IdP.
+/// `bench` unbrokered and the three brokered servers exchanging the caller's token at the mini IdP;
+/// `storage` (a `postgres://` URL) instead of the default SQLite file in the data directory.
 fn brokered_config<'a>(
     upstream_url: &'a str,
     issuer: &'a str,
+    storage: Option<&'a str>,
 ) -> impl Fn(u16, &Path) -> serde_json::Value + 'a {
     move |port, data_dir| {
         let mut servers = vec![serde_json::json!(
@@ -391,7 +439,7 @@ fn brokered_config<'a>(
                 },
             }));
         }
-        serde_json::json!({
+        let mut config = serde_json::json!({
             "listen": format!("127.0.0.1:{port}"),
             "data_dir": data_dir,
             "auth": {
@@ -401,7 +449,11 @@ fn brokered_config<'a>(
                 "resource": format!("http://127.0.0.1:{port}/mcp"),
             },
             "mcpServers": servers,
-        })
+        });
+        if let (Some(url), Some(object)) = (storage, config.as_object_mut()) {
+            object.insert("storage".to_owned(), url.into());
+        }
+        config
     }
 }
 
@@ -493,7 +545,6 @@ async fn bench(cli: &Cli) -> Result<BenchReport> {
         brokered: None,
     };
     let mut gateway_url = None;
-    let mut brokered = None;
     if !cli.skip_tessera {
         let config = plain_config(&upstream_url);
         let (gw, dir, url) = start_tessera(
@@ -506,23 +557,6 @@ async fn bench(cli: &Cli) -> Result<BenchReport> {
         .await?;
         procs.gateway = Some((gw, dir));
         gateway_url = Some(url);
-        if !cli.skip_brokered {
-            let idp = MiniIdp::start("127.0.0.1:0".parse()?, cli.token_delay).await?;
-            let issuer = idp.issuer().to_owned();
-            let config = brokered_config(&upstream_url, &issuer);
-            let sealing_key = base64::engine::general_purpose::STANDARD
-                .encode(tessera_bench::idp::random_bytes::<32>()?);
-            let (gw, dir, url) = start_tessera(
-                &cli.tessera,
-                GatewaySetup {
-                    config: &config,
-                    env: vec![("TESSERA_SEALING_KEY", sealing_key)],
-                },
-            )
-            .await?;
-            procs.brokered = Some((gw, dir));
-            brokered = Some(Brokered { idp, url });
-        }
     }
 
     let outcome = measure(
@@ -531,7 +565,6 @@ async fn bench(cli: &Cli) -> Result<BenchReport> {
         &upstream_url,
         &hop_url,
         gateway_url.as_deref(),
-        brokered.as_ref(),
     )
     .await;
     if outcome.is_err() || cli.keep {
@@ -543,8 +576,42 @@ async fn bench(cli: &Cli) -> Result<BenchReport> {
     Ok(report)
 }
 
-/// (mode, URL, tool, proxy pid, bearer tokens).
-type PlannedMode = (&'static str, String, &'static str, Option<u32>, Vec<String>);
+/// One mode to measure.
+struct PlannedMode<'a> {
+    mode: &'static str,
+    /// The gateway's store (brokered gateway only).
+    storage: Option<Storage>,
+    url: String,
+    tool: &'static str,
+    /// The proxy (bare hop or gateway), whose CPU is sampled.
+    proxy_pid: Option<u32>,
+    /// Caller JWTs, one per session (round robin); empty = anonymous.
+    bearers: Vec<String>,
+    /// The mini IdP, whose `/token` requests are counted (brokered gateway only).
+    idp: Option<&'a MiniIdp>,
+    /// PostgreSQL's postmaster: the CPU of the server's processes is sampled.
+    database_pid: Option<u32>,
+}
+
+impl PlannedMode<'_> {
+    fn plain(mode: &'static str, url: String, tool: &'static str, proxy_pid: Option<u32>) -> Self {
+        Self {
+            mode,
+            storage: None,
+            url,
+            tool,
+            proxy_pid,
+            bearers: Vec::new(),
+            idp: None,
+            database_pid: None,
+        }
+    }
+}
+
+/// `mode`, or `mode (store)` for the brokered gateway's modes.
+fn mode_label(mode: &str, storage: Option<Storage>) -> String {
+    format!("{mode}{}", store_suffix(storage))
+}
 
 /// The mini IdP and the OIDC gateway's `/mcp`.
 struct Brokered {
@@ -564,158 +631,230 @@ async fn mint(b: &Brokered, prefix: &str, n: usize) -> Result<Vec<String>> {
     Ok(tokens)
 }
 
+/// A flat-out run and a fixed-rate run of one mode.
+async fn run_mode(cli: &Cli, procs: &mut Processes, p: PlannedMode<'_>) -> Result<ModeResult> {
+    let label = mode_label(p.mode, p.storage);
+    let mut cpu_pids = vec![
+        ("upstream".to_owned(), procs.upstream.pid()),
+        ("load generator".to_owned(), std::process::id()),
+    ];
+    if let Some(pid) = p.proxy_pid {
+        cpu_pids.push(("proxy".to_owned(), pid));
+    }
+    let on_sqlite = p.storage.is_none_or(|s| s == Storage::Sqlite);
+    let mut cfg = LoadConfig {
+        url: p.url.clone(),
+        sessions: cli.sessions,
+        duration: cli.duration,
+        warmup: cli.warmup,
+        rate: None,
+        tool: p.tool.to_owned(),
+        payload: cli.payload,
+        cpu_pids,
+        cpu_threads: match p.proxy_pid {
+            Some(pid) if p.mode.starts_with("tessera") && on_sqlite => {
+                vec![("proxy sqlite".to_owned(), pid, "sqlx-sqlite".to_owned())]
+            }
+            _ => Vec::new(),
+        },
+        cpu_families: p
+            .database_pid
+            .map(|pid| vec![("database".to_owned(), pid)])
+            .unwrap_or_default(),
+        bearers: p.bearers,
+    };
+    let token_requests = || p.idp.map(MiniIdp::token_requests);
+    let before = token_requests();
+    eprintln!(
+        "{label}: flat out for {:?} (+{:?} warm-up)…",
+        cli.duration, cli.warmup
+    );
+    let flat_out = load::run(&cfg)
+        .await
+        .with_context(|| format!("{label}: flat-out run"))?;
+    procs.ensure_running()?;
+    let after_flat = token_requests();
+    cfg.rate = Some(cli.rate);
+    eprintln!("{label}: {} calls/s for {:?}…", cli.rate, cli.duration);
+    let fixed_rate = load::run(&cfg)
+        .await
+        .with_context(|| format!("{label}: fixed-rate run"))?;
+    procs.ensure_running()?;
+    let after_fixed = token_requests();
+    let brokered_mode = p.mode == "tessera-brokered";
+    let delta = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) if brokered_mode => Some(b - a),
+        _ => None,
+    };
+    for (run, report) in [("flat out", &flat_out), ("fixed rate", &fixed_rate)] {
+        for e in &report.error_samples {
+            eprintln!("{label} {run}: error: {e}");
+        }
+    }
+    Ok(ModeResult {
+        mode: p.mode,
+        storage: p.storage,
+        url: p.url,
+        tool: p.tool.to_owned(),
+        proxy_cpu_us_per_call: flat_out.cpu_of("proxy"),
+        proxy_sqlite_cpu_us_per_call: flat_out.cpu_of("proxy sqlite"),
+        database_cpu_us_per_call: flat_out.cpu_of("database"),
+        upstream_cpu_us_per_call: flat_out.cpu_of("upstream"),
+        load_cpu_us_per_call: flat_out.cpu_of("load generator"),
+        flat_out,
+        fixed_rate,
+        ratio_vs_direct: None,
+        ratio_vs_bare_hop: None,
+        added_p50_us: None,
+        added_p99_us: None,
+        ratio_vs_unbrokered: None,
+        added_p50_vs_unbrokered_us: None,
+        added_p99_vs_unbrokered_us: None,
+        token_requests_flat_out: delta(before, after_flat),
+        token_requests_fixed_rate: delta(after_flat, after_fixed),
+    })
+}
+
+/// A throwaway PostgreSQL cluster with one fresh database: (cluster, database URL, postmaster PID).
+async fn start_postgres() -> Result<(Arc<Cluster>, String, u32)> {
+    // `Cluster` is test tooling: it panics (after printing PostgreSQL's output) when something fails.
+    let cluster = tokio::task::spawn_blocking(Cluster::start)
+        .await
+        .map_err(|e| anyhow!("starting a PostgreSQL cluster failed: {e}"))?;
+    let cluster = Arc::new(cluster);
+    let database = tokio::spawn({
+        let cluster = Arc::clone(&cluster);
+        async move { cluster.database().await }
+    })
+    .await
+    .map_err(|e| anyhow!("creating a database on the PostgreSQL cluster failed: {e}"))?;
+    // The postmaster is started as `postgres -D <data> -p <port> …`; its children rename themselves.
+    let port = cluster.port().to_string();
+    let pid = procfs::find_process(|args| {
+        args.first().is_some_and(|a| a.ends_with("postgres"))
+            && args.windows(2).any(|w| w[0] == "-p" && w[1] == port)
+    })
+    .context("listing /proc")?
+    .ok_or_else(|| anyhow!("PostgreSQL's postmaster (port {port}) not found in /proc"))?;
+    Ok((cluster, database, pid))
+}
+
+/// The brokered part on one store: a mini IdP and a gateway with OIDC `auth` and brokered servers (its
+/// store on a throwaway PostgreSQL cluster for `postgres`); modes tessera-oidc and tessera-brokered
+/// (appended to `modes`), the cache-miss cost and the memory per brokered session. The gateway and the
+/// cluster are stopped afterwards.
+async fn measure_brokered(
+    cli: &Cli,
+    procs: &mut Processes,
+    upstream_url: &str,
+    storage: Storage,
+    modes: &mut Vec<ModeResult>,
+) -> Result<BrokeredRun> {
+    let postgres = match storage {
+        Storage::Sqlite => None,
+        Storage::Postgres => {
+            eprintln!("postgres: starting a throwaway cluster…");
+            Some(start_postgres().await?)
+        }
+    };
+    let database_url = postgres.as_ref().map(|(_, url, _)| url.clone());
+    let database_pid = postgres.as_ref().map(|(_, _, pid)| *pid);
+    let idp = MiniIdp::start("127.0.0.1:0".parse()?, cli.token_delay).await?;
+    let issuer = idp.issuer().to_owned();
+    let config = brokered_config(upstream_url, &issuer, database_url.as_deref());
+    let sealing_key =
+        base64::engine::general_purpose::STANDARD.encode(tessera_bench::idp::random_bytes::<32>()?);
+    let (gw, dir, url) = start_tessera(
+        &cli.tessera,
+        GatewaySetup {
+            config: &config,
+            env: vec![("TESSERA_SEALING_KEY", sealing_key)],
+        },
+    )
+    .await?;
+    let pid = gw.pid();
+    procs.brokered = Some((gw, dir));
+    let b = Brokered { idp, url };
+
+    // One user per session: user-0 … user-<sessions-1>.
+    let callers = mint(&b, "user", cli.sessions).await?;
+    for (mode, tool) in [
+        ("tessera-oidc", "bench__echo"),
+        ("tessera-brokered", "brokered__echo"),
+    ] {
+        let planned = PlannedMode {
+            mode,
+            storage: Some(storage),
+            url: b.url.clone(),
+            tool,
+            proxy_pid: Some(pid),
+            bearers: callers.clone(),
+            idp: Some(&b.idp),
+            database_pid,
+        };
+        modes.push(run_mode(cli, procs, planned).await?);
+    }
+
+    let label = mode_label("tessera-brokered", Some(storage));
+    let broker_metrics = broker_counters(&b.url).await;
+    eprintln!(
+        "{label}: first calls of {} new users, one at a time…",
+        cli.miss_users
+    );
+    let cache_miss = measure_misses(cli, &b).await?;
+    procs.ensure_running()?;
+    eprintln!(
+        "{label}: {} users × {} brokered servers holding idle upstream sessions…",
+        cli.memory_users,
+        BROKERED_SERVERS.len()
+    );
+    let memory = measure_brokered_memory(cli, &b, pid).await?;
+    procs.ensure_running()?;
+
+    if let Some((gw, mut dir)) = procs.brokered.take() {
+        let stopped = gw.stop(STOP_GRACE).await;
+        dir.keep = cli.keep || stopped.is_err();
+        stopped?;
+    }
+    if let Some((cluster, _, _)) = postgres {
+        // Stopping the cluster waits for `pg_ctl stop`.
+        let _ = tokio::task::spawn_blocking(move || drop(cluster)).await;
+    }
+    Ok(BrokeredRun {
+        storage,
+        cache_miss,
+        memory,
+        broker_metrics,
+    })
+}
+
 async fn measure(
     cli: &Cli,
     procs: &mut Processes,
     upstream_url: &str,
     hop_url: &str,
     gateway_url: Option<&str>,
-    brokered: Option<&Brokered>,
 ) -> Result<BenchReport> {
-    let upstream_pid = procs.upstream.pid();
-    let mut plan: Vec<PlannedMode> = vec![
-        ("direct", upstream_url.to_owned(), "echo", None, Vec::new()),
-        (
+    let mut plan = vec![
+        PlannedMode::plain("direct", upstream_url.to_owned(), "echo", None),
+        PlannedMode::plain(
             "bare hop",
             format!("{hop_url}/mcp"),
             "echo",
             Some(procs.hop.pid()),
-            Vec::new(),
         ),
     ];
     if let (Some(url), Some((gw, _))) = (gateway_url, &procs.gateway) {
-        plan.push((
+        plan.push(PlannedMode::plain(
             "tessera",
             url.to_owned(),
             "bench__echo",
             Some(gw.pid()),
-            Vec::new(),
         ));
     }
-    if let (Some(b), Some((gw, _))) = (brokered, &procs.brokered) {
-        // One user per session: user-0 … user-<sessions-1>.
-        let callers = mint(b, "user", cli.sessions).await?;
-        plan.push((
-            "tessera-oidc",
-            b.url.clone(),
-            "bench__echo",
-            Some(gw.pid()),
-            callers.clone(),
-        ));
-        plan.push((
-            "tessera-brokered",
-            b.url.clone(),
-            "brokered__echo",
-            Some(gw.pid()),
-            callers,
-        ));
-    }
-
     let mut modes: Vec<ModeResult> = Vec::new();
-    for (mode, url, tool, proxy_pid, bearers) in plan {
-        let mut cpu_pids = vec![
-            ("upstream".to_owned(), upstream_pid),
-            ("load generator".to_owned(), std::process::id()),
-        ];
-        if let Some(pid) = proxy_pid {
-            cpu_pids.push(("proxy".to_owned(), pid));
-        }
-        let mut cfg = LoadConfig {
-            url: url.clone(),
-            sessions: cli.sessions,
-            duration: cli.duration,
-            warmup: cli.warmup,
-            rate: None,
-            tool: tool.to_owned(),
-            payload: cli.payload,
-            cpu_pids,
-            cpu_threads: match proxy_pid {
-                Some(pid) if mode.starts_with("tessera") => {
-                    vec![("proxy sqlite".to_owned(), pid, "sqlx-sqlite".to_owned())]
-                }
-                _ => Vec::new(),
-            },
-            bearers,
-        };
-        let token_requests = || brokered.map(|b| b.idp.token_requests());
-        let before = token_requests();
-        eprintln!(
-            "{mode}: flat out for {:?} (+{:?} warm-up)…",
-            cli.duration, cli.warmup
-        );
-        let flat_out = load::run(&cfg)
-            .await
-            .with_context(|| format!("{mode}: flat-out run"))?;
-        procs.ensure_running()?;
-        let after_flat = token_requests();
-        cfg.rate = Some(cli.rate);
-        eprintln!("{mode}: {} calls/s for {:?}…", cli.rate, cli.duration);
-        let fixed_rate = load::run(&cfg)
-            .await
-            .with_context(|| format!("{mode}: fixed-rate run"))?;
-        procs.ensure_running()?;
-        let after_fixed = token_requests();
-        let brokered_mode = mode == "tessera-brokered";
-        let delta = |a: Option<u64>, b: Option<u64>| match (a, b) {
-            (Some(a), Some(b)) if brokered_mode => Some(b - a),
-            _ => None,
-        };
-        for (run, report) in [("flat out", &flat_out), ("fixed rate", &fixed_rate)] {
-            for e in &report.error_samples {
-                eprintln!("{mode} {run}: error: {e}");
-            }
-        }
-        modes.push(ModeResult {
-            mode,
-            url,
-            tool: tool.to_owned(),
-            proxy_cpu_us_per_call: flat_out.cpu_of("proxy"),
-            proxy_sqlite_cpu_us_per_call: flat_out.cpu_of("proxy sqlite"),
-            upstream_cpu_us_per_call: flat_out.cpu_of("upstream"),
-            load_cpu_us_per_call: flat_out.cpu_of("load generator"),
-            flat_out,
-            fixed_rate,
-            ratio_vs_direct: None,
-            ratio_vs_bare_hop: None,
-            added_p50_us: None,
-            added_p99_us: None,
-            ratio_vs_unbrokered: None,
-            added_p50_vs_unbrokered_us: None,
-            added_p99_vs_unbrokered_us: None,
-            token_requests_flat_out: delta(before, after_flat),
-            token_requests_fixed_rate: delta(after_flat, after_fixed),
-        });
-    }
-    let direct = modes.first().map(|m| {
-        (
-            m.flat_out.calls_per_s,
-            m.fixed_rate.p50_us,
-            m.fixed_rate.p99_us,
-        )
-    });
-    let hop = modes.get(1).map(|m| m.flat_out.calls_per_s);
-    for m in &mut modes {
-        if let Some((calls, p50, p99)) = direct {
-            m.ratio_vs_direct = ratio(m.flat_out.calls_per_s, calls);
-            m.added_p50_us = Some(m.fixed_rate.p50_us - p50);
-            m.added_p99_us = Some(m.fixed_rate.p99_us - p99);
-        }
-        m.ratio_vs_bare_hop = hop.and_then(|h| ratio(m.flat_out.calls_per_s, h));
-    }
-    let unbrokered = modes.iter().find(|m| m.mode == "tessera-oidc").map(|m| {
-        (
-            m.flat_out.calls_per_s,
-            m.fixed_rate.p50_us,
-            m.fixed_rate.p99_us,
-        )
-    });
-    if let (Some((calls, p50, p99)), Some(m)) = (
-        unbrokered,
-        modes.iter_mut().find(|m| m.mode == "tessera-brokered"),
-    ) {
-        m.ratio_vs_unbrokered = ratio(m.flat_out.calls_per_s, calls);
-        m.added_p50_vs_unbrokered_us = Some(m.fixed_rate.p50_us - p50);
-        m.added_p99_vs_unbrokered_us = Some(m.fixed_rate.p99_us - p99);
+    for planned in plan {
+        modes.push(run_mode(cli, procs, planned).await?);
     }
 
     let mut memory = None;
@@ -754,33 +893,57 @@ async fn measure(
         procs.ensure_running()?;
     }
 
-    let mut cache_miss = None;
-    let mut brokered_memory = None;
-    let mut broker_metrics = Vec::new();
-    if let (Some(b), Some((gw, _))) = (brokered, &procs.brokered) {
-        broker_metrics = broker_counters(&b.url).await;
-        let pid = gw.pid();
-        eprintln!(
-            "tessera-brokered: first calls of {} new users, one at a time…",
-            cli.miss_users
-        );
-        cache_miss = Some(measure_misses(cli, b).await?);
-        procs.ensure_running()?;
-        eprintln!(
-            "tessera-brokered: {} users × {} brokered servers holding idle upstream sessions…",
-            cli.memory_users,
-            BROKERED_SERVERS.len()
-        );
-        brokered_memory = Some(measure_brokered_memory(cli, b, pid).await?);
-        procs.ensure_running()?;
+    let mut brokered = Vec::new();
+    if gateway_url.is_some() && !cli.skip_brokered {
+        let mut storages: Vec<Storage> = Vec::new();
+        for s in &cli.brokered_storage {
+            if !storages.contains(s) {
+                storages.push(*s);
+            }
+        }
+        for storage in storages {
+            brokered.push(measure_brokered(cli, procs, upstream_url, storage, &mut modes).await?);
+        }
     }
 
-    let targets = check_targets(
-        &modes,
-        memory.as_ref(),
-        cache_miss.as_ref(),
-        brokered_memory.as_ref(),
-    );
+    let direct = modes.first().map(|m| {
+        (
+            m.flat_out.calls_per_s,
+            m.fixed_rate.p50_us,
+            m.fixed_rate.p99_us,
+        )
+    });
+    let hop = modes.get(1).map(|m| m.flat_out.calls_per_s);
+    for m in &mut modes {
+        if let Some((calls, p50, p99)) = direct {
+            m.ratio_vs_direct = ratio(m.flat_out.calls_per_s, calls);
+            m.added_p50_us = Some(m.fixed_rate.p50_us - p50);
+            m.added_p99_us = Some(m.fixed_rate.p99_us - p99);
+        }
+        m.ratio_vs_bare_hop = hop.and_then(|h| ratio(m.flat_out.calls_per_s, h));
+    }
+    // Brokered ÷ unbrokered on the same gateway (same store).
+    let unbrokered: Vec<(Option<Storage>, f64, f64, f64)> = modes
+        .iter()
+        .filter(|m| m.mode == "tessera-oidc")
+        .map(|m| {
+            (
+                m.storage,
+                m.flat_out.calls_per_s,
+                m.fixed_rate.p50_us,
+                m.fixed_rate.p99_us,
+            )
+        })
+        .collect();
+    for m in modes.iter_mut().filter(|m| m.mode == "tessera-brokered") {
+        if let Some(&(_, calls, p50, p99)) = unbrokered.iter().find(|u| u.0 == m.storage) {
+            m.ratio_vs_unbrokered = ratio(m.flat_out.calls_per_s, calls);
+            m.added_p50_vs_unbrokered_us = Some(m.fixed_rate.p50_us - p50);
+            m.added_p99_vs_unbrokered_us = Some(m.fixed_rate.p99_us - p99);
+        }
+    }
+
+    let targets = check_targets(&modes, memory.as_ref(), &brokered);
     Ok(BenchReport {
         unix_time: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -796,9 +959,7 @@ async fn measure(
         payload_bytes: cli.payload,
         modes,
         memory,
-        cache_miss,
-        brokered_memory,
-        broker_metrics,
+        brokered,
         targets,
         tessera_skipped: gateway_url.is_none(),
     })
@@ -1057,25 +1218,27 @@ fn ratio(a: f64, b: f64) -> Option<f64> {
 fn check_targets(
     modes: &[ModeResult],
     memory: Option<&Memory>,
-    misses: Option<&CacheMiss>,
-    brokered_memory: Option<&BrokeredMemory>,
+    brokered: &[BrokeredRun],
 ) -> Vec<TargetCheck> {
     let mut checks = Vec::new();
-    if let Some(r) = modes
-        .iter()
-        .find(|m| m.mode == "tessera-brokered")
-        .and_then(|m| m.ratio_vs_unbrokered)
-    {
-        checks.push(TargetCheck {
-            name: "brokered (cache hit) flat-out throughput vs unbrokered",
-            target: "≥ 0.95×".into(),
-            value: format!("{r:.3}×"),
-            pass: r >= 0.95,
-        });
+    for m in modes.iter().filter(|m| m.mode == "tessera-brokered") {
+        if let Some(r) = m.ratio_vs_unbrokered {
+            checks.push(TargetCheck {
+                name: format!(
+                    "brokered (cache hit) flat-out throughput vs unbrokered{}",
+                    store_suffix(m.storage)
+                ),
+                target: "≥ 0.95×".into(),
+                value: format!("{r:.3}×"),
+                pass: r >= 0.95,
+            });
+        }
     }
-    if let Some(m) = brokered_memory {
+    for b in brokered {
+        let suffix = store_suffix(Some(b.storage));
+        let m = &b.memory;
         checks.push(TargetCheck {
-            name: "gateway memory per idle brokered (user, server) session",
+            name: format!("gateway memory per idle brokered (user, server) session{suffix}"),
             target: "≤ 20 KiB".into(),
             value: format!(
                 "{:.1} KiB ({} × {} held)",
@@ -1083,10 +1246,9 @@ fn check_targets(
             ),
             pass: m.kib_per_user_server <= 20.0 && m.users_ok == m.users,
         });
-    }
-    if let Some(m) = misses {
+        let m = &b.cache_miss;
         checks.push(TargetCheck {
-            name: "token requests for new users (one each), none for cached ones",
+            name: format!("token requests for new users (one each), none for cached ones{suffix}"),
             target: format!("{} + 0", m.users),
             value: format!(
                 "{} + {}",
@@ -1102,7 +1264,7 @@ fn check_targets(
     };
     if let Some(r) = t.ratio_vs_bare_hop {
         checks.push(TargetCheck {
-            name: "flat-out throughput vs bare hop",
+            name: "flat-out throughput vs bare hop".into(),
             target: "≥ 0.85×".into(),
             value: format!("{r:.2}×"),
             pass: r >= 0.85,
@@ -1110,7 +1272,7 @@ fn check_targets(
     }
     if let Some(cpu) = t.proxy_cpu_us_per_call {
         checks.push(TargetCheck {
-            name: "gateway CPU per call, flat out",
+            name: "gateway CPU per call, flat out".into(),
             target: "≤ 35 µs".into(),
             value: format!("{cpu:.1} µs"),
             pass: cpu <= 35.0,
@@ -1118,13 +1280,13 @@ fn check_targets(
     }
     if let (Some(p50), Some(p99)) = (t.added_p50_us, t.added_p99_us) {
         checks.push(TargetCheck {
-            name: "added p50 latency at the fixed rate",
+            name: "added p50 latency at the fixed rate".into(),
             target: "≤ 150 µs".into(),
             value: format!("{p50:.0} µs"),
             pass: p50 <= 150.0,
         });
         checks.push(TargetCheck {
-            name: "added p99 latency at the fixed rate",
+            name: "added p99 latency at the fixed rate".into(),
             target: "≤ 600 µs".into(),
             value: format!("{p99:.0} µs"),
             pass: p99 <= 600.0,
@@ -1133,13 +1295,18 @@ fn check_targets(
     if let Some(m) = memory {
         let mib = m.rss_after_kib as f64 / 1024.0;
         checks.push(TargetCheck {
-            name: "RSS with idle client sessions",
+            name: "RSS with idle client sessions".into(),
             target: format!("≤ 50 MiB with {}", m.sessions),
             value: format!("{mib:.1} MiB ({} open)", m.opened),
             pass: mib <= 50.0 && m.opened == m.sessions,
         });
     }
     checks
+}
+
+/// ` (sqlite)` / ` (postgres)`, or nothing.
+fn store_suffix(storage: Option<Storage>) -> String {
+    storage.map_or_else(String::new, |s| format!(" ({})", s.name()))
 }
 
 fn opt(v: Option<f64>, digits: usize, suffix: &str) -> String {
@@ -1163,7 +1330,7 @@ fn to_markdown(r: &BenchReport) -> String {
         let f = &m.flat_out;
         s.push_str(&format!(
             "| {} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |\n",
-            m.mode,
+            mode_label(m.mode, m.storage),
             f.calls_per_s,
             opt(m.ratio_vs_direct, 2, "×"),
             opt(m.ratio_vs_bare_hop, 2, "×"),
@@ -1190,7 +1357,12 @@ fn to_markdown(r: &BenchReport) -> String {
         let f = &m.fixed_rate;
         s.push_str(&format!(
             "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
-            m.mode, f.calls_per_s, f.p50_us, f.p90_us, f.p99_us, f.max_us
+            mode_label(m.mode, m.storage),
+            f.calls_per_s,
+            f.p50_us,
+            f.p90_us,
+            f.p99_us,
+            f.max_us
         ));
     }
     if let Some(m) = &r.memory {
@@ -1208,18 +1380,48 @@ fn to_markdown(r: &BenchReport) -> String {
             s.push_str(&format!("  session error: {e}\n"));
         }
     }
-    if let (Some(u), Some(b)) = (
-        r.modes.iter().find(|m| m.mode == "tessera-oidc"),
-        r.modes.iter().find(|m| m.mode == "tessera-brokered"),
-    ) {
-        let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) => ratio(a, b),
-            _ => None,
-        };
-        s.push_str(
-            "\nBrokered (cache hit) vs unbrokered, same gateway (OIDC auth) and callers (one user per session):\n\n\
+    for run in &r.brokered {
+        brokered_markdown(&mut s, r, run);
+    }
+    if !r.brokered.is_empty() {
+        stores_markdown(&mut s, r);
+    }
+    if !r.targets.is_empty() {
+        s.push_str("\n| target | goal | measured | |\n|---|---|---|---|\n");
+        for t in &r.targets {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                t.name,
+                t.target,
+                t.value,
+                if t.pass { "pass" } else { "FAIL" }
+            ));
+        }
+    }
+    s
+}
+
+/// `a ÷ b` when both are known.
+fn div(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => ratio(a, b),
+        _ => None,
+    }
+}
+
+/// The brokered part on one store: brokered vs unbrokered, broker counters, cache miss, memory.
+fn brokered_markdown(s: &mut String, r: &BenchReport, run: &BrokeredRun) {
+    let store = run.storage.name();
+    let find = |mode: &str| {
+        r.modes
+            .iter()
+            .find(|m| m.mode == mode && m.storage == Some(run.storage))
+    };
+    if let (Some(u), Some(b)) = (find("tessera-oidc"), find("tessera-brokered")) {
+        s.push_str(&format!(
+            "\nBrokered (cache hit) vs unbrokered, same gateway (OIDC auth, store: {store}) and callers (one user per session):\n\n\
              | | tessera-oidc (unbrokered) | tessera-brokered (cache hit) | brokered ÷ unbrokered |\n|---|---|---|---|\n",
-        );
+        ));
         s.push_str(&format!(
             "| calls/s flat out | {:.0} | {:.0} | {} |\n",
             u.flat_out.calls_per_s,
@@ -1236,11 +1438,18 @@ fn to_markdown(r: &BenchReport) -> String {
                 "×"
             )
         ));
-        s.push_str(&format!(
-            "| of which SQLite worker threads | {} | {} | |\n",
-            opt(u.proxy_sqlite_cpu_us_per_call, 1, ""),
-            opt(b.proxy_sqlite_cpu_us_per_call, 1, ""),
-        ));
+        match run.storage {
+            Storage::Sqlite => s.push_str(&format!(
+                "| of which SQLite worker threads | {} | {} | |\n",
+                opt(u.proxy_sqlite_cpu_us_per_call, 1, ""),
+                opt(b.proxy_sqlite_cpu_us_per_call, 1, ""),
+            )),
+            Storage::Postgres => s.push_str(&format!(
+                "| PostgreSQL server CPU µs/call (all its processes) | {} | {} | |\n",
+                opt(u.database_cpu_us_per_call, 1, ""),
+                opt(b.database_cpu_us_per_call, 1, ""),
+            )),
+        }
         s.push_str(&format!(
             "| p50 / p99 at {} calls/s, µs | {:.0} / {:.0} | {:.0} / {:.0} | {} / {} added |\n",
             r.rate,
@@ -1267,83 +1476,159 @@ fn to_markdown(r: &BenchReport) -> String {
                 .map_or_else(|| "–".to_owned(), |n| n.to_string()),
         ));
     }
-    if !r.broker_metrics.is_empty() {
-        s.push_str("\nBroker and audit counters after the brokered runs (`/metrics`):\n\n```\n");
-        for l in &r.broker_metrics {
+    if !run.broker_metrics.is_empty() {
+        s.push_str(&format!(
+            "\nBroker and audit counters after the brokered runs ({store}, `/metrics`):\n\n```\n"
+        ));
+        for l in &run.broker_metrics {
             s.push_str(l);
             s.push('\n');
         }
         s.push_str("```\n");
     }
-    if let Some(c) = &r.cache_miss {
+    let c = &run.cache_miss;
+    s.push_str(&format!(
+        "\nCache miss ({store}), {} new users one after another (µs):\n\n| call | n | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|\n",
+        c.users
+    ));
+    for (name, x) in [
+        (
+            "new user, first call (token exchange)",
+            &c.new_user_first_call,
+        ),
+        (
+            "cached user, first call of a new session",
+            &c.cached_user_first_call,
+        ),
+        ("cached user, second call", &c.cached_user_second_call),
+    ] {
         s.push_str(&format!(
-            "\nCache miss, {} new users one after another (µs):\n\n| call | n | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|\n",
-            c.users
+            "| {name} | {} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
+            x.n, x.p50_us, x.p90_us, x.p99_us, x.max_us
         ));
-        for (name, x) in [
+    }
+    s.push_str(&format!(
+        "\nToken requests at the mini IdP: {} for the new users, {} for the cached ones; {} errors\n",
+        c.token_requests_new_users, c.token_requests_cached_users, c.errors
+    ));
+    for e in &c.error_samples {
+        s.push_str(&format!("  error: {e}\n"));
+    }
+    let m = &run.memory;
+    s.push_str(&format!(
+        "\nBrokered memory ({store}): {} users × {} servers ({} users held all three; brokered calls took {:.1} s): RSS {:.1} MiB → \
+         {:.1} MiB with each user's session open after one unbrokered call ({:.1} KiB per user) → {:.1} MiB after one call on \
+         each brokered server ({:.1} KiB per (user, server) for this step); all in: {:.1} KiB per (user, server); \
+         open fds {} → {}; brokered upstream sessions (/metrics) {} → {}; {} token requests; {} errors\n",
+        m.users,
+        m.servers,
+        m.users_ok,
+        m.seconds_to_open,
+        m.rss_before_kib as f64 / 1024.0,
+        m.rss_unbrokered_kib as f64 / 1024.0,
+        m.kib_per_user_unbrokered,
+        m.rss_after_kib as f64 / 1024.0,
+        m.kib_per_user_server_brokered_only,
+        m.kib_per_user_server,
+        m.fds_before.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+        m.fds_holding.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+        m.upstream_sessions_before
+            .map_or_else(|| "?".to_owned(), |n| n.to_string()),
+        m.upstream_sessions_holding
+            .map_or_else(|| "?".to_owned(), |n| n.to_string()),
+        m.token_requests,
+        m.errors
+    ));
+    for e in &m.error_samples {
+        s.push_str(&format!("  error: {e}\n"));
+    }
+}
+
+/// One row of the comparison of stores.
+struct StoreRow {
+    unbrokered: Option<f64>,
+    brokered: Option<f64>,
+    ratio_vs_unbrokered: Option<f64>,
+    gateway_cpu: Option<f64>,
+    /// PostgreSQL's server processes (the SQLite threads are inside the gateway).
+    server_cpu: Option<f64>,
+    total_cpu: Option<f64>,
+    miss_p50: f64,
+    miss_p90: f64,
+    /// New user's first call − cached user's first call, p50.
+    miss_cost_p50: f64,
+}
+
+/// The brokered part side by side for each store, and PostgreSQL ÷ SQLite when both ran.
+fn stores_markdown(s: &mut String, r: &BenchReport) {
+    let rows: Vec<(Storage, StoreRow)> = r
+        .brokered
+        .iter()
+        .map(|run| {
+            let find = |mode: &str| {
+                r.modes
+                    .iter()
+                    .find(|m| m.mode == mode && m.storage == Some(run.storage))
+            };
+            let (u, b) = (find("tessera-oidc"), find("tessera-brokered"));
+            let gateway_cpu = b.and_then(|b| b.proxy_cpu_us_per_call);
+            let server_cpu = b.and_then(|b| b.database_cpu_us_per_call);
+            let c = &run.cache_miss;
             (
-                "new user, first call (token exchange)",
-                &c.new_user_first_call,
-            ),
-            (
-                "cached user, first call of a new session",
-                &c.cached_user_first_call,
-            ),
-            ("cached user, second call", &c.cached_user_second_call),
-        ] {
-            s.push_str(&format!(
-                "| {name} | {} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
-                x.n, x.p50_us, x.p90_us, x.p99_us, x.max_us
-            ));
-        }
+                run.storage,
+                StoreRow {
+                    unbrokered: u.map(|u| u.flat_out.calls_per_s),
+                    brokered: b.map(|b| b.flat_out.calls_per_s),
+                    ratio_vs_unbrokered: b.and_then(|b| b.ratio_vs_unbrokered),
+                    gateway_cpu,
+                    server_cpu,
+                    total_cpu: gateway_cpu.map(|g| g + server_cpu.unwrap_or(0.0)),
+                    miss_p50: c.new_user_first_call.p50_us,
+                    miss_p90: c.new_user_first_call.p90_us,
+                    miss_cost_p50: c.new_user_first_call.p50_us - c.cached_user_first_call.p50_us,
+                },
+            )
+        })
+        .collect();
+    s.push_str(&format!(
+        "\nBrokered calls by store (flat out, {} callers; the gateway's CPU includes its SQLite threads; \
+         cache miss = a new user's first call):\n\n\
+         | store | unbrokered calls/s | brokered cache-hit calls/s | ÷ unbrokered (same run) | gateway CPU µs/call \
+         | + PostgreSQL server CPU µs/call | = CPU µs/call | cache miss p50 / p90 µs | miss − cached first call, p50 µs |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+        r.sessions
+    ));
+    for (storage, row) in &rows {
         s.push_str(&format!(
-            "\nToken requests at the mini IdP: {} for the new users, {} for the cached ones; {} errors\n",
-            c.token_requests_new_users, c.token_requests_cached_users, c.errors
+            "| {} | {} | {} | {} | {} | {} | {} | {:.0} / {:.0} | {:.0} |\n",
+            storage.name(),
+            opt(row.unbrokered, 0, ""),
+            opt(row.brokered, 0, ""),
+            opt(row.ratio_vs_unbrokered, 3, "×"),
+            opt(row.gateway_cpu, 1, ""),
+            opt(row.server_cpu, 1, ""),
+            opt(row.total_cpu, 1, ""),
+            row.miss_p50,
+            row.miss_p90,
+            row.miss_cost_p50,
         ));
-        for e in &c.error_samples {
-            s.push_str(&format!("  error: {e}\n"));
-        }
     }
-    if let Some(m) = &r.brokered_memory {
+    let of = |storage: Storage| rows.iter().find(|(s, _)| *s == storage).map(|(_, r)| r);
+    if let (Some(pg), Some(lite)) = (of(Storage::Postgres), of(Storage::Sqlite)) {
         s.push_str(&format!(
-            "\nBrokered memory: {} users × {} servers ({} users held all three; brokered calls took {:.1} s): RSS {:.1} MiB → \
-             {:.1} MiB with each user's session open after one unbrokered call ({:.1} KiB per user) → {:.1} MiB after one call on \
-             each brokered server ({:.1} KiB per (user, server) for this step); all in: {:.1} KiB per (user, server); \
-             open fds {} → {}; brokered upstream sessions (/metrics) {} → {}; {} token requests; {} errors\n",
-            m.users,
-            m.servers,
-            m.users_ok,
-            m.seconds_to_open,
-            m.rss_before_kib as f64 / 1024.0,
-            m.rss_unbrokered_kib as f64 / 1024.0,
-            m.kib_per_user_unbrokered,
-            m.rss_after_kib as f64 / 1024.0,
-            m.kib_per_user_server_brokered_only,
-            m.kib_per_user_server,
-            m.fds_before.map_or_else(|| "?".to_owned(), |n| n.to_string()),
-            m.fds_holding.map_or_else(|| "?".to_owned(), |n| n.to_string()),
-            m.upstream_sessions_before
-                .map_or_else(|| "?".to_owned(), |n| n.to_string()),
-            m.upstream_sessions_holding
-                .map_or_else(|| "?".to_owned(), |n| n.to_string()),
-            m.token_requests,
-            m.errors
+            "| postgres ÷ sqlite | {} | {} | {} | {} | | {} | {} / {} | {} |\n",
+            opt(div(pg.unbrokered, lite.unbrokered), 3, "×"),
+            opt(div(pg.brokered, lite.brokered), 3, "×"),
+            opt(
+                div(pg.ratio_vs_unbrokered, lite.ratio_vs_unbrokered),
+                3,
+                "×"
+            ),
+            opt(div(pg.gateway_cpu, lite.gateway_cpu), 2, "×"),
+            opt(div(pg.total_cpu, lite.total_cpu), 2, "×"),
+            opt(ratio(pg.miss_p50, lite.miss_p50), 2, "×"),
+            opt(ratio(pg.miss_p90, lite.miss_p90), 2, "×"),
+            opt(ratio(pg.miss_cost_p50, lite.miss_cost_p50), 2, "×"),
         ));
-        for e in &m.error_samples {
-            s.push_str(&format!("  error: {e}\n"));
-        }
     }
-    if !r.targets.is_empty() {
-        s.push_str("\n| target | goal | measured | |\n|---|---|---|---|\n");
-        for t in &r.targets {
-            s.push_str(&format!(
-                "| {} | {} | {} | {} |\n",
-                t.name,
-                t.target,
-                t.value,
-                if t.pass { "pass" } else { "FAIL" }
-            ));
-        }
-    }
-    s
 }

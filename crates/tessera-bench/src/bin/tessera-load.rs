@@ -102,6 +102,7 @@ async fn run(cli: &Cli) -> Result<()> {
             .map(|p| (format!("pid {p}"), *p))
             .collect(),
         cpu_threads: Vec::new(),
+        cpu_families: Vec::new(),
         bearers: cli.bearers()?,
     };
     let report = load::run(&cfg).await?;
