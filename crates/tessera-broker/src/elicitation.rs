@@ -1,10 +1,18 @@
 //! Connect links handed to MCP clients through URL elicitation: each link names the user it was
 //! made for, so the connect page can refuse another signed-in user (the MCP specification's
-//! phishing rule for URL elicitation). In memory, bounded, 10-minute TTL.
+//! phishing rule for URL elicitation). 10-minute TTL.
+//!
+//! With a keyring ([`Elicitations::sealed`]) the link's id *is* its state, sealed (`s.<sealed
+//! user, server, time>`), so the link works on whichever replica the browser reaches; without
+//! one, links live in this process's memory, bounded.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use secrecy::ExposeSecret as _;
+use serde::{Deserialize, Serialize};
+use tessera_store::{Aad, Keyring, UnixTime, now_unix};
 
 use crate::connector::Connector;
 use crate::error::BrokerError;
@@ -29,6 +37,23 @@ pub struct Elicitations {
     entries: Mutex<HashMap<String, Entry>>,
     ttl: Duration,
     capacity: usize,
+    keyring: Option<Arc<Keyring>>,
+}
+
+/// A link's state when sealed into its id.
+#[derive(Serialize, Deserialize)]
+struct SealedLink {
+    u: String,
+    s: String,
+    t: UnixTime,
+    /// Makes every link distinct.
+    n: String,
+}
+
+const SEALED_PREFIX: &str = "s.";
+
+fn link_aad() -> Aad {
+    Aad::new("connect-link")
 }
 
 impl Default for Elicitations {
@@ -43,6 +68,15 @@ impl Elicitations {
             entries: Mutex::new(HashMap::new()),
             ttl,
             capacity: capacity.max(1),
+            keyring: None,
+        }
+    }
+
+    /// Links whose ids carry their sealed state: valid on every replica sharing `keyring`.
+    pub fn sealed(keyring: Arc<Keyring>) -> Self {
+        Self {
+            keyring: Some(keyring),
+            ..Self::default()
         }
     }
 
@@ -60,6 +94,22 @@ impl Elicitations {
         user_id: &str,
         server: &BrokeredServer,
     ) -> Result<(String, String), BrokerError> {
+        if let Some(keyring) = &self.keyring {
+            let link = SealedLink {
+                u: user_id.to_owned(),
+                s: server.name().to_owned(),
+                t: now_unix(),
+                n: random_token(8)?,
+            };
+            let plain = serde_json::to_vec(&link)
+                .map_err(|_| BrokerError::Store("cannot encode a connect link"))?;
+            let sealed = keyring
+                .seal(&plain, &link_aad())
+                .map_err(|_| BrokerError::Store("cannot seal a connect link"))?;
+            let id = format!("{SEALED_PREFIX}{sealed}");
+            let url = format!("{}?elicitation={id}", connector.connect_url(server));
+            return Ok((id, url));
+        }
         let id = random_token(16)?;
         let url = format!("{}?elicitation={id}", connector.connect_url(server));
         let mut entries = self.lock();
@@ -90,6 +140,12 @@ impl Elicitations {
 
     /// `(user_id, server name)` of a live link.
     pub fn get(&self, id: &str) -> Option<(String, String)> {
+        if let Some(sealed) = id.strip_prefix(SEALED_PREFIX) {
+            let plain = self.keyring.as_ref()?.open(sealed, &link_aad()).ok()?;
+            let link: SealedLink = serde_json::from_slice(plain.expose_secret()).ok()?;
+            let age = u64::try_from(now_unix().saturating_sub(link.t)).ok()?;
+            return (Duration::from_secs(age) < self.ttl).then_some((link.u, link.s));
+        }
         let entries = self.lock();
         let e = entries.get(id)?;
         (e.created.elapsed() < self.ttl).then(|| (e.user_id.clone(), e.server.clone()))
@@ -172,5 +228,34 @@ mod tests {
         assert_eq!(e.get(&id3), None, "expired");
         e.remove(&id2);
         assert_eq!(e.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn sealed_links_work_on_another_replica_with_the_key_only() {
+        let (_dir, c) = connector().await;
+        let gh = server("git hub");
+        let ring = |b| {
+            Arc::new(
+                Keyring::new(
+                    tessera_store::SealingKey::from_bytes(&[b; 32]).unwrap(),
+                    vec![],
+                )
+                .unwrap(),
+            )
+        };
+        let a = Elicitations::sealed(ring(1));
+        let b = Elicitations::sealed(ring(1));
+        let (id, url) = a.create(&c, "u1", &gh).unwrap();
+        assert!(id.starts_with("s.") && url.ends_with(&id));
+        assert!(!id.contains("u1"), "the user is not readable in the link");
+        assert_eq!(b.get(&id), Some(("u1".to_owned(), "git hub".to_owned())));
+        assert_eq!(a.len(), 0, "nothing kept in memory");
+        assert_eq!(Elicitations::sealed(ring(2)).get(&id), None);
+        assert_eq!(Elicitations::default().get(&id), None);
+        let short = Elicitations {
+            ttl: Duration::ZERO,
+            ..Elicitations::sealed(ring(1))
+        };
+        assert_eq!(short.get(&id), None, "expired");
     }
 }

@@ -66,7 +66,11 @@ pub(crate) fn build(
     .connector(connector.clone())
     .policy(Arc::new(ConfigPolicy))
     .build();
-    let elicitations = Arc::new(Elicitations::default());
+    // Connect links carry their sealed state, so the browser may reach any replica.
+    let elicitations = Arc::new(match store.keyring_handle() {
+        Some(keyring) => Elicitations::sealed(keyring),
+        None => Elicitations::default(),
+    });
     api.set_broker(tessera_api::credentials::BrokerRoutes {
         resolver: resolver.clone(),
         connector: connector.clone(),
