@@ -130,6 +130,11 @@ pub fn forget(pat_id: &str) {
     lock().retain(|_, c| c.identity.pat_id != pat_id);
 }
 
+/// Drops every cached verification (changes from other replicas may have been missed).
+pub fn forget_all() {
+    lock().clear();
+}
+
 /// Drops every cached token of this user (after the user is disabled or demoted).
 pub fn forget_user(user_id: &str) {
     lock().retain(|_, c| c.identity.user_id != user_id);

@@ -117,6 +117,13 @@ impl ServerEntry {
         self.user_catalogs.read().map(|m| m.len()).unwrap_or(0)
     }
 
+    /// Forgets every user's catalogue of this server.
+    fn forget_all_user_catalogs(&self) {
+        if let Ok(mut m) = self.user_catalogs.write() {
+            m.clear();
+        }
+    }
+
     /// Keeps only the catalogues of users in `live` (users with a client session).
     fn retain_user_catalogs(&self, live: &crate::FastSet<UserKey>) {
         if let Ok(mut m) = self.user_catalogs.write() {
@@ -355,6 +362,14 @@ impl Gateway {
     /// `user`'s credential for `server` changed (connected, refreshed by the user, disconnected):
     /// their catalogue of it is rediscovered, their clients are told the lists changed, and URL
     /// elicitations waiting for this connection are completed.
+    /// Forgets every per-user catalogue of every brokered server: they are discovered again on
+    /// the next list (after changes from other replicas may have been missed).
+    pub fn forget_all_user_catalogs(&self) {
+        for entry in &self.servers {
+            entry.forget_all_user_catalogs();
+        }
+    }
+
     pub fn credential_changed(&self, user: &UserKey, server: &str) {
         if let Some(entry) = self.server(server) {
             entry.forget_user_catalog(user);

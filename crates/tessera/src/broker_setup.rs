@@ -190,7 +190,15 @@ pub(crate) async fn follow_replicas(
                     tracing::debug!(server = %server, "credential changed on another replica");
                     credential_changed(broker, &gateway, user_id, server, Some(server_key));
                 }
-                (Change::Resync, Some(broker)) => broker.resolver.forget_all(),
+                (Change::Resync, broker) => {
+                    // Messages were lost while the listener was away: drop every cache built
+                    // from the store.
+                    if let Some(broker) = broker {
+                        broker.resolver.forget_all();
+                    }
+                    gateway.forget_all_user_catalogs();
+                    tessera_api::pat::forget_all();
+                }
                 _ => {}
             }
             tessera_api::authz::verify::apply_change(&api, &change);
