@@ -21,6 +21,7 @@ the tests does not change what a test sees.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -459,6 +460,45 @@ def test_refresh_token_reuse_revokes_the_whole_family(env: Env) -> None:
     with env.browser("erin") as b:
         _, other = authorize_and_exchange(env.gw, b, client)
     assert mcp_status(env.gw, other["access_token"]) == 200
+
+
+def test_credential_events_reach_the_activity_log_without_secrets(env: Env) -> None:
+    """Every credential operation of the authorization server is audited (method
+    authorization_server, server = the client's id): consent, issue, refresh, reuse → the grant
+    revoked, revocation; no code, token or secret in any row."""
+    client = register_client(env.gw, "audited")
+    with env.browser("erin") as b:
+        _, t0 = authorize_and_exchange(env.gw, b, client)
+    t1 = tokens_of(refresh(env.gw, client, t0["refresh_token"]))
+    oauth_error(refresh(env.gw, client, t0["refresh_token"]), 400, "invalid_grant")
+    with env.browser("erin") as b:
+        _, t2 = authorize_and_exchange(env.gw, b, client)
+    assert revoke(env.gw, client, t2["refresh_token"]).status_code == 200
+    db = env.tmp / "gw" / "data" / "tessera.db"
+    secrets_seen = {t0["access_token"], t0["refresh_token"], t1["access_token"], t1["refresh_token"], t2["access_token"], t2["refresh_token"]}
+    rows: list[tuple[Any, ...]] = []
+
+    def recorded() -> bool:
+        con = sqlite3.connect(str(db), timeout=10)
+        try:
+            rows[:] = con.execute(
+                "SELECT action, outcome, reason, user_id, method, server, tool, request_id FROM activity "
+                "WHERE server = ? ORDER BY ts, id",
+                (client.client_id,),
+            ).fetchall()
+        finally:
+            con.close()
+        actions = [r[0] for r in rows]
+        return all(a in actions for a in ("client_approve", "token_issue", "token_refresh", "grant_revoke", "token_revoke"))
+
+    wait_until(recorded, 10, "the authorization server's events in the activity log")
+    assert {r[4] for r in rows} == {"authorization_server"}, rows
+    reuse = [r for r in rows if r[0] == "grant_revoke"]
+    assert reuse and reuse[0][1] == "denied" and reuse[0][2] == "refresh_token_reused", reuse
+    assert all(r[3] for r in rows if r[0] in ("client_approve", "token_issue", "token_refresh")), "user named"
+    text = repr(rows)
+    for secret in secrets_seen:
+        assert secret not in text, "a token reached the activity log"
 
 
 def test_refresh_token_bound_to_its_client(env: Env) -> None:

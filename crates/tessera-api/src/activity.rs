@@ -4,7 +4,9 @@
 //! - `GET /api/v1/activity?user=&server=&type=&outcome=&since=&until=&limit=&cursor=` →
 //!   `{"activities": [Activity…], "next_cursor": <opaque> | null}`, newest first. `type` is an
 //!   action (`tool_call`, `acquire`, `refresh`, `inject`, `connect_start`, `connect_finish`,
-//!   `connect_deny`, `policy_deny`, `disconnect`); `outcome` is `success` / `failure` /
+//!   `connect_deny`, `policy_deny`, `disconnect`, and — method `authorization_server`, `server`
+//!   being the OAuth client's id — `client_approve`, `client_deny`, `token_issue`,
+//!   `token_refresh`, `token_revoke`, `grant_revoke`); `outcome` is `success` / `failure` /
 //!   `denied`; `since` / `until` are RFC 3339 or unix seconds (inclusive); `limit` 1..=500,
 //!   default 50. The cursor is opaque (base64url of the last row's `(ts, id)`).
 //! - `GET /api/v1/activity/stream` (same filters but the time window and cursor) →

@@ -96,6 +96,8 @@ pub struct ApiState {
     pub(crate) closing: tokio::sync::watch::Sender<bool>,
     /// Tessera's own OAuth authorization server, when `auth.authorization_server` is set.
     pub(crate) authz: Option<authz::AuthorizationServer>,
+    /// Where the authorization server's credential events are recorded (the activity log).
+    pub(crate) auditor: std::sync::OnceLock<tessera_broker::Auditor>,
 }
 
 impl ApiState {
@@ -127,7 +129,13 @@ impl ApiState {
             retention: std::sync::RwLock::new(activity::Retention::default()),
             closing: tokio::sync::watch::Sender::new(false),
             authz: authz::AuthorizationServer::from_config(auth, store_keyring)?,
+            auditor: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Records the authorization server's credential events in the activity log (set once).
+    pub fn set_auditor(&self, auditor: tessera_broker::Auditor) {
+        let _ = self.auditor.set(auditor);
     }
 
     /// Wires the connect routes to the broker (once; a second call is refused: `false`).

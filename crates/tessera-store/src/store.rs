@@ -74,6 +74,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "oauth_server",
         include_str!("../migrations/0004_oauth_server.sql"),
     ),
+    (
+        5,
+        "activity_authorization_server",
+        include_str!("../migrations/0005_activity_authorization_server.sql"),
+    ),
 ];
 
 /// Which database a [`Store`] is on.

@@ -63,6 +63,9 @@ pub(crate) async fn run(config_path: PathBuf, listen: Option<String>) -> anyhow:
             }));
         }
     }
+    if let (Some(api), Some((_, auditor))) = (&api, &shared) {
+        api.set_auditor(auditor.clone());
+    }
     if let Some((users, auditor)) = shared {
         gateway.set_observer(Arc::new(crate::activity::ActivityLog { users, auditor }));
     }

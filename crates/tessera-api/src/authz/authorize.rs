@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret as _;
 use subtle::ConstantTimeEq as _;
-use tessera_store::{CodeGrant, User};
+use tessera_store::{ActivityAction, ActivityOutcome, CodeGrant, User};
 use url::Url;
 
 use super::clients::ClientError;
@@ -529,10 +529,26 @@ pub(crate) async fn decision(
                 return page::error(StatusCode::INTERNAL_SERVER_ERROR, "storage error");
             }
             tracing::info!(user = %user.id, client_id = %request.client_id, "client approved");
+            super::audit(
+                &state,
+                Some(&user.id),
+                &request.client_id,
+                ActivityAction::ClientApprove,
+                ActivityOutcome::Success,
+                None,
+            );
             issue_code(&state, server, &user, &request).await
         }
         _ => {
             tracing::info!(user = %user.id, client_id = %request.client_id, "client denied");
+            super::audit(
+                &state,
+                Some(&user.id),
+                &request.client_id,
+                ActivityAction::ClientDeny,
+                ActivityOutcome::Denied,
+                Some("access_denied"),
+            );
             error_answer(
                 server,
                 &request.redirect_uri,

@@ -110,6 +110,32 @@ pub(crate) fn router(state: &Arc<ApiState>) -> Router<Arc<ApiState>> {
         .route("/oauth/revoke", post(token::revoke))
 }
 
+/// Records one of the authorization server's credential events in the activity log: `server`
+/// is the OAuth client's id; never a code, token or secret.
+pub(crate) fn audit(
+    state: &ApiState,
+    user_id: Option<&str>,
+    client_id: &str,
+    action: tessera_store::ActivityAction,
+    outcome: tessera_store::ActivityOutcome,
+    reason: Option<&str>,
+) {
+    if let Some(auditor) = state.auditor.get() {
+        auditor.record(tessera_store::ActivityRecord {
+            ts: tessera_store::now_unix(),
+            user_id: user_id.map(str::to_owned),
+            server: client_id.to_owned(),
+            tool: None,
+            request_id: None,
+            method: tessera_store::ActivityMethod::AuthorizationServer,
+            action,
+            outcome,
+            reason: reason.map(str::to_owned),
+            duration_ms: None,
+        });
+    }
+}
+
 /// Removes expired consent pages in progress; returns how many.
 pub(crate) fn purge(state: &ApiState) -> usize {
     state

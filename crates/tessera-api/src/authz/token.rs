@@ -19,7 +19,9 @@ use base64::Engine as _;
 use secrecy::ExposeSecret as _;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tessera_store::{Change, CodeRedemption, OauthTokenRejection, TokenGrant};
+use tessera_store::{
+    ActivityAction, ActivityOutcome, Change, CodeRedemption, OauthTokenRejection, TokenGrant,
+};
 
 use super::authorize::is_our_resource;
 use super::{AuthorizationServer, verify};
@@ -305,6 +307,14 @@ async fn authorization_code(
             );
             // The family id is unknown here; every cached check is cheap to redo.
             verify::revoked(state, Change::OauthRevokedUnknown).await;
+            super::audit(
+                state,
+                None,
+                client_id,
+                ActivityAction::GrantRevoke,
+                ActivityOutcome::Denied,
+                Some("code_replayed"),
+            );
             return Err(TokenError::new(
                 "invalid_grant",
                 "the authorization code was already used; the tokens issued for it are revoked",
@@ -363,6 +373,14 @@ async fn authorization_code(
         .await
         .map_err(|e| TokenError::server_error("issuing tokens failed", &e))?;
     tracing::info!(user = %grant.user_id, client_id, "access token issued (authorization code)");
+    super::audit(
+        state,
+        Some(&grant.user_id),
+        client_id,
+        ActivityAction::TokenIssue,
+        ActivityOutcome::Success,
+        None,
+    );
     Ok(success(server, &issued, &grant.scopes))
 }
 
@@ -384,6 +402,14 @@ async fn refresh(
         Err(OauthTokenRejection::Reused) => {
             tracing::warn!(client_id, "refresh token reused; its grant is revoked");
             verify::revoked(state, Change::OauthRevokedUnknown).await;
+            super::audit(
+                state,
+                None,
+                client_id,
+                ActivityAction::GrantRevoke,
+                ActivityOutcome::Denied,
+                Some("refresh_token_reused"),
+            );
             return Err(TokenError::new(
                 "invalid_grant",
                 "the refresh token was already used; the grant is revoked, authorize again",
@@ -418,6 +444,14 @@ async fn refresh(
             },
         )
         .await;
+        super::audit(
+            state,
+            Some(&rotated.user_id),
+            client_id,
+            ActivityAction::TokenRefresh,
+            ActivityOutcome::Failure,
+            Some("sign_in_again"),
+        );
         return Err(e);
     }
     let issued = state
@@ -434,6 +468,14 @@ async fn refresh(
         .await
         .map_err(|e| TokenError::server_error("issuing tokens failed", &e))?;
     tracing::debug!(user = %rotated.user_id, client_id, "access token issued (refresh)");
+    super::audit(
+        state,
+        Some(&rotated.user_id),
+        client_id,
+        ActivityAction::TokenRefresh,
+        ActivityOutcome::Success,
+        None,
+    );
     Ok(success(server, &issued, &scopes))
 }
 
@@ -464,6 +506,14 @@ pub(crate) async fn revoke(
                     verify::revoked(&state, verify::token_revoked(token)).await;
                 }
                 tracing::info!(client_id, "token revoked");
+                super::audit(
+                    &state,
+                    None,
+                    &client_id,
+                    ActivityAction::TokenRevoke,
+                    ActivityOutcome::Success,
+                    None,
+                );
             }
             None => tracing::debug!(client_id, "revocation of an unknown token"),
         }

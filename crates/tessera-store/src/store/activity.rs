@@ -64,6 +64,8 @@ vocabulary! {
         Connect => "connect",
         /// An MCP request of a user (a tool call), not a broker step.
         Mcp => "mcp",
+        /// Tessera's own authorization server (`server` holds the OAuth client's id).
+        AuthorizationServer => "authorization_server",
     }
 }
 
@@ -89,6 +91,18 @@ vocabulary! {
         /// An MCP `tools/call` (method [`ActivityMethod::Mcp`]; the tool in
         /// [`ActivityRecord::tool`]).
         ToolCall => "tool_call",
+        /// A user approved an OAuth client of Tessera's authorization server.
+        ClientApprove => "client_approve",
+        /// A user denied an OAuth client.
+        ClientDeny => "client_deny",
+        /// Tokens were issued for an authorization code.
+        TokenIssue => "token_issue",
+        /// A refresh token was exchanged (rotated).
+        TokenRefresh => "token_refresh",
+        /// A client revoked a token (RFC 7009).
+        TokenRevoke => "token_revoke",
+        /// A grant's tokens were revoked: a code replayed or a refresh token reused.
+        GrantRevoke => "grant_revoke",
     }
 }
 
@@ -669,7 +683,33 @@ mod tests {
         assert_eq!(ActivityAction::from_name("nope"), None);
     }
 
+    /// The CHECK constraints of the latest migration admit every name the code can write.
+    async fn every_method_and_action_can_be_stored(db: TestDb) {
+        let store = db.open().await;
+        let now = crate::now_unix();
+        for method in ActivityMethod::ALL {
+            for action in ActivityAction::ALL {
+                store
+                    .record_activity(&ActivityRecord {
+                        ts: now,
+                        user_id: None,
+                        server: "s".into(),
+                        tool: None,
+                        request_id: None,
+                        method: *method,
+                        action: *action,
+                        outcome: ActivityOutcome::Success,
+                        reason: None,
+                        duration_ms: None,
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("{method:?}/{action:?}: {e}"));
+            }
+        }
+    }
+
     both_backends!(
+        every_method_and_action_can_be_stored,
         a_batch_spanning_several_statements_is_written_whole,
         tool_calls_are_stored_with_their_tool_and_filtered,
         pages_follow_the_cursor_without_gaps_or_repeats,

@@ -28,7 +28,9 @@ pub(crate) struct Filters {
     #[arg(long)]
     pub(crate) server: Option<String>,
     /// Only records of this type: `tool_call`, `acquire`, `refresh`, `inject`, `connect_start`,
-    /// `connect_finish`, `connect_deny`, `policy_deny`, `disconnect`.
+    /// `connect_finish`, `connect_deny`, `policy_deny`, `disconnect`, and the authorization
+    /// server's `client_approve`, `client_deny`, `token_issue`, `token_refresh`, `token_revoke`,
+    /// `grant_revoke`.
     #[arg(long = "type", value_name = "TYPE")]
     pub(crate) kind: Option<String>,
     /// Only records with this outcome (`success`, `failure`, `denied`).
