@@ -69,20 +69,26 @@ struct SealedLogin {
 
 const PURPOSE: &str = "pending-login";
 
-#[derive(Default)]
 pub struct PendingLogins {
     map: Mutex<HashMap<String, PendingLogin>>,
     keyring: Option<Arc<Keyring>>,
     /// Ids of sealed sign-ins completed here (single use), until they would have expired.
-    taken: Mutex<HashMap<String, Instant>>,
+    taken: sealed_state::Spent,
+}
+
+impl Default for PendingLogins {
+    fn default() -> Self {
+        Self::new(None)
+    }
 }
 
 impl PendingLogins {
     /// Sign-ins sealed into their cookies with `keyring`, or kept in memory without one.
     pub fn new(keyring: Option<Arc<Keyring>>) -> Self {
         PendingLogins {
+            map: Mutex::new(HashMap::new()),
             keyring,
-            ..Self::default()
+            taken: sealed_state::Spent::new(LOGIN_TTL),
         }
     }
 
@@ -111,16 +117,8 @@ impl PendingLogins {
         }
         let keyring = self.keyring.as_ref()?;
         let s: SealedLogin = sealed_state::open(keyring, PURPOSE, cookie)?;
-        let age = now_unix().saturating_sub(s.created);
-        let age = Duration::from_secs(u64::try_from(age).ok()?);
-        if age >= LOGIN_TTL {
-            return None;
-        }
-        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
-        if taken.len() >= MAX_PENDING {
-            taken.retain(|_, at| at.elapsed() < LOGIN_TTL);
-        }
-        if taken.insert(s.id, Instant::now()).is_some() {
+        let age = sealed_state::age_within(s.created, LOGIN_TTL)?;
+        if !self.taken.first_use(s.id) {
             return None;
         }
         Some(PendingLogin {
@@ -155,10 +153,7 @@ impl PendingLogins {
     /// Drops every expired sign-in (and forgets taken sealed ones past their expiry). Returns
     /// how many sign-ins.
     pub fn purge_expired(&self) -> usize {
-        self.taken
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, at| at.elapsed() < LOGIN_TTL);
+        self.taken.purge();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let before = map.len();
         let now = Instant::now();

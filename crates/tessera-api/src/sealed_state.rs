@@ -6,9 +6,16 @@
 //! Sealed values are prefixed `s.` so they cannot be mistaken for the random ids used when no
 //! keyring is configured (then the state stays in memory, as one replica needs).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tessera_store::{Aad, Keyring};
+use tessera_store::{Aad, Keyring, UnixTime, now_unix};
+
+/// At most this many spent ids are remembered (older ones go first).
+const MAX_SPENT: usize = 10_000;
 
 const PREFIX: &str = "s.";
 
@@ -37,6 +44,45 @@ pub(crate) fn open<T: DeserializeOwned>(
     let sealed = text.strip_prefix(PREFIX)?;
     let plain = keyring.open(sealed, &Aad::new(purpose)).ok()?;
     serde_json::from_slice(secrecy::ExposeSecret::expose_secret(&plain)).ok()
+}
+
+/// How old a value sealed at `created` is, if younger than `ttl`.
+pub(crate) fn age_within(created: UnixTime, ttl: Duration) -> Option<Duration> {
+    let age = Duration::from_secs(u64::try_from(now_unix().saturating_sub(created)).ok()?);
+    (age < ttl).then_some(age)
+}
+
+/// The ids of sealed values already used here, for `ttl` (after which the values themselves
+/// no longer open): single use within one replica.
+pub(crate) struct Spent {
+    ttl: Duration,
+    ids: Mutex<HashMap<String, Instant>>,
+}
+
+impl Spent {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Spent {
+            ttl,
+            ids: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether this is the first use of `id` (and records it).
+    pub(crate) fn first_use(&self, id: String) -> bool {
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.len() >= MAX_SPENT {
+            ids.retain(|_, at| at.elapsed() < self.ttl);
+        }
+        ids.insert(id, Instant::now()).is_none()
+    }
+
+    /// Forgets ids older than the ttl.
+    pub(crate) fn purge(&self) {
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, at| at.elapsed() < self.ttl);
+    }
 }
 
 #[cfg(test)]

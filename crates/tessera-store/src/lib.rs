@@ -38,7 +38,8 @@ pub use store::{
     DB_FILE, IdpTokens, IssuedTokens, LISTENER_BACKOFF_MAX, LISTENER_BACKOFF_MIN, LockGuard,
     MAX_PENDING_CONNECT_FLOWS, MAX_REASON_LEN, NewConnectFlow, NewOauthClient, NewPat, NewSession,
     OauthClient, OauthClientSource, OauthTokenRejection, OpenedCredential, PAT_PREFIX,
-    PersonalAccessToken, REFRESH_TOKEN_PREFIX, RefreshLock, ResealReport, Role, RotatedGrant,
-    SUBSCRIBER_QUEUE, Session, Store, StoredIdpTokens, TokenGrant, UnixTime, UnreadableRow, User,
-    UserLogin, VerifiedAccessToken, VerifiedPat, now_unix, parse_url, redact, server_key,
+    PersonalAccessToken, REFRESH_TOKEN_PREFIX, RefreshLock, RefreshRefused, ResealReport, Role,
+    RotatedGrant, SUBSCRIBER_QUEUE, Session, Store, StoredIdpTokens, TokenGrant, UnixTime,
+    UnreadableRow, User, UserLogin, VerifiedAccessToken, VerifiedPat, now_unix, parse_url, redact,
+    server_key,
 };

@@ -43,8 +43,8 @@ pub use credentials::{
 pub use idp::{IdpTokens, StoredIdpTokens};
 pub use oauth::{
     ACCESS_TOKEN_PREFIX, CodeGrant, CodeRedemption, IssuedTokens, NewOauthClient, OauthClient,
-    OauthClientSource, OauthTokenRejection, REFRESH_TOKEN_PREFIX, RotatedGrant, TokenGrant,
-    VerifiedAccessToken,
+    OauthClientSource, OauthTokenRejection, REFRESH_TOKEN_PREFIX, RefreshRefused, RotatedGrant,
+    TokenGrant, VerifiedAccessToken,
 };
 pub use pats::{NewPat, PAT_PREFIX, PersonalAccessToken, VerifiedPat};
 pub use reseal::{ResealReport, UnreadableRow};

@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use secrecy::SecretString;
 use tessera_api::ApiState;
-use tessera_api::authz::{AccessTokenError, VerifiedClientToken};
+use tessera_api::authz::AccessTokenError;
 use tessera_api::pat::{self, PatError};
 use tessera_identity::{AuthError, Identity, InvalidToken, Role, TokenKind, UserKey};
 use tessera_proxy::caller::PatVerifier;
@@ -20,34 +20,6 @@ pub(crate) struct StorePatVerifier {
     pub(crate) api: Arc<ApiState>,
 }
 
-/// An access token of Tessera's authorization server as an MCP identity.
-fn client_token_identity(t: &VerifiedClientToken, token: &str) -> Identity {
-    Identity {
-        user: UserKey {
-            issuer: t.issuer.clone(),
-            subject: t.subject.clone(),
-        },
-        display_name: t
-            .display_name
-            .clone()
-            .or_else(|| t.email.clone())
-            .unwrap_or_else(|| t.subject.clone()),
-        email: t.email.clone(),
-        role: match t.role {
-            tessera_store::Role::Admin => Role::Admin,
-            tessera_store::Role::User => Role::User,
-        },
-        token_kind: TokenKind::OauthAccessToken,
-        client_id: Some(t.client_id.clone()),
-        scopes: t.scopes.clone(),
-        groups: Vec::new(),
-        expires_at: u64::try_from(t.expires_at)
-            .ok()
-            .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
-        token: SecretString::from(token.to_owned()),
-    }
-}
-
 impl PatVerifier for StorePatVerifier {
     fn verify<'a>(
         &'a self,
@@ -56,7 +28,7 @@ impl PatVerifier for StorePatVerifier {
         Box::pin(async move {
             if token.starts_with(ACCESS_TOKEN_PREFIX) {
                 return match self.api.verify_access_token(token).await {
-                    Ok(t) => Ok(Arc::new(client_token_identity(&t, token))),
+                    Ok(t) => Ok(t.identity.clone()),
                     Err(AccessTokenError::Rejected(OauthTokenRejection::Expired)) => {
                         Err(AuthError::InvalidToken(InvalidToken::Expired))
                     }

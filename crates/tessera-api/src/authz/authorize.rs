@@ -71,18 +71,18 @@ const PURPOSE: &str = "pending-consent";
 /// form (`request`), so the answer may reach any replica; single use is kept per replica by the
 /// ids answered, and across replicas the answer is harmless to repeat (the same user, the same
 /// browser session, the same request). Without a keyring it stays in this process's memory.
-#[derive(Default)]
 pub(crate) struct PendingAuthorizations {
     map: Mutex<HashMap<String, PendingAuthorization>>,
     keyring: Option<Arc<Keyring>>,
-    answered: Mutex<HashMap<String, Instant>>,
+    answered: sealed_state::Spent,
 }
 
 impl PendingAuthorizations {
     pub(crate) fn new(keyring: Option<Arc<Keyring>>) -> Self {
         PendingAuthorizations {
+            map: Mutex::new(HashMap::new()),
             keyring,
-            ..Self::default()
+            answered: sealed_state::Spent::new(CONSENT_TTL),
         }
     }
 
@@ -108,15 +108,8 @@ impl PendingAuthorizations {
             return self.take(request);
         }
         let s: SealedAuthorization = sealed_state::open(self.keyring.as_ref()?, PURPOSE, request)?;
-        let age = Duration::from_secs(u64::try_from(now_unix().saturating_sub(s.created)).ok()?);
-        if age >= CONSENT_TTL {
-            return None;
-        }
-        let mut answered = self.answered.lock().unwrap_or_else(|p| p.into_inner());
-        if answered.len() >= MAX_PENDING {
-            answered.retain(|_, at| at.elapsed() < CONSENT_TTL);
-        }
-        if answered.insert(s.id, Instant::now()).is_some() {
+        let age = sealed_state::age_within(s.created, CONSENT_TTL)?;
+        if !self.answered.first_use(s.id) {
             return None;
         }
         Some(PendingAuthorization {
@@ -145,10 +138,7 @@ impl PendingAuthorizations {
     }
 
     pub(crate) fn purge_expired(&self) -> usize {
-        self.answered
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, at| at.elapsed() < CONSENT_TTL);
+        self.answered.purge();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let before = map.len();
         map.retain(|_, p| p.created.elapsed() < CONSENT_TTL);

@@ -20,7 +20,8 @@ use secrecy::ExposeSecret as _;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tessera_store::{
-    ActivityAction, ActivityOutcome, Change, CodeRedemption, OauthTokenRejection, TokenGrant,
+    ActivityAction, ActivityOutcome, Change, CodeRedemption, OauthTokenRejection, RefreshRefused,
+    TokenGrant,
 };
 
 use super::authorize::is_our_resource;
@@ -299,14 +300,13 @@ async fn authorization_code(
         .map_err(|e| TokenError::server_error("redeeming the code failed", &e))?
     {
         CodeRedemption::Redeemed(grant) => grant,
-        CodeRedemption::Replayed { revoked } => {
+        CodeRedemption::Replayed { revoked, family_id } => {
             tracing::warn!(
                 client_id,
                 revoked,
                 "authorization code replayed; its tokens are revoked"
             );
-            // The family id is unknown here; every cached check is cheap to redo.
-            verify::revoked(state, Change::OauthRevokedUnknown).await;
+            verify::revoked(state, Change::OauthFamilyRevoked { family_id }).await;
             super::audit(
                 state,
                 None,
@@ -359,9 +359,10 @@ async fn authorization_code(
         return Err(TokenError::new("invalid_grant", "PKCE verification failed"));
     }
     provider_session_alive(state, &grant.user_id).await?;
-    let issued = state
-        .store
-        .issue_oauth_tokens(&TokenGrant {
+    issue(
+        state,
+        server,
+        &TokenGrant {
             family_id: &grant.family_id,
             client_id,
             user_id: &grant.user_id,
@@ -369,19 +370,10 @@ async fn authorization_code(
             resource: &grant.resource,
             access_ttl_secs: AuthorizationServer::secs(server.config.access_token_ttl),
             refresh_ttl_secs: AuthorizationServer::secs(server.config.refresh_token_ttl),
-        })
-        .await
-        .map_err(|e| TokenError::server_error("issuing tokens failed", &e))?;
-    tracing::info!(user = %grant.user_id, client_id, "access token issued (authorization code)");
-    super::audit(
-        state,
-        Some(&grant.user_id),
-        client_id,
+        },
         ActivityAction::TokenIssue,
-        ActivityOutcome::Success,
-        None,
-    );
-    Ok(success(server, &issued, &grant.scopes))
+    )
+    .await
 }
 
 async fn refresh(
@@ -399,9 +391,16 @@ async fn refresh(
         .map_err(|e| TokenError::server_error("rotating the refresh token failed", &e))?
     {
         Ok(rotated) => rotated,
-        Err(OauthTokenRejection::Reused) => {
+        Err(RefreshRefused {
+            reason: OauthTokenRejection::Reused,
+            revoked_family,
+        }) => {
             tracing::warn!(client_id, "refresh token reused; its grant is revoked");
-            verify::revoked(state, Change::OauthRevokedUnknown).await;
+            let change = match revoked_family {
+                Some(family_id) => Change::OauthFamilyRevoked { family_id },
+                None => Change::OauthRevokedUnknown,
+            };
+            verify::revoked(state, change).await;
             super::audit(
                 state,
                 None,
@@ -415,10 +414,10 @@ async fn refresh(
                 "the refresh token was already used; the grant is revoked, authorize again",
             ));
         }
-        Err(why) => {
+        Err(refused) => {
             return Err(TokenError::new(
                 "invalid_grant",
-                format!("refresh token rejected: {why}"),
+                format!("refresh token rejected: {}", refused.reason),
             ));
         }
     };
@@ -454,9 +453,10 @@ async fn refresh(
         );
         return Err(e);
     }
-    let issued = state
-        .store
-        .issue_oauth_tokens(&TokenGrant {
+    issue(
+        state,
+        server,
+        &TokenGrant {
             family_id: &rotated.family_id,
             client_id,
             user_id: &rotated.user_id,
@@ -464,19 +464,34 @@ async fn refresh(
             resource: &rotated.resource,
             access_ttl_secs: AuthorizationServer::secs(server.config.access_token_ttl),
             refresh_ttl_secs: AuthorizationServer::secs(server.config.refresh_token_ttl),
-        })
+        },
+        ActivityAction::TokenRefresh,
+    )
+    .await
+}
+
+/// Mints the tokens of `grant`, audits it as `action` (issue or refresh) and answers with them.
+async fn issue(
+    state: &ApiState,
+    server: &AuthorizationServer,
+    grant: &TokenGrant<'_>,
+    action: ActivityAction,
+) -> Result<Response, TokenError> {
+    let issued = state
+        .store
+        .issue_oauth_tokens(grant)
         .await
         .map_err(|e| TokenError::server_error("issuing tokens failed", &e))?;
-    tracing::debug!(user = %rotated.user_id, client_id, "access token issued (refresh)");
+    tracing::debug!(user = %grant.user_id, client_id = grant.client_id, action = action.as_str(), "access token issued");
     super::audit(
         state,
-        Some(&rotated.user_id),
-        client_id,
-        ActivityAction::TokenRefresh,
+        Some(grant.user_id),
+        grant.client_id,
+        action,
         ActivityOutcome::Success,
         None,
     );
-    Ok(success(server, &issued, &scopes))
+    Ok(success(server, &issued, grant.scopes))
 }
 
 /// `POST /oauth/revoke` (RFC 7009): 200 whether or not the token was known.

@@ -17,7 +17,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use secrecy::SecretString;
+use tessera_identity::{Identity, TokenKind, UserKey};
 
 use sha2::{Digest, Sha256};
 use tessera_store::{Change, OauthTokenRejection, Role, StoreError, UnixTime, now_unix};
@@ -30,7 +33,7 @@ pub const CACHE_TTL: Duration = Duration::from_secs(30);
 const CACHE_MAX: usize = 10_000;
 
 /// The user an access token speaks for, and for which client. Carries no secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct VerifiedClientToken {
     pub user_id: String,
     /// The provider's issuer and subject for this user.
@@ -43,6 +46,9 @@ pub struct VerifiedClientToken {
     pub scopes: Vec<String>,
     /// Unix seconds.
     pub expires_at: UnixTime,
+    /// The same as the MCP identity `/mcp` hands to the gateway, built once per cache entry so
+    /// that a cached check costs an `Arc` clone, not a new `Identity` per request.
+    pub identity: Arc<Identity>,
 }
 
 /// Why an access token was not accepted.
@@ -225,6 +231,31 @@ pub async fn verify(
     }
     let left = u64::try_from(verified.expires_at - now_unix()).unwrap_or(0);
     ttl = ttl.min(Duration::from_secs(left));
+    let identity = Arc::new(Identity {
+        user: UserKey {
+            issuer: verified.user.issuer.clone(),
+            subject: verified.user.subject.clone(),
+        },
+        display_name: verified
+            .user
+            .display_name
+            .clone()
+            .or_else(|| verified.user.email.clone())
+            .unwrap_or_else(|| verified.user.subject.clone()),
+        email: verified.user.email.clone(),
+        role: match verified.user.role {
+            Role::Admin => tessera_identity::Role::Admin,
+            Role::User => tessera_identity::Role::User,
+        },
+        token_kind: TokenKind::OauthAccessToken,
+        client_id: Some(verified.client_id.clone()),
+        scopes: verified.scopes.clone(),
+        groups: Vec::new(),
+        expires_at: u64::try_from(verified.expires_at)
+            .ok()
+            .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+        token: SecretString::from(token.to_owned()),
+    });
     let token_info = Arc::new(VerifiedClientToken {
         user_id: verified.user.id,
         issuer: verified.user.issuer,
@@ -235,6 +266,7 @@ pub async fn verify(
         client_id: verified.client_id,
         scopes: verified.scopes,
         expires_at: verified.expires_at,
+        identity,
     });
     if !ttl.is_zero() {
         let mut cache = server.verified.lock();

@@ -82,7 +82,7 @@ pub enum CodeRedemption {
     /// First use, in time: the grant it stands for.
     Redeemed(CodeGrant),
     /// Used before: the tokens issued for it have been revoked (their count).
-    Replayed { revoked: u64 },
+    Replayed { revoked: u64, family_id: String },
     /// Past its short life.
     Expired,
     /// Not a code Tessera issued.
@@ -126,6 +126,29 @@ pub enum OauthTokenRejection {
     /// A refresh token used a second time: its whole family has been revoked.
     #[error("refresh token reused; the grant has been revoked")]
     Reused,
+}
+
+/// Why a refresh token was refused, and the family revoked because of it (on reuse), so the
+/// caller can evict exactly that family from caches and tell the other replicas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshRefused {
+    pub reason: OauthTokenRejection,
+    pub revoked_family: Option<String>,
+}
+
+impl From<OauthTokenRejection> for RefreshRefused {
+    fn from(reason: OauthTokenRejection) -> Self {
+        RefreshRefused {
+            reason,
+            revoked_family: None,
+        }
+    }
+}
+
+impl PartialEq<OauthTokenRejection> for RefreshRefused {
+    fn eq(&self, other: &OauthTokenRejection) -> bool {
+        self.reason == *other
+    }
 }
 
 /// Everything needed to mint tokens for one grant.
@@ -389,6 +412,7 @@ impl Store {
         match family {
             Some(family_id) => Ok(CodeRedemption::Replayed {
                 revoked: self.revoke_oauth_family(&family_id).await?,
+                family_id,
             }),
             None => Ok(CodeRedemption::Unknown),
         }
@@ -490,9 +514,9 @@ impl Store {
         &self,
         token: &str,
         client_id: &str,
-    ) -> Result<Result<RotatedGrant, OauthTokenRejection>, StoreError> {
+    ) -> Result<Result<RotatedGrant, RefreshRefused>, StoreError> {
         if !token.starts_with(REFRESH_TOKEN_PREFIX) {
-            return Ok(Err(OauthTokenRejection::Unknown));
+            return Ok(Err(OauthTokenRejection::Unknown.into()));
         }
         let hash = hash_secret(token);
         let now = now_unix();
@@ -511,8 +535,8 @@ impl Store {
             let user_id: String = row.try_get("user_id")?;
             match self.get_user(&user_id).await? {
                 Some(user) if !user.disabled => {}
-                Some(_) => return Ok(Err(OauthTokenRejection::UserDisabled)),
-                None => return Ok(Err(OauthTokenRejection::Unknown)),
+                Some(_) => return Ok(Err(OauthTokenRejection::UserDisabled.into())),
+                None => return Ok(Err(OauthTokenRejection::Unknown.into())),
             }
             let scopes: String = row.try_get("scopes")?;
             return Ok(Ok(RotatedGrant {
@@ -530,23 +554,26 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         else {
-            return Ok(Err(OauthTokenRejection::Unknown));
+            return Ok(Err(OauthTokenRejection::Unknown.into()));
         };
         let owner: String = row.try_get("client_id")?;
         if owner != client_id {
-            return Ok(Err(OauthTokenRejection::WrongClient));
+            return Ok(Err(OauthTokenRejection::WrongClient.into()));
         }
         let used_at: Option<i64> = row.try_get("used_at")?;
         let revoked_at: Option<i64> = row.try_get("revoked_at")?;
         if used_at.is_some() {
             let family_id: String = row.try_get("family_id")?;
             self.revoke_oauth_family(&family_id).await?;
-            return Ok(Err(OauthTokenRejection::Reused));
+            return Ok(Err(RefreshRefused {
+                reason: OauthTokenRejection::Reused,
+                revoked_family: Some(family_id),
+            }));
         }
         if revoked_at.is_some() {
-            return Ok(Err(OauthTokenRejection::Revoked));
+            return Ok(Err(OauthTokenRejection::Revoked.into()));
         }
-        Ok(Err(OauthTokenRejection::Expired))
+        Ok(Err(OauthTokenRejection::Expired.into()))
     }
 
     /// Revokes every token of a family; returns how many were still live.
@@ -709,7 +736,7 @@ mod tests {
                 .unwrap()
                 .is_ok()
         );
-        let CodeRedemption::Replayed { revoked } =
+        let CodeRedemption::Replayed { revoked, .. } =
             store.redeem_oauth_code(code.expose_secret()).await.unwrap()
         else {
             panic!("second use must be a replay");
@@ -930,7 +957,7 @@ mod tests {
         assert!(
             outcomes
                 .iter()
-                .any(|r| matches!(r, Err(OauthTokenRejection::Reused))),
+                .any(|r| matches!(r, Err(e) if e.reason == OauthTokenRejection::Reused)),
             "{outcomes:?}"
         );
         // The reuse revoked the family, on both replicas.
