@@ -18,6 +18,10 @@ pub(crate) const TOP: &[&str] = &[
     "max_upstream_sessions",
     "activity_retention_days",
     "activity_max_records",
+    "routing_mode",
+    "tools_limit",
+    "max_user_servers",
+    "user_server_allowed_networks",
     "mcpServers",
     "auth",
     "server_edition",
@@ -75,7 +79,6 @@ pub(crate) const TOP_REFERENCE: &[&str] = &[
     "registries_locked",
     "require_mcp_auth",
     "reveal_secret_headers",
-    "routing_mode",
     "security",
     "sensitive_data_detection",
     "server_concurrency_defaults",
@@ -86,7 +89,6 @@ pub(crate) const TOP_REFERENCE: &[&str] = &[
     "tool_response_limit",
     "tool_response_mode",
     "tool_response_session_risk_warning",
-    "tools_limit",
     "toon_min_savings_pct",
     "toon_output",
     "top_k",
@@ -206,14 +208,12 @@ pub(crate) const SERVER_EDITION: &[&str] = &[
     "session_ttl",
     "credential_encryption_key",
     "store_idp_tokens",
+    "max_user_servers",
 ];
 
 /// Keys of `server_edition` that Tessera accepts without using.
-pub(crate) const SERVER_EDITION_REFERENCE: &[&str] = &[
-    "bearer_token_ttl",
-    "workspace_idle_timeout",
-    "max_user_servers",
-];
+pub(crate) const SERVER_EDITION_REFERENCE: &[&str] =
+    &["bearer_token_ttl", "workspace_idle_timeout"];
 
 /// Keys of `server_edition.oauth`.
 pub(crate) const SERVER_EDITION_OAUTH: &[&str] = &[

@@ -13,6 +13,7 @@ mod interpolate;
 mod json;
 mod keys;
 mod load;
+pub mod network;
 mod path;
 mod suggest;
 mod validate;
@@ -28,6 +29,7 @@ use url::Url;
 
 pub use error::{ConfigErrors, Problem};
 pub use load::{load_file, load_str};
+pub use network::UserServersConfig;
 
 /// Default values for every optional key. The only place defaults are written down in code.
 pub mod defaults {
@@ -59,6 +61,10 @@ pub mod defaults {
     pub const ACTIVITY_MAX_RECORDS: usize = 100_000;
     /// `max_upstream_sessions`
     pub const MAX_UPSTREAM_SESSIONS: usize = 10_000;
+    /// `max_user_servers`
+    pub const MAX_USER_SERVERS: usize = 20;
+    /// `tools_limit`: results of one `retrieve_tools` search unless the call asks otherwise.
+    pub const TOOLS_LIMIT: usize = 15;
     /// `mcpServers.*.enabled`
     pub const SERVER_ENABLED: bool = true;
     /// `mcpServers.*.auth_broker.header`
@@ -121,6 +127,17 @@ impl Storage {
     }
 }
 
+/// What an MCP endpoint offers as tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RoutingMode {
+    /// Every tool the caller may use, as `<server>__<tool>`.
+    #[default]
+    Direct,
+    /// Two tools: `retrieve_tools` (BM25 search over the tools the caller may use) and
+    /// `call_tool` (calls one of them by name): an agent's context holds only what it found.
+    RetrieveTools,
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -161,6 +178,14 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// The upstream servers from `mcpServers`, in file order, enabled and disabled alike.
     pub servers: Vec<ServerConfig>,
+    /// What `/mcp` offers (`routing_mode`): every tool as `<server>__<tool>` (`direct`, the
+    /// default) or the search tools (`retrieve_tools`). `/mcp/all` and `/mcp/call` always
+    /// serve one each.
+    pub routing_mode: RoutingMode,
+    /// How many tools one `retrieve_tools` search returns unless it asks for a `limit`.
+    pub tools_limit: usize,
+    /// Personal upstream servers: quota and reachable networks.
+    pub user_servers: UserServersConfig,
     /// Who the callers are: the `auth` key, or the reference's `server_edition` (alias `teams`)
     /// block mapped onto the same settings.
     pub auth: AuthMode,
@@ -191,6 +216,9 @@ impl Default for Config {
             activity_max_records: defaults::ACTIVITY_MAX_RECORDS,
             allowed_origins: Vec::new(),
             servers: Vec::new(),
+            routing_mode: RoutingMode::Direct,
+            tools_limit: defaults::TOOLS_LIMIT,
+            user_servers: UserServersConfig::default(),
             auth: AuthMode::default(),
             credential_encryption_key: None,
             ignored: Vec::new(),

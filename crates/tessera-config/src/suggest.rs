@@ -41,14 +41,16 @@ pub(crate) fn did_you_mean<'a>(input: &str, candidates: &[&'a str]) -> Option<&'
     {
         return Some(c);
     }
-    // A prefix or suffix missing: `servers` for `mcpServers`.
+    // A prefix or suffix missing: `servers` for `mcpServers` (the closest in length, so not
+    // `max_user_servers`).
     if norm.chars().count() >= 5 {
         return candidates
             .iter()
-            .find(|c| {
+            .filter(|c| {
                 let n = normalise(c);
                 n.contains(&norm) || norm.contains(&n)
             })
+            .min_by_key(|c| c.len().abs_diff(input.len()))
             .copied();
     }
     None

@@ -1051,3 +1051,42 @@ fn microsoft_keeping_tokens_asks_for_tessera_s_own_api_not_graph() {
             .any(|s| s == "User.Read")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// routing_mode, tools_limit, personal servers
+
+#[test]
+fn routing_mode_tools_limit_and_personal_server_keys() {
+    let c = ok(
+        r#"{"routing_mode": "retrieve_tools", "tools_limit": 7, "max_user_servers": 3,
+                   "user_server_allowed_networks": ["127.0.0.1", "10.20.0.0/16"]}"#,
+    );
+    assert_eq!(c.routing_mode, crate::RoutingMode::RetrieveTools);
+    assert_eq!(c.tools_limit, 7);
+    assert_eq!(c.user_servers.max_per_user, 3);
+    assert!(c.user_servers.address_allowed("10.20.3.4".parse().unwrap()));
+    assert!(c.user_servers.address_allowed("127.0.0.1".parse().unwrap()));
+    assert!(!c.user_servers.address_allowed("127.0.0.2".parse().unwrap()));
+    let d = ok("{}");
+    assert_eq!(d.routing_mode, crate::RoutingMode::Direct);
+    assert_eq!(d.user_servers.max_per_user, 20);
+    // The reference's server_edition.max_user_servers is read too.
+    let e = ok(r#"{"server_edition": {"enabled": false, "max_user_servers": 4}}"#);
+    assert_eq!(e.user_servers.max_per_user, 4);
+    let text = error_text(
+        r#"{"routing_mode": "code_execution", "tools_limit": 0,
+            "user_server_allowed_networks": ["10.0.0.0/33"]}"#,
+    );
+    assert!(
+        text.contains("routing_mode: unknown routing mode \"code_execution\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("tools_limit: must be from 1 to 100"),
+        "{text}"
+    );
+    assert!(
+        text.contains("user_server_allowed_networks[0]: \"10.0.0.0/33\" is not a network"),
+        "{text}"
+    );
+}

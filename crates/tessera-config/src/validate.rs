@@ -573,6 +573,52 @@ impl Cx<'_> {
         if let Some(node) = f.get("allowed_origins") {
             config.allowed_origins = self.origins("allowed_origins", node);
         }
+        if let Some(node) = f.get("routing_mode")
+            && let Some(text) = self.text("routing_mode", node, "\"direct\"")
+        {
+            match text.value.trim() {
+                "direct" => config.routing_mode = crate::RoutingMode::Direct,
+                "retrieve_tools" => config.routing_mode = crate::RoutingMode::RetrieveTools,
+                other => self.err(
+                    "routing_mode",
+                    format!(
+                        "unknown routing mode {other:?}: use \"direct\" (every tool as <server>__<tool>) or \"retrieve_tools\" (search); Tessera has no code_execution mode"
+                    ),
+                ),
+            }
+        }
+        if let Some(node) = f.get("tools_limit")
+            && let Some(n) = self.whole_number("tools_limit", node, "e.g. 15")
+        {
+            if (1..=100).contains(&n) {
+                config.tools_limit = n;
+            } else {
+                self.err("tools_limit", "must be from 1 to 100 (e.g. 15)".to_owned());
+            }
+        }
+        // The reference keeps `max_user_servers` in `server_edition`; the top-level key wins.
+        let edition_max = ["server_edition", "teams"]
+            .iter()
+            .find_map(|k| match f.get(k) {
+                Some(Node::Object(o)) => o
+                    .iter()
+                    .find(|(key, _)| key == "max_user_servers")
+                    .map(|(_, v)| (format!("{k}.max_user_servers"), v)),
+                _ => None,
+            });
+        let max_user_servers = f
+            .get("max_user_servers")
+            .map(|n| ("max_user_servers".to_owned(), n))
+            .or(edition_max);
+        if let Some((path, node)) = max_user_servers
+            && let Some(n) = self.whole_number(&path, node, "e.g. 20; 0 turns personal servers off")
+        {
+            config.user_servers.max_per_user = n;
+        }
+        if let Some(node) = f.get("user_server_allowed_networks") {
+            config.user_servers.allowed_networks =
+                self.networks("user_server_allowed_networks", node);
+        }
         let separator = separator_ok.then(|| config.tool_separator.clone());
         config.servers = self.servers(f.get("mcpServers"), separator.as_deref());
         let brokers = std::mem::take(&mut self.brokers);
@@ -634,6 +680,38 @@ impl Cx<'_> {
                 None
             }
         }
+    }
+
+    /// CIDR networks (`10.0.0.0/8`, `fd00::/8`); a bare address is one host.
+    fn networks(&mut self, path: &str, node: &Node) -> Vec<crate::network::IpNet> {
+        let Node::Array(items) = node else {
+            self.wrong_type(path, node, "an array of strings", "[\"10.20.0.0/16\"]");
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let item_path = path::index(path, i);
+            let Some(text) = self.text(&item_path, item, "\"10.20.0.0/16\"") else {
+                continue;
+            };
+            let value = text.value.trim();
+            let parsed = value.parse::<crate::network::IpNet>().or_else(|_| {
+                value
+                    .parse::<std::net::IpAddr>()
+                    .map(crate::network::IpNet::from)
+            });
+            match parsed {
+                Ok(net) => out.push(net.trunc()),
+                Err(_) => self.err(
+                    &item_path,
+                    format!(
+                        "{} is not a network: write an address or CIDR block (e.g. \"10.20.0.0/16\" or \"127.0.0.1\")",
+                        text.shown()
+                    ),
+                ),
+            }
+        }
+        out
     }
 
     fn origins(&mut self, path: &str, node: &Node) -> Vec<String> {

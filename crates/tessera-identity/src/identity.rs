@@ -1,6 +1,7 @@
 //! What travels with each request: who the caller is.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use secrecy::SecretString;
@@ -57,6 +58,82 @@ pub struct Identity {
     pub expires_at: Option<SystemTime>,
     /// The validated inbound token: the subject token for the broker. Never logged.
     pub token: SecretString,
+    /// What a scoped agent token (a personal access token with `allowed_servers` or fewer
+    /// permissions) may reach; `None` = everything its user may.
+    pub agent: Option<Arc<AgentScope>>,
+}
+
+/// What a tool call may do, from the tool's annotations (MCP `ToolAnnotations`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Permission {
+    /// `readOnlyHint: true`.
+    Read,
+    /// Not read-only, `destructiveHint: false`.
+    Write,
+    /// Everything else: `destructiveHint` true or absent (the spec's default), and tools
+    /// without annotations.
+    Destructive,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 3] = [Permission::Read, Permission::Write, Permission::Destructive];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Write => "write",
+            Permission::Destructive => "destructive",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "read" => Some(Permission::Read),
+            "write" => Some(Permission::Write),
+            "destructive" => Some(Permission::Destructive),
+            _ => None,
+        }
+    }
+
+    /// The class of a tool from its `annotations` object's hints (absent = the spec's
+    /// defaults: not read-only, destructive).
+    pub fn of_tool(read_only_hint: Option<bool>, destructive_hint: Option<bool>) -> Self {
+        if read_only_hint == Some(true) {
+            Permission::Read
+        } else if destructive_hint == Some(false) {
+            Permission::Write
+        } else {
+            Permission::Destructive
+        }
+    }
+}
+
+/// The limits of a scoped agent token (REFERENCE §1.9's agent tokens): which servers it may
+/// reach and which classes of tool it may call. Enforced on every MCP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentScope {
+    /// Server names it may reach; `None` = every server its user may.
+    pub servers: Option<Vec<String>>,
+    /// Always holds `Read`.
+    pub permissions: Vec<Permission>,
+}
+
+impl AgentScope {
+    pub fn allows_server(&self, server: &str) -> bool {
+        self.servers
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|n| n == server))
+    }
+
+    pub fn allows(&self, permission: Permission) -> bool {
+        self.permissions.contains(&permission)
+    }
+
+    /// The permissions, as configured names (`read,write`).
+    pub fn permission_names(&self) -> String {
+        let names: Vec<&str> = self.permissions.iter().map(|p| p.as_str()).collect();
+        names.join(",")
+    }
 }
 
 impl Identity {
@@ -83,6 +160,7 @@ impl fmt::Debug for Identity {
             .field("scopes", &self.scopes)
             .field("groups", &self.groups)
             .field("expires_at", &self.expires_at)
+            .field("agent", &self.agent)
             .field("token", &"[redacted]")
             .finish()
     }

@@ -21,7 +21,7 @@ mod metadata;
 mod validator;
 
 pub use error::{AuthError, InvalidToken};
-pub use identity::{Identity, Role, TokenKind, UserKey};
+pub use identity::{AgentScope, Identity, Permission, Role, TokenKind, UserKey};
 pub use metadata::{
     McpAuth, ProtectedResource, ROOT_METADATA_PATH, bearer_token, protected_resource_metadata,
     require_identity,

@@ -587,6 +587,7 @@ impl TokenValidator {
             groups,
             expires_at,
             token: SecretString::from(token.to_string()),
+            agent: None,
         })
     }
 

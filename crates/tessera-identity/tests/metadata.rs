@@ -211,6 +211,7 @@ fn identity_debug_never_shows_the_token() {
         groups: Vec::new(),
         expires_at: Some(SystemTime::now()),
         token: SecretString::from("eyJ-TOPSECRET-token"),
+        agent: None,
     };
     let debug = format!("{id:?} {id:#?}");
     assert!(!debug.contains("TOPSECRET"), "{debug}");

@@ -128,6 +128,7 @@ mod tests {
             groups: vec![],
             expires_at: None,
             token: secrecy::SecretString::from("t"),
+            agent: None,
         }))
     }
 

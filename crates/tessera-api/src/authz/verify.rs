@@ -255,6 +255,7 @@ pub async fn verify(
             .ok()
             .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
         token: SecretString::from(token.to_owned()),
+        agent: None,
     });
     let token_info = Arc::new(VerifiedClientToken {
         user_id: verified.user.id,
