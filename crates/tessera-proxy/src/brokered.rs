@@ -219,7 +219,7 @@ pub(crate) async fn route_name(
         && name == CONNECT_TOOL
         && catalog
             .as_ref()
-            .is_none_or(|c| c.connect_placeholder || !c.tool_names.contains(name));
+            .is_none_or(|c| c.connect_placeholder || !c.tool_names.contains_key(name));
     if is_connect_tool {
         let method = "tools/call";
         let deadline = tokio::time::Instant::now() + entry.call_timeout;
@@ -241,11 +241,53 @@ pub(crate) async fn route_name(
         return None; // the credential step answers with the way to connect
     }
     let known = if what == "tool" {
-        &catalog.tool_names
+        catalog.tool_names.contains_key(name)
     } else {
-        &catalog.prompt_names
+        catalog.prompt_names.contains(name)
     };
-    if known.contains(name) {
+    if known {
+        return None;
+    }
+    let data = json!({ "name": exposed });
+    Some(Reply::Now(jsonrpc::error(
+        Some(id),
+        jsonrpc::INVALID_PARAMS,
+        &format!("unknown {what}: {exposed}"),
+        Some(data),
+    )))
+}
+
+/// Routing of a tool or prompt name on the caller's personal server: known to its catalogue
+/// (discovered through the caller's session first if need be). `None`: forward it.
+pub(crate) async fn route_personal(
+    gw: &Arc<Gateway>,
+    session: &Arc<ClientSession>,
+    entry: &Arc<ServerEntry>,
+    what: &str,
+    name: &str,
+    exposed: &str,
+    id: &RawValue,
+) -> Option<Reply> {
+    let identity = session.identity()?;
+    let catalog = match entry.user_catalog(&identity.user) {
+        Some(c) => c,
+        None => match discover_for_user(gw, session, entry).await {
+            Some(c) => c,
+            None => {
+                return Some(Reply::Now(jsonrpc::upstream_error(
+                    id,
+                    &entry.config.name,
+                    jsonrpc::UpstreamFault::Unavailable("your server could not be listed"),
+                )));
+            }
+        },
+    };
+    let known = if what == "tool" {
+        catalog.tool_names.contains_key(name)
+    } else {
+        catalog.prompt_names.contains(name)
+    };
+    if known {
         return None;
     }
     let data = json!({ "name": exposed });
@@ -291,16 +333,13 @@ pub(crate) async fn user_catalogs(
         return Vec::new();
     };
     let identity = &identity;
-    let lookups = gw
-        .servers
-        .iter()
-        .filter(|s| s.config.enabled && s.brokered)
-        .map(|entry| async move {
-            if let Some(catalog) = entry.user_catalog(&identity.user) {
-                return Some(catalog);
-            }
-            discover_for_user(gw, session, entry).await
-        });
+    let entries = gw.per_user_entries(&session.caller);
+    let lookups = entries.iter().map(|entry| async move {
+        if let Some(catalog) = entry.user_catalog(&identity.user) {
+            return Some(catalog);
+        }
+        discover_for_user(gw, session, entry).await
+    });
     futures::future::join_all(lookups)
         .await
         .into_iter()

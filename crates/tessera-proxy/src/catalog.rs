@@ -4,6 +4,7 @@
 use crate::FastSet as HashSet;
 use crate::jsonrpc::{RawObject, to_raw};
 use serde_json::value::RawValue;
+use tessera_identity::Permission;
 
 /// URI scheme that namespaces an upstream's resources: `tessera://<server>/<original uri>`.
 pub const RESOURCE_SCHEME: &str = "tessera://";
@@ -11,7 +12,17 @@ pub const RESOURCE_SCHEME: &str = "tessera://";
 #[derive(Debug, Default)]
 pub struct ServerCatalog {
     pub tools: Vec<Box<RawValue>>,
-    pub tool_names: HashSet<String>,
+    /// Each tool's original name and what calling it may do (from its annotations), in
+    /// `tools` order.
+    pub tool_names: crate::FastMap<String, Permission>,
+    /// `tools[i]`'s permission class (scoped tokens filter lists with it).
+    pub tool_permissions: Vec<Permission>,
+    /// The server's name as clients see it (the prefix of its tools' names).
+    pub server: String,
+    /// The separator between server and tool name.
+    pub separator: String,
+    /// The BM25 index of `tools` for `retrieve_tools`, built on the first search.
+    pub search: std::sync::OnceLock<tessera_search::ToolIndex>,
     pub prompts: Vec<Box<RawValue>>,
     pub prompt_names: HashSet<String>,
     pub resources: Vec<Box<RawValue>>,
@@ -98,6 +109,8 @@ impl ServerCatalog {
     ) {
         let mut out = Vec::with_capacity(items.len());
         let mut names = HashSet::default();
+        let mut tool_names = crate::FastMap::default();
+        let mut permissions = Vec::new();
         for item in items {
             let Ok(mut obj) = RawObject::parse(item.get()) else {
                 tracing::warn!(
@@ -125,13 +138,23 @@ impl ServerCatalog {
                 ListKind::Resources | ListKind::Templates => namespace_uri(server, &original),
             };
             obj.set_str(key, &exposed);
-            names.insert(original);
+            if kind == ListKind::Tools {
+                let permission = tool_permission(&obj);
+                permissions.push(permission);
+                tool_names.insert(original, permission);
+            } else {
+                names.insert(original);
+            }
             out.push(obj.to_raw());
         }
         match kind {
             ListKind::Tools => {
+                self.server = server.to_owned();
+                self.separator = separator.to_owned();
                 self.tools = out;
-                self.tool_names = names;
+                self.tool_names = tool_names;
+                self.tool_permissions = permissions;
+                self.search = std::sync::OnceLock::new();
             }
             ListKind::Prompts => {
                 self.prompts = out;
@@ -140,6 +163,46 @@ impl ServerCatalog {
             ListKind::Resources => self.resources = out,
             ListKind::Templates => self.templates = out,
         }
+    }
+}
+
+/// What calling a tool may do, from its `annotations` (`readOnlyHint`, `destructiveHint`); a
+/// tool without annotations counts as destructive (the MCP defaults).
+fn tool_permission(tool: &RawObject) -> Permission {
+    #[derive(serde::Deserialize)]
+    struct Hints {
+        #[serde(rename = "readOnlyHint")]
+        read_only: Option<bool>,
+        #[serde(rename = "destructiveHint")]
+        destructive: Option<bool>,
+    }
+    let hints = tool
+        .get("annotations")
+        .and_then(|a| serde_json::from_str::<Hints>(a.get()).ok());
+    match hints {
+        Some(h) => Permission::of_tool(h.read_only, h.destructive),
+        None => Permission::Destructive,
+    }
+}
+
+impl ServerCatalog {
+    /// The search index of this catalogue's tools (built once, on first use).
+    pub fn search_index(&self) -> &tessera_search::ToolIndex {
+        self.search.get_or_init(|| {
+            let parsed: Vec<serde_json::Value> = self
+                .tools
+                .iter()
+                .map(|t| serde_json::from_str(t.get()).unwrap_or(serde_json::Value::Null))
+                .collect();
+            let prefix = format!("{}{}", self.server, self.separator);
+            // The tool's own name is indexed as its name; the server's once per tool.
+            let texts = parsed.iter().map(|tool| {
+                let mut text = tessera_search::ToolText::from_tool_json(tool);
+                text.name = text.name.strip_prefix(&prefix).unwrap_or(text.name);
+                text
+            });
+            tessera_search::ToolIndex::build_for_server(&self.server, texts)
+        })
     }
 }
 
@@ -200,7 +263,8 @@ mod tests {
             c.tools[0].get(),
             r#"{"name":"s1__echo","inputSchema":{},"x_tool_extra":"kept"}"#
         );
-        assert!(c.tool_names.contains("echo"));
+        assert!(c.tool_names.contains_key("echo"));
+        assert_eq!(c.tool_permissions, [Permission::Destructive]);
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct ServerEntry {
     /// Brokered servers: each user's catalogue, discovered with that user's credential. Never
     /// served to another user.
     user_catalogs: RwLock<HashMap<UserKey, Arc<ServerCatalog>>>,
+    /// A personal server: the one user who added it (and the only one who can reach it).
+    pub owner: Option<UserKey>,
 }
 
 /// Per-upstream counters exported at `/metrics`.
@@ -68,6 +70,43 @@ pub struct ServerStats {
 }
 
 impl ServerEntry {
+    fn new(config: ServerConfig, defaults: &Config, owner: Option<UserKey>) -> Arc<Self> {
+        let health = if !config.enabled {
+            Health::Disabled
+        } else if config.auth_broker.is_some() || owner.is_some() {
+            Health::PerUser
+        } else {
+            Health::Connecting
+        };
+        Arc::new(ServerEntry {
+            call_timeout: config.call_timeout.unwrap_or(defaults.call_tool_timeout),
+            init_timeout: config.init_timeout.unwrap_or(defaults.init_timeout),
+            state: RwLock::new(ServerState {
+                health,
+                error: None,
+                catalog: Arc::default(),
+            }),
+            refresh: Notify::new(),
+            stats: ServerStats::default(),
+            brokered: config.auth_broker.is_some(),
+            user_catalogs: RwLock::new(HashMap::default()),
+            owner,
+            config: Arc::new(config),
+        })
+    }
+
+    /// A user's own server: no discovery session of the gateway; its catalogue is discovered
+    /// through the owner's session, like a brokered server's.
+    pub(crate) fn personal(config: ServerConfig, owner: UserKey, defaults: &Config) -> Arc<Self> {
+        Self::new(config, defaults, Some(owner))
+    }
+
+    /// Whether each user's catalogue is discovered through their own session (brokered and
+    /// personal servers) rather than by the gateway's discovery session.
+    pub fn per_user(&self) -> bool {
+        self.brokered || self.owner.is_some()
+    }
+
     pub fn catalog(&self) -> Arc<ServerCatalog> {
         self.state
             .read()
@@ -231,6 +270,34 @@ pub struct Gateway {
     observer: std::sync::OnceLock<Arc<dyn crate::observe::CallObserver>>,
     /// MCP messages received, by method (`observe::METHODS`).
     pub requests: [std::sync::atomic::AtomicU64; crate::observe::METHODS.len()],
+    /// Loads users' settings (personal servers, switched-off shared servers, disabled flag);
+    /// without one, every user sees the shared servers only.
+    directory: std::sync::OnceLock<Arc<dyn crate::users::UserDirectory>>,
+    /// The settings of users with a session here (and of those who just arrived), with when
+    /// each was loaded.
+    users: RwLock<HashMap<UserKey, (Arc<crate::users::UserView>, Instant)>>,
+    /// MCP requests refused because an admin disabled their user (for `/metrics`).
+    pub disabled_rejections: std::sync::atomic::AtomicU64,
+}
+
+/// Why a signed-in user's request is not admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    #[error("your account is disabled; ask a Tessera administrator")]
+    Disabled,
+    #[error("your settings could not be loaded: {0}")]
+    Unavailable(String),
+}
+
+/// Why a caller cannot reach a server by that name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No such server for this caller (or it is disabled): as if it did not exist.
+    Unknown,
+    /// A shared server the user switched off for themselves.
+    SwitchedOff,
+    /// The caller's scoped agent token does not include this server.
+    OutsideToken,
 }
 
 impl Gateway {
@@ -260,28 +327,7 @@ impl Gateway {
         let servers: Vec<Arc<ServerEntry>> = config
             .servers
             .iter()
-            .map(|s| {
-                Arc::new(ServerEntry {
-                    config: Arc::new(s.clone()),
-                    call_timeout: s.call_timeout.unwrap_or(config.call_tool_timeout),
-                    init_timeout: s.init_timeout.unwrap_or(config.init_timeout),
-                    state: RwLock::new(ServerState {
-                        health: if !s.enabled {
-                            Health::Disabled
-                        } else if s.auth_broker.is_some() {
-                            Health::PerUser
-                        } else {
-                            Health::Connecting
-                        },
-                        error: None,
-                        catalog: Arc::default(),
-                    }),
-                    refresh: Notify::new(),
-                    stats: ServerStats::default(),
-                    brokered: s.auth_broker.is_some(),
-                    user_catalogs: RwLock::new(HashMap::default()),
-                })
-            })
+            .map(|s| ServerEntry::new(s.clone(), &config, None))
             .collect();
         let by_name = servers
             .iter()
@@ -305,7 +351,179 @@ impl Gateway {
             caps: SessionCaps::default(),
             observer: std::sync::OnceLock::new(),
             requests: Default::default(),
+            directory: std::sync::OnceLock::new(),
+            users: RwLock::new(HashMap::default()),
+            disabled_rejections: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    /// Sets where users' settings come from (once, at start-up).
+    pub fn set_user_directory(&self, directory: Arc<dyn crate::users::UserDirectory>) {
+        let _ = self.directory.set(directory);
+    }
+
+    /// `user`'s settings if loaded (every admitted request loaded them).
+    pub fn user_view(&self, user: &UserKey) -> Option<Arc<crate::users::UserView>> {
+        self.users
+            .read()
+            .ok()
+            .and_then(|u| u.get(user).map(|(v, _)| v.clone()))
+    }
+
+    /// Admits a signed-in user's request: loads their settings on their first request (one
+    /// database read; later requests read memory) and refuses a disabled user.
+    pub async fn admit(&self, identity: &tessera_identity::Identity) -> Result<(), AdmitError> {
+        let view = match self.user_view(&identity.user) {
+            Some(view) => view,
+            None => {
+                let Some(directory) = self.directory.get() else {
+                    return Ok(());
+                };
+                let settings = directory
+                    .load(&identity.user)
+                    .await
+                    .map_err(AdmitError::Unavailable)?;
+                let view = Arc::new(crate::users::UserView::build(
+                    settings,
+                    &identity.user,
+                    &self.config,
+                    None,
+                ));
+                let mut users = self
+                    .users
+                    .write()
+                    .map_err(|_| AdmitError::Unavailable("lock poisoned".into()))?;
+                // A reload that raced with this first load keeps the newer view.
+                users
+                    .entry(identity.user.clone())
+                    .or_insert((view, Instant::now()))
+                    .0
+                    .clone()
+            }
+        };
+        if view.disabled {
+            self.disabled_rejections
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(AdmitError::Disabled);
+        }
+        Ok(())
+    }
+
+    /// `user`'s settings changed (REST API, admin, another replica): load them again. Their
+    /// sessions lose upstream sessions to personal servers that went away or changed and are
+    /// told their lists changed; a disabled user's sessions end at once.
+    pub async fn reload_user(&self, user: &UserKey) {
+        let Some(directory) = self.directory.get() else {
+            return;
+        };
+        let settings = match directory.load(user).await {
+            Ok(s) => s,
+            Err(e) => {
+                // Cannot tell what changed: forget the view, so the next request loads it.
+                tracing::warn!(error = %e, "reloading a user's settings failed");
+                if let Ok(mut users) = self.users.write() {
+                    users.remove(user);
+                }
+                return;
+            }
+        };
+        let previous = self.user_view(user);
+        let view = Arc::new(crate::users::UserView::build(
+            settings,
+            user,
+            &self.config,
+            previous.as_deref(),
+        ));
+        if let Ok(mut users) = self.users.write() {
+            users.insert(user.clone(), (view.clone(), Instant::now()));
+        }
+        if view.disabled {
+            self.end_sessions_of(user).await;
+            return;
+        }
+        let gone = previous.map(|p| p.gone_in(&view)).unwrap_or_default();
+        for session in self.sessions_of(user) {
+            for name in &gone {
+                session.close_upstream(name).await;
+            }
+            if session.is_initialized() {
+                for kind in [ListKind::Tools, ListKind::Prompts, ListKind::Resources] {
+                    session
+                        .send_standalone(jsonrpc::notification(kind.changed_notification(), None));
+                }
+            }
+        }
+    }
+
+    /// Ends every client session of `user` here (and so their upstream sessions).
+    pub async fn end_sessions_of(&self, user: &UserKey) -> usize {
+        let ids: Vec<String> = self
+            .sessions_of(user)
+            .iter()
+            .map(|s| s.id.clone())
+            .collect();
+        for id in &ids {
+            self.end_session(id).await;
+        }
+        if !ids.is_empty() {
+            tracing::info!(
+                sessions = ids.len(),
+                "ended the client sessions of a disabled user"
+            );
+        }
+        ids.len()
+    }
+
+    /// The server `name` as `caller` may reach it: their own personal server of that name, else
+    /// the shared one unless they switched it off; a scoped agent token reaches only its
+    /// servers.
+    pub fn entry_for(&self, caller: &Caller, name: &str) -> Result<Arc<ServerEntry>, Denied> {
+        let Some(identity) = caller.identity() else {
+            return self.server(name).cloned().ok_or(Denied::Unknown);
+        };
+        let view = self.user_view(&identity.user);
+        let entry = match view.as_ref().and_then(|v| v.personal(name)) {
+            Some(personal) => personal.clone(),
+            None => {
+                let shared = self.server(name).ok_or(Denied::Unknown)?;
+                if view.as_ref().is_some_and(|v| v.switched_off(name)) {
+                    return Err(Denied::SwitchedOff);
+                }
+                shared.clone()
+            }
+        };
+        if let Some(scope) = &identity.agent
+            && !scope.allows_server(name)
+        {
+            return Err(Denied::OutsideToken);
+        }
+        Ok(entry)
+    }
+
+    /// The per-user servers (brokered shared ones and the caller's personal ones) `caller` may
+    /// reach, in list order: shared in configuration order, then personal by name.
+    pub fn per_user_entries(&self, caller: &Caller) -> Vec<Arc<ServerEntry>> {
+        let Some(identity) = caller.identity() else {
+            return Vec::new();
+        };
+        let view = self.user_view(&identity.user);
+        let scope = identity.agent.as_deref();
+        let mut out: Vec<Arc<ServerEntry>> = self
+            .servers
+            .iter()
+            .filter(|s| s.config.enabled && s.brokered)
+            .filter(|s| {
+                view.as_ref().is_none_or(|v| {
+                    !v.switched_off(&s.config.name) && v.personal(&s.config.name).is_none()
+                })
+            })
+            .cloned()
+            .collect();
+        if let Some(view) = &view {
+            out.extend(view.personal_servers().iter().cloned());
+        }
+        out.retain(|s| scope.is_none_or(|a| a.allows_server(&s.config.name)));
+        out
     }
 
     /// Sets the receiver of finished tool calls (once, at start-up).
@@ -368,6 +586,14 @@ impl Gateway {
         for entry in &self.servers {
             entry.forget_all_user_catalogs();
         }
+    }
+
+    /// Users whose settings are held here (to reload them all after a resync).
+    pub fn loaded_users(&self) -> Vec<UserKey> {
+        self.users
+            .read()
+            .map(|u| u.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn credential_changed(&self, user: &UserKey, server: &str) {
@@ -439,7 +665,12 @@ impl Gateway {
         front_end: FrontEnd,
         caller: Caller,
     ) -> Arc<ClientSession> {
-        self.create_session_with_id(front_end, caller, crate::session::new_session_id())
+        self.create_session_with_id(
+            front_end,
+            caller,
+            crate::session::new_session_id(),
+            self.config.routing_mode,
+        )
     }
 
     /// [`Gateway::create_session`] under a given id.
@@ -448,13 +679,14 @@ impl Gateway {
         front_end: FrontEnd,
         caller: Caller,
         id: String,
+        routing: tessera_config::RoutingMode,
     ) -> Arc<ClientSession> {
         if let Some(identity) = caller.identity() {
             // Who opened a session, for the operator (once per session; every tool call is in
             // the activity log).
             tracing::info!(user = caller.label(), subject = %identity.user.subject, "client session opened");
         }
-        let session = ClientSession::with_id(Arc::downgrade(self), front_end, caller, id);
+        let session = ClientSession::with_id(Arc::downgrade(self), front_end, caller, id, routing);
         session.touch(self.now_ms());
         if let Ok(mut sessions) = self.sessions.write() {
             sessions.insert(session.id.clone(), session.clone());
@@ -468,6 +700,7 @@ impl Gateway {
         self: &Arc<Self>,
         id: &str,
         caller: &Caller,
+        routing: tessera_config::RoutingMode,
     ) -> Option<Arc<ClientSession>> {
         if let Some(session) = self.session(id, caller) {
             return Some(session);
@@ -485,6 +718,7 @@ impl Gateway {
             FrontEnd::Streamable,
             caller.clone(),
             id.to_owned(),
+            routing,
         );
         if !crate::router::negotiate(&session, &params) {
             return None;
@@ -567,11 +801,31 @@ impl Gateway {
         }
     }
 
-    /// The merged items of one list kind over all ready upstreams, in config order.
+    /// The merged items of one list kind over all ready shared upstreams, in config order.
     pub fn merged(&self, kind: ListKind) -> Vec<Arc<ServerCatalog>> {
         self.servers
             .iter()
             .filter(|s| s.config.enabled && !s.brokered)
+            .map(|s| s.catalog())
+            .filter(|c| !c.items(kind).is_empty())
+            .collect()
+    }
+
+    /// [`Gateway::merged`] as `caller` may see it: without shared servers they switched off
+    /// (or that a personal server of theirs shadows), and only their scoped token's servers.
+    pub fn merged_for(&self, caller: &Caller, kind: ListKind) -> Vec<Arc<ServerCatalog>> {
+        let identity = caller.identity();
+        let view = identity.and_then(|i| self.user_view(&i.user));
+        let scope = identity.and_then(|i| i.agent.as_deref());
+        self.servers
+            .iter()
+            .filter(|s| s.config.enabled && !s.brokered)
+            .filter(|s| {
+                let name = s.config.name.as_str();
+                view.as_ref()
+                    .is_none_or(|v| !v.switched_off(name) && v.personal(name).is_none())
+                    && scope.is_none_or(|a| a.allows_server(name))
+            })
             .map(|s| s.catalog())
             .filter(|c| !c.items(kind).is_empty())
             .collect()
@@ -757,20 +1011,22 @@ async fn reap_idle_sessions(gateway: Weak<Gateway>) {
             tracing::info!(session = %id, "ending idle client session");
             gw.end_session(&id).await;
         }
-        // Per-user catalogues of brokered servers live as long as their user has a session.
-        if gw.servers.iter().any(|e| e.brokered) {
-            let live: crate::FastSet<UserKey> = gw
-                .sessions
-                .read()
-                .map(|s| {
-                    s.values()
-                        .filter_map(|c| c.caller.identity().map(|i| i.user.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            for entry in gw.servers.iter().filter(|e| e.brokered) {
-                entry.retain_user_catalogs(&live);
-            }
+        // Per-user catalogues of brokered servers, and users' settings, live as long as their
+        // user has a session (settings just loaded for a session being opened stay a while).
+        let live: crate::FastSet<UserKey> = gw
+            .sessions
+            .read()
+            .map(|s| {
+                s.values()
+                    .filter_map(|c| c.caller.identity().map(|i| i.user.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for entry in gw.servers.iter().filter(|e| e.brokered) {
+            entry.retain_user_catalogs(&live);
+        }
+        if let Ok(mut users) = gw.users.write() {
+            users.retain(|user, (_, loaded)| live.contains(user) || loaded.elapsed() < idle);
         }
         if gw.caps.total() > 0 {
             let sessions: Vec<Arc<ClientSession>> = gw

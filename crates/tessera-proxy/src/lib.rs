@@ -15,8 +15,10 @@ pub mod jsonrpc;
 pub mod observe;
 pub mod resume;
 pub mod router;
+pub mod search;
 pub mod session;
 pub mod upstream;
+pub mod users;
 
 pub use gateway::Gateway;
 

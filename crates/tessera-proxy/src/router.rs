@@ -4,12 +4,14 @@
 
 use crate::catalog::{self, ListKind};
 use crate::error::UpstreamError;
-use crate::gateway::{Gateway, ServerEntry};
+use crate::gateway::{Denied, Gateway, ServerEntry};
 use crate::jsonrpc::{self, Envelope, Kind, RawObject, UpstreamFault};
 use crate::session::{ClientSession, Negotiated};
 use crate::upstream::{LATEST_VERSION, Outbound, SUPPORTED_VERSIONS, UpstreamSession};
 use serde_json::value::RawValue;
 use std::sync::Arc;
+use tessera_config::RoutingMode;
+use tessera_identity::Permission;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -156,6 +158,16 @@ pub async fn request(gw: &Arc<Gateway>, session: &Arc<ClientSession>, env: Envel
         }
         "tools/call" => {
             let started = std::time::Instant::now();
+            if session.routing == RoutingMode::RetrieveTools {
+                match crate::search::search_mode_call(gw, session, env.params_str(), id).await {
+                    crate::search::SearchModeCall::Answered(reply) => return reply,
+                    crate::search::SearchModeCall::Unwrapped(params) => {
+                        let reply = route_params(gw, session, method, &params, id).await;
+                        return crate::observe::tool_call(gw, session, &params, id, started, reply);
+                    }
+                    crate::search::SearchModeCall::Direct => {}
+                }
+            }
             let reply = route_by_name(gw, session, &env, id).await;
             crate::observe::tool_call(gw, session, env.params_str(), id, started, reply)
         }
@@ -338,19 +350,112 @@ async fn list(
         Ok(o) => o,
         Err(e) => return jsonrpc::error(Some(id), jsonrpc::INVALID_PARAMS, &e, None),
     };
-    let mut catalogs = gw.merged(kind);
+    if kind == ListKind::Tools && session.routing == RoutingMode::RetrieveTools {
+        return crate::search::tools_list(id);
+    }
+    let catalogs = visible_catalogs(gw, session, kind).await;
+    // A scoped agent token sees only the tools it may call.
+    let scope = session.caller.identity().and_then(|i| i.agent.clone());
+    let items: Vec<&RawValue> = catalogs
+        .iter()
+        .flat_map(|c| {
+            let permitted = |i: &usize| {
+                kind != ListKind::Tools
+                    || scope.as_ref().is_none_or(|a| {
+                        a.allows(
+                            c.tool_permissions
+                                .get(*i)
+                                .copied()
+                                .unwrap_or(Permission::Destructive),
+                        )
+                    })
+            };
+            c.items(kind)
+                .iter()
+                .enumerate()
+                .filter(move |(i, _)| permitted(i))
+                .map(|(_, b)| b.as_ref())
+        })
+        .collect();
+    let page = catalog::page(kind, &items, offset, gw.config.list_page_size);
+    jsonrpc::response(id, Some(&page), None)
+}
+
+/// Every catalogue of one kind `session`'s caller may see: shared servers (minus those they
+/// switched off or their token excludes), then their brokered and personal servers.
+pub(crate) async fn visible_catalogs(
+    gw: &Arc<Gateway>,
+    session: &Arc<ClientSession>,
+    kind: ListKind,
+) -> Vec<Arc<catalog::ServerCatalog>> {
+    let mut catalogs = gw.merged_for(&session.caller, kind);
     catalogs.extend(
         crate::brokered::user_catalogs(gw, session)
             .await
             .into_iter()
             .filter(|c| !c.items(kind).is_empty()),
     );
-    let items: Vec<&RawValue> = catalogs
-        .iter()
-        .flat_map(|c| c.items(kind).iter().map(|b| b.as_ref()))
-        .collect();
-    let page = catalog::page(kind, &items, offset, gw.config.list_page_size);
-    jsonrpc::response(id, Some(&page), None)
+    catalogs
+}
+
+/// The reply for a server the caller may not reach by that name.
+fn denied(
+    id: &RawValue,
+    method: &str,
+    what: &str,
+    exposed: &str,
+    server: &str,
+    why: Denied,
+    session: &ClientSession,
+) -> Reply {
+    let text = match why {
+        Denied::Unknown => return unknown(id, what, exposed),
+        Denied::SwitchedOff => format!(
+            "server '{server}' is switched off for your account; switch it on again in Tessera (Servers, or POST /api/v1/user/servers/{server}/enable)"
+        ),
+        Denied::OutsideToken => {
+            let allowed = session
+                .caller
+                .identity()
+                .and_then(|i| i.agent.as_ref())
+                .and_then(|a| a.servers.as_ref())
+                .map(|s| s.join(", "))
+                .unwrap_or_default();
+            format!("this agent token may not use server '{server}' (it is limited to: {allowed})")
+        }
+    };
+    refusal(method, id, server, why_reason(why), &text)
+}
+
+fn why_reason(why: Denied) -> &'static str {
+    match why {
+        Denied::Unknown => "unknown",
+        Denied::SwitchedOff => "switched_off",
+        Denied::OutsideToken => "token_server_not_allowed",
+    }
+}
+
+/// A refusal: a tool error for `tools/call` (the model sees it), a JSON-RPC error otherwise.
+pub(crate) fn refusal(
+    method: &str,
+    id: &RawValue,
+    server: &str,
+    reason: &str,
+    text: &str,
+) -> Reply {
+    if method == "tools/call" {
+        Reply::Now(jsonrpc::result(
+            id,
+            &serde_json::json!({ "content": [{ "type": "text", "text": text }], "isError": true }),
+        ))
+    } else {
+        Reply::Now(jsonrpc::error(
+            Some(id),
+            jsonrpc::INVALID_PARAMS,
+            text,
+            Some(serde_json::json!({ "server": server, "reason": reason })),
+        ))
+    }
 }
 
 /// The error a client gets for a name or URI the gateway cannot route.
@@ -370,12 +475,18 @@ async fn route_by_name(
     env: &Envelope,
     id: &RawValue,
 ) -> Reply {
-    let what = if env.method() == "tools/call" {
-        "tool"
-    } else {
-        "prompt"
-    };
-    let Ok(mut params) = RawObject::parse(env.params_str()) else {
+    route_params(gw, session, env.method(), env.params_str(), id).await
+}
+
+/// Routes a `tools/call` or `prompts/get` with these params (JSON text).
+pub(crate) async fn route_params(
+    gw: &Arc<Gateway>,
+    session: &Arc<ClientSession>,
+    method: &str,
+    params: &str,
+    id: &RawValue,
+) -> Reply {
+    let Ok(mut params) = RawObject::parse(params) else {
         return Reply::Now(jsonrpc::error(
             Some(id),
             jsonrpc::INVALID_PARAMS,
@@ -391,28 +502,56 @@ async fn route_by_name(
             None,
         ));
     };
+    route_name(gw, session, method, &mut params, &exposed, id).await
+}
+
+/// Routes a tool call or prompt get whose params are `params` and whose exposed name
+/// (`<server>__<name>`) is `exposed`.
+pub(crate) async fn route_name(
+    gw: &Arc<Gateway>,
+    session: &Arc<ClientSession>,
+    method: &str,
+    params: &mut RawObject,
+    exposed: &str,
+    id: &RawValue,
+) -> Reply {
+    let what = if method == "tools/call" {
+        "tool"
+    } else {
+        "prompt"
+    };
     let Some((server, name)) = exposed.split_once(gw.config.tool_separator.as_str()) else {
-        return unknown(id, what, &exposed);
+        return unknown(id, what, exposed);
     };
-    let Some(entry) = gw.server(server) else {
-        return unknown(id, what, &exposed);
+    let entry = match gw.entry_for(&session.caller, server) {
+        Ok(entry) => entry,
+        Err(why) => return denied(id, method, what, exposed, server, why, session),
     };
-    if entry.brokered {
-        if let Some(reply) =
-            crate::brokered::route_name(session, entry, what, name, &exposed, id).await
+    if entry.per_user() {
+        if entry.brokered {
+            if let Some(reply) =
+                crate::brokered::route_name(session, &entry, what, name, exposed, id).await
+            {
+                return reply;
+            }
+        } else if let Some(reply) =
+            crate::brokered::route_personal(gw, session, &entry, what, name, exposed, id).await
         {
             return reply;
         }
+        if let Some(reply) = check_permission(session, &entry, what, name, exposed, id) {
+            return reply;
+        }
         params.set_str("name", name);
-        return forward(entry, session, env.method(), &params, id).await;
+        return forward(&entry, session, method, params, id).await;
     }
     let catalog = entry.catalog();
     let known = if what == "tool" {
-        &catalog.tool_names
+        catalog.tool_names.contains_key(name)
     } else {
-        &catalog.prompt_names
+        catalog.prompt_names.contains(name)
     };
-    if !known.contains(name) {
+    if !known {
         let (health, error) = entry.health();
         if health != crate::gateway::Health::Ready {
             let reason = error.unwrap_or_else(|| "not connected yet".into());
@@ -422,14 +561,60 @@ async fn route_by_name(
                 UpstreamFault::Unavailable(&reason),
             ));
         }
-        return unknown(id, what, &exposed);
+        return unknown(id, what, exposed);
+    }
+    if let Some(reply) = check_permission(session, &entry, what, name, exposed, id) {
+        return reply;
     }
     if let Some(identity) = session.caller.identity() {
         // Who called what (never a token or the arguments); the activity log has every tool call.
-        tracing::debug!(user = session.caller.label(), subject = %identity.user.subject, server, method = env.method(), name, "routed");
+        tracing::debug!(user = session.caller.label(), subject = %identity.user.subject, server, method, name, "routed");
     }
     params.set_str("name", name);
-    forward(entry, session, env.method(), &params, id).await
+    forward(&entry, session, method, params, id).await
+}
+
+/// A scoped agent token calls only tools of the classes it holds: read-only tools need
+/// `read`, other non-destructive tools `write`, everything else (and tools without
+/// annotations) `destructive`. `None`: allowed.
+fn check_permission(
+    session: &ClientSession,
+    entry: &Arc<ServerEntry>,
+    what: &str,
+    name: &str,
+    exposed: &str,
+    id: &RawValue,
+) -> Option<Reply> {
+    let scope = session.caller.identity()?.agent.clone()?;
+    if what != "tool" {
+        return None; // prompts only read
+    }
+    let catalog = if entry.per_user() {
+        session
+            .caller
+            .identity()
+            .and_then(|i| entry.user_catalog(&i.user))
+    } else {
+        Some(entry.catalog())
+    };
+    let needed = catalog
+        .and_then(|c| c.tool_names.get(name).copied())
+        .unwrap_or(Permission::Destructive);
+    if scope.allows(needed) {
+        return None;
+    }
+    let text = format!(
+        "this agent token may not call '{exposed}': the tool is {} (by its annotations) and the token's permissions are {}",
+        needed.as_str(),
+        scope.permission_names()
+    );
+    Some(refusal(
+        "tools/call",
+        id,
+        &entry.config.name,
+        "token_permission",
+        &text,
+    ))
 }
 
 async fn route_by_uri(
@@ -457,11 +642,12 @@ async fn route_by_uri(
     let Some((server, original)) = catalog::split_uri(&uri) else {
         return unknown(id, "resource", &uri);
     };
-    let Some(entry) = gw.server(server) else {
-        return unknown(id, "resource", &uri);
+    let entry = match gw.entry_for(&session.caller, server) {
+        Ok(entry) => entry,
+        Err(why) => return denied(id, env.method(), "resource", &uri, server, why, session),
     };
     params.set_str("uri", original);
-    forward(entry, session, env.method(), &params, id).await
+    forward(&entry, session, env.method(), &params, id).await
 }
 
 async fn route_completion(
@@ -519,11 +705,12 @@ async fn route_completion(
             ));
         }
     };
-    let Some(entry) = gw.server(&server) else {
-        return unknown(id, "server", &server);
+    let entry = match gw.entry_for(&session.caller, &server) {
+        Ok(entry) => entry,
+        Err(why) => return denied(id, env.method(), "server", &server, &server, why, session),
     };
     params.set("ref", reference.to_raw());
-    forward(entry, session, env.method(), &params, id).await
+    forward(&entry, session, env.method(), &params, id).await
 }
 
 /// Sends a (rewritten) request to the client's session with `server`.

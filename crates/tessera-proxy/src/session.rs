@@ -57,6 +57,8 @@ pub struct ClientSession {
     pub id: String,
     pub front_end: FrontEnd,
     pub caller: Caller,
+    /// What this session's `tools/list` offers: every tool, or the search tools.
+    pub routing: tessera_config::RoutingMode,
     gateway: Weak<Gateway>,
     negotiated: OnceLock<Negotiated>,
     upstreams: Mutex<HashMap<String, UpstreamCell>>,
@@ -83,7 +85,13 @@ pub fn new_session_id() -> String {
 
 impl ClientSession {
     pub fn new(gateway: Weak<Gateway>, front_end: FrontEnd, caller: Caller) -> Arc<Self> {
-        Self::with_id(gateway, front_end, caller, new_session_id())
+        Self::with_id(
+            gateway,
+            front_end,
+            caller,
+            new_session_id(),
+            tessera_config::RoutingMode::Direct,
+        )
     }
 
     /// A session under a given id (a sealed id, or one resumed from another replica).
@@ -92,10 +100,12 @@ impl ClientSession {
         front_end: FrontEnd,
         caller: Caller,
         id: String,
+        routing: tessera_config::RoutingMode,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| ClientSession {
             id,
             front_end,
+            routing,
             identity: caller.identity().cloned().map(IdentityCell::new),
             caller,
             gateway,
@@ -272,9 +282,21 @@ impl ClientSession {
             .gateway()
             .ok_or_else(|| UpstreamError::Closed("gateway stopped".into()))?;
         let entry = gw
-            .server(server)
-            .ok_or_else(|| UpstreamError::Config(format!("unknown server {server}")))?
-            .clone();
+            .entry_for(&self.caller, server)
+            .map_err(|_| UpstreamError::Config(format!("unknown server {server}")))?;
+        // A personal server's URL was checked when it was added; its name may resolve
+        // elsewhere since, so every connection checks again (SSRF).
+        if entry.owner.is_some()
+            && let tessera_config::Transport::Http { url, .. } = &entry.config.transport
+        {
+            let host = url.host_str().unwrap_or_default();
+            let port = url.port_or_known_default().unwrap_or(443);
+            gw.config
+                .user_servers
+                .check_host(host, port)
+                .await
+                .map_err(UpstreamError::Config)?;
+        }
         let negotiated = self
             .negotiated()
             .ok_or_else(|| UpstreamError::Protocol("client session not initialized".into()))?;
@@ -299,6 +321,12 @@ impl ClientSession {
                 server: Arc::from(server),
             });
             (Some(auth), Some(slot))
+        } else if let Some(owner) = &entry.owner {
+            // A personal server: the owner's own session, under the same caps.
+            let slot = gw
+                .take_session_slot(owner)
+                .map_err(UpstreamError::Capacity)?;
+            (None, Some(slot))
         } else {
             (None, None)
         };
@@ -321,6 +349,18 @@ impl ClientSession {
             let _ = session.request("logging/setLevel", Some(level)).await;
         }
         Ok(session)
+    }
+
+    /// Ends this client's session with `server` (its configuration went away or changed).
+    pub async fn close_upstream(&self, server: &str) {
+        let cell = self
+            .upstreams
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(server));
+        if let Some(session) = cell.as_ref().and_then(|c| c.get()) {
+            session.close("server removed or changed").await;
+        }
     }
 
     /// The upstream sessions open now.
@@ -531,13 +571,13 @@ impl Downstream for ClientSession {
         let method = message.method();
         if method.ends_with("/list_changed") {
             let Some(gw) = self.gateway() else { return };
-            let Some(entry) = gw.server(&from.server.name).cloned() else {
+            let Ok(entry) = gw.entry_for(&self.caller, &from.server.name) else {
                 return;
             };
             match self.caller.identity() {
-                // This user's catalogue of a brokered server: rediscovered on their next list;
-                // each of their clients is told.
-                Some(identity) if entry.brokered => {
+                // This user's catalogue of a brokered or personal server: rediscovered on
+                // their next list; each of their clients is told.
+                Some(identity) if entry.per_user() => {
                     entry.forget_user_catalog(&identity.user);
                     let text = jsonrpc::notification(method, None);
                     for session in gw.sessions_of(&identity.user) {

@@ -16,17 +16,18 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::sync::Arc;
+use tessera_config::RoutingMode;
 use tessera_identity::{AuthError, InvalidToken};
 
 pub fn router(gw: Arc<Gateway>) -> Router {
     let metadata = gw.auth.as_ref().map(|a| a.resource.clone());
+    let configured = gw.config.routing_mode;
     let router = Router::new()
-        .route(
-            "/mcp",
-            post(streamable::post)
-                .get(streamable::get)
-                .delete(streamable::delete),
-        )
+        // `/mcp` serves `routing_mode`; `/mcp/all` every tool, `/mcp/call` the search tools
+        // (the reference's endpoints).
+        .route("/mcp", streamable::routes(configured))
+        .route("/mcp/all", streamable::routes(RoutingMode::Direct))
+        .route("/mcp/call", streamable::routes(RoutingMode::RetrieveTools))
         .route("/sse", get(legacy_sse::open))
         .route("/message", post(legacy_sse::message))
         .route("/healthz", get(healthz))
@@ -98,7 +99,25 @@ pub(crate) async fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Ca
         Err(e) => Err(e),
     };
     match verdict {
-        Ok(identity) => Ok(Caller::User(identity)),
+        Ok(identity) => match gw.admit(&identity).await {
+            Ok(()) => Ok(Caller::User(identity)),
+            Err(e @ crate::gateway::AdmitError::Disabled) => {
+                tracing::debug!(user = %identity.display_name, "MCP request of a disabled user refused");
+                Err(rpc_error_response(
+                    StatusCode::FORBIDDEN,
+                    jsonrpc::INVALID_REQUEST,
+                    &format!("Forbidden: {e}"),
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "MCP request refused: user settings unavailable");
+                Err(rpc_error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    jsonrpc::INTERNAL_ERROR,
+                    &format!("Service Unavailable: {e}"),
+                ))
+            }
+        },
         Err(error) => {
             gw.auth_rejections
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
+use tessera_config::RoutingMode;
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -32,9 +33,20 @@ fn plain(status: StatusCode, message: &str) -> Response {
 /// Largest JSON-RPC message accepted from a client.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// POST, GET and DELETE of one streamable HTTP endpoint whose sessions use `routing`.
+pub fn routes(routing: RoutingMode) -> axum::routing::MethodRouter<Arc<Gateway>> {
+    axum::routing::post(move |gw, request| post(gw, request, routing))
+        .get(move |gw, headers| get(gw, headers, routing))
+        .delete(move |gw, headers| delete(gw, headers, routing))
+}
+
 // Takes the whole request rather than `HeaderMap` + `Bytes` extractors: the `HeaderMap`
 // extractor clones every header, which was measurable per proxied call.
-pub async fn post(State(gw): State<Arc<Gateway>>, request: axum::extract::Request) -> Response {
+pub async fn post(
+    State(gw): State<Arc<Gateway>>,
+    request: axum::extract::Request,
+    routing: RoutingMode,
+) -> Response {
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     if let Err(r) = check_origin(&gw, &headers) {
@@ -93,7 +105,7 @@ pub async fn post(State(gw): State<Arc<Gateway>>, request: axum::extract::Reques
             &caller,
             env.params_str(),
         );
-        let session = gw.create_session_with_id(FrontEnd::Streamable, caller, id);
+        let session = gw.create_session_with_id(FrontEnd::Streamable, caller, id, routing);
         gw.count_request("initialize");
         let reply = router::request(&gw, &session, env).await;
         let text = match reply {
@@ -111,7 +123,7 @@ pub async fn post(State(gw): State<Arc<Gateway>>, request: axum::extract::Reques
         return response;
     }
 
-    let session = match session_of(&gw, &headers, &caller) {
+    let session = match session_of(&gw, &headers, &caller, routing) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -127,6 +139,7 @@ fn session_of(
     gw: &Arc<Gateway>,
     headers: &HeaderMap,
     caller: &Caller,
+    routing: RoutingMode,
 ) -> Result<Arc<crate::session::ClientSession>, Response> {
     let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
         return Err(plain(
@@ -134,7 +147,7 @@ fn session_of(
             "Bad Request: Mcp-Session-Id header is required",
         ));
     };
-    let Some(session) = gw.session_or_resume(id, caller) else {
+    let Some(session) = gw.session_or_resume(id, caller, routing) else {
         return Err(plain(
             StatusCode::NOT_FOUND,
             "Not Found: unknown or expired session; initialize a new one",
@@ -202,7 +215,11 @@ fn sse_response(first: Outbound, call: CallHandle) -> Response {
     Sse::new(stream).into_response()
 }
 
-pub async fn get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+pub async fn get(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    routing: RoutingMode,
+) -> Response {
     if let Err(r) = check_origin(&gw, &headers) {
         return r;
     }
@@ -216,7 +233,7 @@ pub async fn get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response
             "Not Acceptable: GET needs Accept: text/event-stream",
         );
     }
-    let session = match session_of(&gw, &headers, &caller) {
+    let session = match session_of(&gw, &headers, &caller, routing) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -245,7 +262,11 @@ pub async fn get(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response
         .into_response()
 }
 
-pub async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+pub async fn delete(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    routing: RoutingMode,
+) -> Response {
     if let Err(r) = check_origin(&gw, &headers) {
         return r;
     }
@@ -253,7 +274,7 @@ pub async fn delete(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
         Ok(caller) => caller,
         Err(r) => return r,
     };
-    let session = match session_of(&gw, &headers, &caller) {
+    let session = match session_of(&gw, &headers, &caller, routing) {
         Ok(s) => s,
         Err(r) => return r,
     };
