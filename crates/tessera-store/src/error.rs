@@ -69,6 +69,24 @@ pub enum StoreError {
         /// The bound.
         max: u32,
     },
+    /// The user already has a personal server with this name.
+    #[error("Server \"{name}\" already exists")]
+    UserServerExists {
+        /// The name.
+        name: String,
+    },
+    /// The user already has as many personal servers as allowed.
+    #[error("personal server limit reached: at most {max} per user (max_user_servers)")]
+    UserServerQuota {
+        /// The limit.
+        max: usize,
+    },
+    /// The user has no personal server with this name.
+    #[error("Server \"{name}\" not found")]
+    UserServerNotFound {
+        /// The name.
+        name: String,
+    },
     /// A scope contains whitespace or is empty.
     #[error("invalid scope {0:?}: a scope is one or more non-space characters")]
     InvalidScope(String),

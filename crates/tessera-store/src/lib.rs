@@ -32,14 +32,15 @@ pub mod test_pg;
 pub use error::{PatRejection, StoreError};
 pub use seal::{Aad, IdpTokenKind, KeyError, Keyring, SealError, SealingKey};
 pub use store::{
-    ACCESS_TOKEN_PREFIX, ActivityAction, ActivityEntry, ActivityFilter, ActivityMethod,
-    ActivityOutcome, ActivityRecord, Backend, CHANGES_CHANNEL, COORDINATION_POOL_SIZE, Change,
-    CodeGrant, CodeRedemption, ConnectFlow, CredentialRecord, CredentialSource, CredentialSummary,
-    DB_FILE, IdpTokens, IssuedTokens, LISTENER_BACKOFF_MAX, LISTENER_BACKOFF_MIN, LockGuard,
-    MAX_PENDING_CONNECT_FLOWS, MAX_REASON_LEN, NewConnectFlow, NewOauthClient, NewPat, NewSession,
-    OauthClient, OauthClientSource, OauthTokenRejection, OpenedCredential, PAT_PREFIX,
-    PersonalAccessToken, REFRESH_TOKEN_PREFIX, RefreshLock, RefreshRefused, ResealReport, Role,
-    RotatedGrant, SUBSCRIBER_QUEUE, Session, Store, StoredIdpTokens, TokenGrant, UnixTime,
-    UnreadableRow, User, UserLogin, VerifiedAccessToken, VerifiedPat, now_unix, parse_url, redact,
-    server_key,
+    ACCESS_TOKEN_PREFIX, ALL_PERMISSIONS, ActivityAction, ActivityEntry, ActivityFilter,
+    ActivityMethod, ActivityOutcome, ActivityRecord, Backend, CHANGES_CHANNEL,
+    COORDINATION_POOL_SIZE, Change, CodeGrant, CodeRedemption, ConnectFlow, CredentialRecord,
+    CredentialSource, CredentialSummary, DB_FILE, DashboardCounts, IdpTokens, IssuedTokens,
+    LISTENER_BACKOFF_MAX, LISTENER_BACKOFF_MIN, LockGuard, MAX_PENDING_CONNECT_FLOWS,
+    MAX_REASON_LEN, NewConnectFlow, NewOauthClient, NewPat, NewSession, NewUserServer, OauthClient,
+    OauthClientSource, OauthTokenRejection, OpenedCredential, PAT_PREFIX, PersonalAccessToken,
+    REFRESH_TOKEN_PREFIX, RefreshLock, RefreshRefused, ResealReport, Role, RotatedGrant,
+    SUBSCRIBER_QUEUE, Session, SessionInfo, Store, StoredIdpTokens, TokenGrant, UnixTime,
+    UnreadableRow, User, UserLogin, UserServer, UserServerUpdate, VerifiedAccessToken, VerifiedPat,
+    now_unix, parse_url, redact, server_key,
 };

@@ -173,6 +173,11 @@ impl Aad {
         Aad::new("credential").field(user_id).field(server_key)
     }
 
+    /// `user_server|<user_id>|<id>`: the headers of one of a user's personal servers.
+    pub fn user_server(user_id: &str, id: &str) -> Self {
+        Aad::new("user_server").field(user_id).field(id)
+    }
+
     /// The bytes that are authenticated.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0

@@ -26,6 +26,7 @@ mod oauth;
 mod pats;
 mod reseal;
 mod sessions;
+mod user_servers;
 mod users;
 
 pub use activity::{
@@ -46,10 +47,11 @@ pub use oauth::{
     OauthClientSource, OauthTokenRejection, REFRESH_TOKEN_PREFIX, RefreshRefused, RotatedGrant,
     TokenGrant, VerifiedAccessToken,
 };
-pub use pats::{NewPat, PAT_PREFIX, PersonalAccessToken, VerifiedPat};
+pub use pats::{ALL_PERMISSIONS, NewPat, PAT_PREFIX, PersonalAccessToken, VerifiedPat};
 pub use reseal::{ResealReport, UnreadableRow};
-pub use sessions::{NewSession, Session};
-pub use users::{Role, User, UserLogin};
+pub use sessions::{NewSession, Session, SessionInfo};
+pub use user_servers::{NewUserServer, UserServer, UserServerUpdate};
+pub use users::{DashboardCounts, Role, User, UserLogin};
 
 /// Seconds since the Unix epoch, UTC. Every timestamp in the store is one.
 pub type UnixTime = i64;
@@ -78,6 +80,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "activity_authorization_server",
         include_str!("../migrations/0005_activity_authorization_server.sql"),
+    ),
+    (
+        6,
+        "user_servers",
+        include_str!("../migrations/0006_user_servers.sql"),
     ),
 ];
 
@@ -488,6 +495,9 @@ mod tests;
 
 #[cfg(test)]
 mod broker_tests;
+
+#[cfg(test)]
+mod user_server_tests;
 
 #[cfg(test)]
 mod url_tests {

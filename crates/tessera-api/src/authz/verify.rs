@@ -94,6 +94,11 @@ impl VerifyCache {
         self.lock().retain(|_, c| c.family_id != family_id);
     }
 
+    /// Drops the cached checks of every token of one user (disabled, or changed elsewhere).
+    pub(crate) fn forget_user(&self, user_id: &str) {
+        self.lock().retain(|_, c| c.token.user_id != user_id);
+    }
+
     /// Drops every cached check (when the family of a revoked token is not known).
     pub(crate) fn forget_all(&self) {
         self.lock().clear();
@@ -159,7 +164,16 @@ pub fn apply_change(state: &ApiState, change: &Change) {
             server.verified.forget_token_hash(token_sha256);
         }
         Change::OauthRevokedUnknown | Change::Resync => server.verified.forget_all(),
+        Change::UserChanged { user_id } => server.verified.forget_user(user_id),
         Change::Credential { .. } => {}
+    }
+}
+
+/// Drops this replica's cached checks of every access token of `user_id` (after an admin
+/// disabled the user: the next `/mcp` request asks the store, which refuses a disabled user).
+pub fn forget_user(state: &ApiState, user_id: &str) {
+    if let Some(server) = &state.authz {
+        server.verified.forget_user(user_id);
     }
 }
 

@@ -150,6 +150,12 @@ pub enum Change {
     },
     /// Tokens were revoked whose family is not known: drop every cached token check.
     OauthRevokedUnknown,
+    /// A user's personal servers, shared-server preferences or disabled flag changed: reload
+    /// what is cached for them.
+    UserChanged {
+        /// The store's user id.
+        user_id: String,
+    },
     /// Never published: a subscriber's listener reconnected (or read a message it does not
     /// understand), so changes may have been missed. Drop every cache.
     Resync,

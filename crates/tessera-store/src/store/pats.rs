@@ -40,6 +40,34 @@ pub struct PersonalAccessToken {
     pub last_used_at: Option<UnixTime>,
     /// When it was revoked.
     pub revoked_at: Option<UnixTime>,
+    /// The servers it may reach; `None` = every server its user may use.
+    pub allowed_servers: Option<Vec<String>>,
+    /// What it may do with tools: a subset of `read`, `write`, `destructive` (always `read`).
+    pub permissions: Vec<String>,
+}
+
+/// The permissions of a token made by [`Store::create_pat`]: everything its user may do.
+pub const ALL_PERMISSIONS: [&str; 3] = ["read", "write", "destructive"];
+
+fn split_list(stored: &str) -> Vec<String> {
+    stored
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Joins names for a comma-separated column; a name with a comma (or empty) is refused.
+fn join_list<S: AsRef<str>>(items: &[S]) -> Result<String, StoreError> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let item = item.as_ref();
+        if item.is_empty() || item.contains(',') || item.chars().any(char::is_whitespace) {
+            return Err(StoreError::InvalidScope(item.to_owned()));
+        }
+        out.push(item);
+    }
+    Ok(out.join(","))
 }
 
 /// A new token: the only time its plaintext exists outside the caller.
@@ -62,6 +90,8 @@ pub struct VerifiedPat {
 
 fn pat_from_row(row: &AnyRow) -> Result<PersonalAccessToken, StoreError> {
     let scopes: String = row.try_get("scopes")?;
+    let allowed: Option<String> = row.try_get("allowed_servers")?;
+    let permissions: String = row.try_get("permissions")?;
     Ok(PersonalAccessToken {
         id: row.try_get("id")?,
         user_id: row.try_get("user_id")?,
@@ -72,11 +102,14 @@ fn pat_from_row(row: &AnyRow) -> Result<PersonalAccessToken, StoreError> {
         expires_at: row.try_get("expires_at")?,
         last_used_at: row.try_get("last_used_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        allowed_servers: allowed.as_deref().map(split_list),
+        permissions: split_list(&permissions),
     })
 }
 
 impl Store {
-    /// Creates a token for `user_id`. The plaintext is in the result and nowhere else.
+    /// Creates a token for `user_id` with every permission on every server. The plaintext is
+    /// in the result and nowhere else.
     pub async fn create_pat<S: AsRef<str>>(
         &self,
         user_id: &str,
@@ -84,7 +117,44 @@ impl Store {
         scopes: &[S],
         expires_at: Option<UnixTime>,
     ) -> Result<NewPat, StoreError> {
+        self.insert_pat(user_id, name, scopes, None, &ALL_PERMISSIONS, expires_at)
+            .await
+    }
+
+    /// Creates an agent token: limited to `allowed_servers` (`None` = every server its user may
+    /// use) and to `permissions` (names of `read`, `write`, `destructive`; the caller checks
+    /// them). The plaintext is in the result and nowhere else.
+    pub async fn create_agent_pat(
+        &self,
+        user_id: &str,
+        name: &str,
+        allowed_servers: Option<&[String]>,
+        permissions: &[&str],
+        expires_at: Option<UnixTime>,
+    ) -> Result<NewPat, StoreError> {
+        self.insert_pat(
+            user_id,
+            name,
+            &[] as &[&str],
+            allowed_servers,
+            permissions,
+            expires_at,
+        )
+        .await
+    }
+
+    async fn insert_pat<S: AsRef<str>>(
+        &self,
+        user_id: &str,
+        name: &str,
+        scopes: &[S],
+        allowed_servers: Option<&[String]>,
+        permissions: &[&str],
+        expires_at: Option<UnixTime>,
+    ) -> Result<NewPat, StoreError> {
         let scopes_text = join_scopes(scopes)?;
+        let allowed_text = allowed_servers.map(join_list).transpose()?;
+        let permissions_text = join_list(permissions)?;
         let token = SecretString::from(format!("{PAT_PREFIX}{}", random_secret()?.expose_secret()));
         let plain = token.expose_secret();
         let pat = PersonalAccessToken {
@@ -97,11 +167,13 @@ impl Store {
             expires_at,
             last_used_at: None,
             revoked_at: None,
+            allowed_servers: allowed_text.as_deref().map(split_list),
+            permissions: split_list(&permissions_text),
         };
         sqlx::query(
-            "INSERT INTO personal_access_tokens \
-               (id, user_id, name, token_hash, prefix, scopes, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO personal_access_tokens (id, user_id, name, token_hash, prefix, scopes, \
+               created_at, expires_at, allowed_servers, permissions) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&pat.id)
         .bind(&pat.user_id)
@@ -111,6 +183,8 @@ impl Store {
         .bind(&scopes_text)
         .bind(pat.created_at)
         .bind(pat.expires_at)
+        .bind(&allowed_text)
+        .bind(&permissions_text)
         .execute(&self.pool)
         .await
         .map_err(user_fk(user_id))?;
@@ -127,7 +201,7 @@ impl Store {
         let hash = hash_secret(token);
         let Some(row) = sqlx::query(
             "SELECT id, user_id, name, token_hash, prefix, scopes, created_at, expires_at, \
-               last_used_at, revoked_at \
+               last_used_at, revoked_at, allowed_servers, permissions \
              FROM personal_access_tokens WHERE token_hash = $1",
         )
         .bind(&hash)
@@ -172,7 +246,7 @@ impl Store {
     pub async fn list_pats(&self, user_id: &str) -> Result<Vec<PersonalAccessToken>, StoreError> {
         sqlx::query(
             "SELECT id, user_id, name, prefix, scopes, created_at, expires_at, last_used_at, \
-               revoked_at \
+               revoked_at, allowed_servers, permissions \
              FROM personal_access_tokens WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
         )
         .bind(user_id)

@@ -70,7 +70,7 @@ enum Step {
 }
 
 impl Store {
-    /// Re-seals every sealed column (credentials, idp_tokens, connect_flows) under `keyring`'s
+    /// Re-seals every sealed column (credentials, idp_tokens, connect_flows, user_servers) under `keyring`'s
     /// active key, calling `progress(done, total)` after each row. Safe to interrupt and run
     /// again; rows that do not open are reported, not fatal.
     pub async fn reseal_all(
@@ -89,7 +89,13 @@ impl Store {
             sqlx::query_scalar("SELECT state_hash FROM connect_flows ORDER BY 1")
                 .fetch_all(&self.pool)
                 .await?;
-        let total = u64::try_from(creds.len() + idps.len() + flows.len()).unwrap_or(u64::MAX);
+        let servers: Vec<(String, String)> = sqlx::query_as(
+            "SELECT user_id, id FROM user_servers WHERE headers_sealed IS NOT NULL ORDER BY 1, 2",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let total = u64::try_from(creds.len() + idps.len() + flows.len() + servers.len())
+            .unwrap_or(u64::MAX);
         let mut report = ResealReport {
             total,
             ..ResealReport::default()
@@ -130,6 +136,15 @@ impl Store {
         for state_hash in flows {
             let result = self.reseal_flow(keyring, &state_hash).await;
             tally(&mut report, "connect_flows", state_hash, result)?;
+        }
+        for (user_id, id) in servers {
+            let result = self.reseal_user_server(keyring, &user_id, &id).await;
+            tally(
+                &mut report,
+                "user_servers",
+                format!("{user_id}/{id}"),
+                result,
+            )?;
         }
         Ok(report)
     }
@@ -213,6 +228,40 @@ impl Store {
         .bind(&access)
         .bind(refresh.as_deref())
         .bind(id.as_deref())
+        .execute(&self.pool)
+        .await?;
+        Ok(if done.rows_affected() > 0 {
+            Step::Resealed
+        } else {
+            Step::Skipped
+        })
+    }
+
+    async fn reseal_user_server(
+        &self,
+        keyring: &Keyring,
+        user_id: &str,
+        id: &str,
+    ) -> Result<Step, StoreError> {
+        let sealed: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT headers_sealed FROM user_servers WHERE id = $1 AND user_id = $2",
+        )
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(Some(sealed)) = sealed else {
+            return Ok(Step::Skipped);
+        };
+        let Some(new) = reseal(keyring, &sealed, &Aad::user_server(user_id, id))? else {
+            return Ok(Step::Skipped);
+        };
+        let done = sqlx::query(
+            "UPDATE user_servers SET headers_sealed = $1 WHERE id = $2 AND headers_sealed = $3",
+        )
+        .bind(new)
+        .bind(id)
+        .bind(&sealed)
         .execute(&self.pool)
         .await?;
         Ok(if done.rows_affected() > 0 {

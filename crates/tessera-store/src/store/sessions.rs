@@ -35,6 +35,25 @@ pub struct NewSession {
     pub session: Session,
 }
 
+/// A browser session with its user's email, for the admin's list of every session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The stored id: hex SHA-256 of the cookie value (never the cookie).
+    pub id: String,
+    /// The signed-in user.
+    pub user_id: String,
+    /// The user's email, if known.
+    pub user_email: Option<String>,
+    /// When the session began.
+    pub created_at: UnixTime,
+    /// When it ends.
+    pub expires_at: UnixTime,
+    /// The browser's `User-Agent`.
+    pub user_agent: Option<String>,
+    /// The client address at sign-in.
+    pub ip: Option<String>,
+}
+
 fn session_from_row(row: &AnyRow) -> Result<Session, StoreError> {
     Ok(Session {
         id_hash: row.try_get("id")?,
@@ -114,6 +133,40 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Every user's browser sessions (expired ones not yet purged included), newest first.
+    pub async fn list_all_sessions(&self) -> Result<Vec<SessionInfo>, StoreError> {
+        sqlx::query(
+            "SELECT s.id, s.user_id, u.email, s.created_at, s.expires_at, s.user_agent, s.ip \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             ORDER BY s.created_at DESC, s.id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(SessionInfo {
+                id: row.try_get("id")?,
+                user_id: row.try_get("user_id")?,
+                user_email: row.try_get("email")?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+                user_agent: row.try_get("user_agent")?,
+                ip: row.try_get("ip")?,
+            })
+        })
+        .collect()
+    }
+
+    /// Ends the session with this stored id (the cookie's hash, as [`SessionInfo::id`] — never
+    /// the cookie value). Returns whether one existed.
+    pub async fn delete_session_by_id(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     /// Deletes expired sessions. Returns how many.

@@ -71,6 +71,23 @@ pub struct User {
     pub last_login_at: Option<UnixTime>,
 }
 
+/// Figures for the admin dashboard ([`Store::dashboard_counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DashboardCounts {
+    /// Every user.
+    pub total_users: u64,
+    /// Users who are disabled.
+    pub disabled_users: u64,
+    /// Unexpired browser sessions.
+    pub active_sessions: u64,
+    /// Tool calls recorded since the given time.
+    pub tool_calls: u64,
+    /// Of those, the ones whose outcome is not success.
+    pub tool_errors: u64,
+    /// Distinct users with any activity since the given time.
+    pub active_users: u64,
+}
+
 /// A sign-in to record with [`Store::upsert_user`].
 #[derive(Clone, Debug)]
 pub struct UserLogin<'a> {
@@ -177,6 +194,38 @@ impl Store {
             return Err(StoreError::UserNotFound(id.to_owned()));
         }
         Ok(())
+    }
+
+    /// Counts for the admin dashboard; activity figures are those since `since`.
+    pub async fn dashboard_counts(&self, since: UnixTime) -> Result<DashboardCounts, StoreError> {
+        let row = sqlx::query(
+            "SELECT \
+               (SELECT COUNT(*) FROM users) AS total_users, \
+               (SELECT COUNT(*) FROM users WHERE disabled <> 0) AS disabled_users, \
+               (SELECT COUNT(*) FROM sessions WHERE expires_at > $1) AS active_sessions, \
+               (SELECT COUNT(*) FROM activity WHERE action = 'tool_call' AND ts >= $2) \
+                 AS tool_calls, \
+               (SELECT COUNT(*) FROM activity WHERE action = 'tool_call' AND ts >= $2 \
+                 AND outcome <> 'success') AS tool_errors, \
+               (SELECT COUNT(DISTINCT user_id) FROM activity WHERE ts >= $2 \
+                 AND user_id IS NOT NULL) AS active_users",
+        )
+        .bind(now_unix())
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        let count = |column: &str| -> Result<u64, StoreError> {
+            let n: i64 = row.try_get(column)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok(DashboardCounts {
+            total_users: count("total_users")?,
+            disabled_users: count("disabled_users")?,
+            active_sessions: count("active_sessions")?,
+            tool_calls: count("tool_calls")?,
+            tool_errors: count("tool_errors")?,
+            active_users: count("active_users")?,
+        })
     }
 
     /// Disables or re-enables a user. Disabling also ends the user's browser sessions.
