@@ -190,6 +190,9 @@ pub(crate) async fn follow_replicas(
                     tracing::debug!(server = %server, "credential changed on another replica");
                     credential_changed(broker, &gateway, user_id, server, Some(server_key));
                 }
+                (Change::UserChanged { user_id }, _) => {
+                    crate::settings::reload(&gateway, api.store(), user_id).await;
+                }
                 (Change::Resync, broker) => {
                     // Messages were lost while the listener was away: drop every cache built
                     // from the store.
@@ -198,6 +201,9 @@ pub(crate) async fn follow_replicas(
                     }
                     gateway.forget_all_user_catalogs();
                     tessera_api::pat::forget_all();
+                    for user in gateway.loaded_users() {
+                        gateway.reload_user(&user).await;
+                    }
                 }
                 _ => {}
             }

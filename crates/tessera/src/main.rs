@@ -8,6 +8,7 @@ mod keys;
 mod pat_bridge;
 mod serve;
 mod session_seal;
+mod settings;
 mod token;
 mod users;
 mod validate;

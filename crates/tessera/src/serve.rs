@@ -51,6 +51,10 @@ pub(crate) async fn run(config_path: PathBuf, listen: Option<String>) -> anyhow:
         _ => None,
     };
     let gateway = tessera_proxy::Gateway::new(config).context("cannot build the HTTP client")?;
+    if let Some((users, _)) = &shared {
+        // Personal servers, switched-off shared servers and disabled users on the MCP path.
+        gateway.set_user_directory(users.clone());
+    }
     if let Some(api) = &api {
         gateway.set_pat_verifier(Arc::new(crate::pat_bridge::StorePatVerifier {
             store: api.store().clone(),

@@ -33,6 +33,10 @@ impl UserDirectory {
         }
     }
 
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The store's user id, if this identity has been seen by this process.
     pub(crate) fn known(&self, who: &Identity) -> Option<Arc<str>> {
         read(&self.users).get(&who.user).cloned()
