@@ -340,7 +340,12 @@ pub fn search_with(
     };
     for (index, &offset) in offsets.iter().enumerate() {
         let len = indexes.get(index).map_or(0, |i| i.len());
-        for (doc, &score) in scores.get(offset..offset + len).unwrap_or(&[]).iter().enumerate() {
+        for (doc, &score) in scores
+            .get(offset..offset + len)
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+        {
             if score <= 0.0 {
                 continue;
             }

@@ -13,10 +13,14 @@ pub const SYNONYM_WEIGHT: f32 = 0.5;
 
 const GROUPS: &[&[&str]] = &[
     // Verbs.
-    &["delete", "remove", "erase", "wipe", "destroy", "drop", "purge", "trash"],
+    &[
+        "delete", "remove", "erase", "wipe", "destroy", "drop", "purge", "trash",
+    ],
     &["create", "add", "new", "make", "open"],
     &["update", "edit", "modify", "change", "alter", "set"],
-    &["get", "fetch", "retrieve", "read", "show", "view", "display", "describe", "inspect", "see"],
+    &[
+        "get", "fetch", "retrieve", "read", "show", "view", "display", "describe", "inspect", "see",
+    ],
     &["list", "enumerate", "browse", "all"],
     &["search", "find", "lookup", "query", "locate", "look"],
     &["send", "post", "publish", "share"],

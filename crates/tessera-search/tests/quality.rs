@@ -10,7 +10,9 @@ use serde_json::Value;
 use tessera_search::{SearchOptions, ToolIndex, ToolText, search_with};
 
 fn data(file: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data").join(file);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/data")
+        .join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
@@ -43,7 +45,10 @@ fn evaluate(corpus: &Value, queries: &Value, with_server_names: bool, synonyms: 
     let refs: Vec<&ToolIndex> = indexes.iter().collect();
     let label = |index: usize, doc: u32| {
         let (server, tools) = servers[index];
-        format!("{server}__{}", tools[doc as usize]["name"].as_str().unwrap())
+        format!(
+            "{server}__{}",
+            tools[doc as usize]["name"].as_str().unwrap()
+        )
     };
 
     let mut out = Outcome {
@@ -66,7 +71,9 @@ fn evaluate(corpus: &Value, queries: &Value, with_server_names: bool, synonyms: 
                 out.top5 += 1;
             }
             Some(_) => out.top5 += 1,
-            None => out.misses.push(format!("  {query:?} → want {expected}, got {hits:?}")),
+            None => out
+                .misses
+                .push(format!("  {query:?} → want {expected}, got {hits:?}")),
         }
     }
     out
@@ -91,12 +98,26 @@ fn top5_hit_rate_on_the_corpus() {
     for (with_server_names, synonyms, what) in [
         (false, false, "tool text only, no synonyms"),
         (true, false, "tool text + server name, no synonyms"),
-        (true, true, "tool text + server name, synonyms (the default)"),
+        (
+            true,
+            true,
+            "tool text + server name, synonyms (the default)",
+        ),
     ] {
         let o = evaluate(&corpus, &queries, with_server_names, synonyms);
         println!("== {what}: {tools} tools, {} queries", o.total);
-        println!("top-5 hit rate: {}/{} = {:.1}%", o.top5, o.total, pct(o.top5, o.total));
-        println!("top-1 hit rate: {}/{} = {:.1}%", o.top1, o.total, pct(o.top1, o.total));
+        println!(
+            "top-5 hit rate: {}/{} = {:.1}%",
+            o.top5,
+            o.total,
+            pct(o.top5, o.total)
+        );
+        println!(
+            "top-1 hit rate: {}/{} = {:.1}%",
+            o.top1,
+            o.total,
+            pct(o.top1, o.total)
+        );
         println!("misses ({}):", o.misses.len());
         for m in &o.misses {
             println!("{m}");
@@ -120,8 +141,18 @@ fn held_out_queries_report() {
     for (synonyms, what) in [(false, "no synonyms"), (true, "synonyms (the default)")] {
         let o = evaluate(&corpus, &queries, true, synonyms);
         println!("== held-out, server names, {what}: {} queries", o.total);
-        println!("top-5 hit rate: {}/{} = {:.1}%", o.top5, o.total, pct(o.top5, o.total));
-        println!("top-1 hit rate: {}/{} = {:.1}%", o.top1, o.total, pct(o.top1, o.total));
+        println!(
+            "top-5 hit rate: {}/{} = {:.1}%",
+            o.top5,
+            o.total,
+            pct(o.top5, o.total)
+        );
+        println!(
+            "top-1 hit rate: {}/{} = {:.1}%",
+            o.top1,
+            o.total,
+            pct(o.top1, o.total)
+        );
         println!("misses ({}):", o.misses.len());
         for m in &o.misses {
             println!("{m}");
