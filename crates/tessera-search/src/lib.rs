@@ -16,10 +16,12 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod synonyms;
 mod tokenize;
 
 use std::collections::HashMap;
 
+pub use synonyms::SYNONYM_WEIGHT;
 pub use tokenize::tokenize;
 
 /// BM25 term-frequency saturation.
@@ -235,26 +237,60 @@ pub struct Hit {
     pub score: f32,
 }
 
+/// How [`search_with`] reads a query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchOptions {
+    /// A query word also matches the words of its groups in a small built-in thesaurus of
+    /// catalogue vocabulary ("ticket" → issue, "folder" → directory, "remove" → delete), each at
+    /// [`SYNONYM_WEIGHT`]. On by default.
+    pub synonyms: bool,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        Self { synonyms: true }
+    }
+}
+
 /// Exact BM25 over the union of `indexes`: N, the average document length and each term's
 /// document frequency are summed over all of them, so scores are comparable across servers.
 /// Returns the best `limit` hits, best first, ties broken by (index, doc). A query with no
 /// indexable term (empty, or stop words only) returns nothing; a query term no index holds
-/// contributes nothing.
+/// contributes nothing. Uses the default [`SearchOptions`] (synonyms on).
 pub fn search(indexes: &[&ToolIndex], query: &str, limit: usize) -> Vec<Hit> {
+    search_with(indexes, query, limit, SearchOptions::default())
+}
+
+/// [`search`] with explicit options.
+pub fn search_with(
+    indexes: &[&ToolIndex],
+    query: &str,
+    limit: usize,
+    options: SearchOptions,
+) -> Vec<Hit> {
     if limit == 0 {
         return Vec::new();
     }
-    let mut terms = tokenize(query);
+    let terms = tokenize(query);
     if terms.is_empty() {
         return Vec::new();
     }
-    // Repeated query terms count once per occurrence (query term frequency).
-    terms.sort_unstable();
-    let mut query_terms: Vec<(&str, f32)> = Vec::with_capacity(terms.len());
+    // Each query word weighs 1 per occurrence; a synonym not in the query weighs
+    // SYNONYM_WEIGHT (once, however many query words lead to it).
+    let mut query_terms: Vec<(&str, f32)> = Vec::with_capacity(terms.len() * 2);
     for t in &terms {
-        match query_terms.last_mut() {
-            Some((last, n)) if *last == t.as_str() => *n += 1.0,
-            _ => query_terms.push((t.as_str(), 1.0)),
+        match query_terms.iter_mut().find(|(q, _)| *q == t.as_str()) {
+            Some((_, w)) => *w += 1.0,
+            None => query_terms.push((t.as_str(), 1.0)),
+        }
+    }
+    if options.synonyms {
+        for t in &terms {
+            for s in synonyms::related(t) {
+                if !query_terms.iter().any(|(q, _)| *q == s.as_str()) {
+                    query_terms.push((s.as_str(), SYNONYM_WEIGHT));
+                }
+            }
         }
     }
 
@@ -304,7 +340,12 @@ pub fn search(indexes: &[&ToolIndex], query: &str, limit: usize) -> Vec<Hit> {
     };
     for (index, &offset) in offsets.iter().enumerate() {
         let len = indexes.get(index).map_or(0, |i| i.len());
-        for (doc, &score) in scores.get(offset..offset + len).unwrap_or(&[]).iter().enumerate() {
+        for (doc, &score) in scores
+            .get(offset..offset + len)
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+        {
             if score <= 0.0 {
                 continue;
             }

@@ -20,9 +20,18 @@ fn stop_words_are_sorted_for_binary_search() {
 fn tokenizer_splits_case_and_separators() {
     assert_eq!(tokenize("getPullRequest"), ["get", "pull", "request"]);
     assert_eq!(tokenize("list_issues"), ["list", "issu"]);
-    assert_eq!(tokenize("kubectl-rollout-restart"), ["kubectl", "rollout", "restart"]);
-    assert_eq!(tokenize("HTTPServer parseJSONBody"), ["http", "server", "pars", "json", "bodi"]);
-    assert_eq!(tokenize("sha256 of oauth2Token"), ["sha256", "oauth2", "token"]);
+    assert_eq!(
+        tokenize("kubectl-rollout-restart"),
+        ["kubectl", "rollout", "restart"]
+    );
+    assert_eq!(
+        tokenize("HTTPServer parseJSONBody"),
+        ["http", "server", "pars", "json", "bodi"]
+    );
+    assert_eq!(
+        tokenize("sha256 of oauth2Token"),
+        ["sha256", "oauth2", "token"]
+    );
     assert_eq!(tokenize("  ...  "), Vec::<String>::new());
 }
 
@@ -54,7 +63,10 @@ fn from_tool_json_reads_every_field() {
     assert_eq!(text.argument_descriptions, ["Issue title."]);
 
     let from_annotations = json!({"name": "x", "annotations": {"title": "Ann title"}});
-    assert_eq!(ToolText::from_tool_json(&from_annotations).title, Some("Ann title"));
+    assert_eq!(
+        ToolText::from_tool_json(&from_annotations).title,
+        Some("Ann title")
+    );
     let bare = json!({"inputSchema": 3});
     assert_eq!(ToolText::from_tool_json(&bare), ToolText::default());
 }
@@ -64,7 +76,10 @@ fn sample() -> ToolIndex {
         t("list_issues", "Lists issues in a repository."),
         t("create_issue", "Creates an issue in a repository."),
         t("create_pull_request", "Opens a pull request from a branch."),
-        t("merge_pull_request", "Merges a pull request into its base branch."),
+        t(
+            "merge_pull_request",
+            "Merges a pull request into its base branch.",
+        ),
         t("get_file_contents", "Reads a file from a repository."),
     ])
 }
@@ -91,7 +106,10 @@ fn results_are_sorted_limited_and_positive() {
     assert!(hits.len() >= 4);
     assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
     assert!(hits.iter().all(|h| h.score > 0.0));
-    assert_eq!(search(&[&idx], "pull request repository issue", 2), hits[..2]);
+    assert_eq!(
+        search(&[&idx], "pull request repository issue", 2),
+        hits[..2]
+    );
     assert!(search(&[&idx], "pull request", 0).is_empty());
 }
 
@@ -105,7 +123,10 @@ fn empty_stop_word_and_unknown_queries_return_nothing() {
     let empty = ToolIndex::build([]);
     assert!(search(&[&empty], "issue", 5).is_empty());
     // An unknown term next to a known one changes nothing.
-    assert_eq!(search(&[&idx], "merge zebra", 5), search(&[&idx], "merge", 5));
+    assert_eq!(
+        search(&[&idx], "merge zebra", 5),
+        search(&[&idx], "merge", 5)
+    );
 }
 
 #[test]
@@ -125,7 +146,10 @@ fn union_statistics_make_servers_comparable() {
             t("list_issues", "Lists issues in a repository."),
             t("create_issue", "Creates an issue in a repository."),
             t("create_pull_request", "Opens a pull request from a branch."),
-            t("merge_pull_request", "Merges a pull request into its base branch."),
+            t(
+                "merge_pull_request",
+                "Merges a pull request into its base branch.",
+            ),
             t("get_file_contents", "Reads a file from a repository."),
         ]
         .into_iter()

@@ -11,8 +11,8 @@ const STOP_WORDS: &[&str] = &[
     "me", "more", "most", "my", "no", "nor", "not", "of", "off", "on", "once", "only", "or",
     "other", "our", "ours", "out", "own", "please", "s", "same", "she", "should", "so", "some",
     "such", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this",
-    "those", "through", "to", "too", "very", "was", "we", "were", "what", "whats", "when",
-    "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your",
+    "those", "through", "to", "too", "very", "was", "we", "were", "what", "whats", "when", "where",
+    "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your",
 ];
 
 fn is_stop_word(word: &str) -> bool {
