@@ -5,6 +5,9 @@ annotations of each tool, for end-to-end tests of tool search over a large catal
 Usage: corpus_upstream.py SERVER [stdio | streamable-http PORT]
   SERVER is a key of the corpus's "servers" (github, slack, jira, ...). Over HTTP it listens
   on 127.0.0.1:PORT at /mcp.
+       corpus_upstream.py all streamable-http PORT
+  Every server of the corpus in one process: server S at http://127.0.0.1:PORT/S/mcp (each
+  its own MCP server with its own sessions).
 
 Every tools/call answers one text content "<server>.<tool> called with <json args>" (arguments
 are not validated against the schema); an unknown tool name is an error result.
@@ -82,9 +85,42 @@ def run_streamable_http(server: Server, port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
+def run_all_streamable_http(port: int) -> None:
+    import uvicorn
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    names = sorted(json.loads(CORPUS.read_text())["servers"])
+    managers = {name: StreamableHTTPSessionManager(app=make_server(name)) for name in names}
+
+    class Endpoint:
+        def __init__(self, manager: StreamableHTTPSessionManager) -> None:
+            self.manager = manager
+
+        async def __call__(self, scope, receive, send) -> None:
+            await self.manager.handle_request(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        async with contextlib.AsyncExitStack() as stack:
+            for manager in managers.values():
+                await stack.enter_async_context(manager.run())
+            yield
+
+    routes = [Route(f"/{name}/mcp", endpoint=Endpoint(m)) for name, m in managers.items()]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
+    if sys.argv[1] == "all":
+        if sys.argv[2:3] != ["streamable-http"] or len(sys.argv) < 4:
+            sys.exit("usage: corpus_upstream.py all streamable-http PORT")
+        run_all_streamable_http(int(sys.argv[3]))
+        sys.exit(0)
     srv = make_server(sys.argv[1])
     transport = sys.argv[2] if len(sys.argv) > 2 else "stdio"
     if transport == "stdio":
