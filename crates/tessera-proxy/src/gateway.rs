@@ -935,6 +935,16 @@ impl Gateway {
         );
         let _ = writeln!(
             out,
+            "# HELP tessera_disabled_user_rejections_total MCP requests refused because an admin disabled their user.\n# TYPE tessera_disabled_user_rejections_total counter\ntessera_disabled_user_rejections_total {}",
+            self.disabled_rejections.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tessera_users_loaded Users whose settings (personal servers, switches) are held in memory.\n# TYPE tessera_users_loaded gauge\ntessera_users_loaded {}",
+            self.users.read().map(|u| u.len()).unwrap_or(0)
+        );
+        let _ = writeln!(
+            out,
             "# HELP tessera_brokered_user_catalogs Per-user catalogues of brokered servers held in memory.\n# TYPE tessera_brokered_user_catalogs gauge\ntessera_brokered_user_catalogs {}",
             self.servers
                 .iter()

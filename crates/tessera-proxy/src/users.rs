@@ -147,3 +147,77 @@ fn same_server(a: &ServerConfig, b: &ServerConfig) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+    use tessera_config::{HttpProtocol, Transport};
+
+    fn personal(name: &str, url: &str, header: &str, enabled: bool) -> ServerConfig {
+        ServerConfig {
+            name: name.into(),
+            enabled,
+            transport: Transport::Http {
+                url: url.parse().unwrap(),
+                protocol: HttpProtocol::StreamableHttp,
+                headers: vec![("X-Key".into(), SecretString::from(header.to_owned()))],
+            },
+            call_timeout: None,
+            init_timeout: None,
+            auth_broker: None,
+        }
+    }
+
+    #[test]
+    fn a_view_keeps_unchanged_servers_and_names_the_changed_ones() {
+        let owner = UserKey {
+            issuer: "i".into(),
+            subject: "alice".into(),
+        };
+        let defaults = tessera_config::Config::default();
+        let first = UserView::build(
+            UserSettings {
+                disabled: false,
+                shared_off: vec!["github".into()],
+                personal: vec![
+                    personal("b", "https://b.example/mcp", "k1", true),
+                    personal("a", "https://a.example/mcp", "k1", true),
+                    personal("off", "https://c.example/mcp", "k1", false),
+                ],
+            },
+            &owner,
+            &defaults,
+            None,
+        );
+        assert!(first.switched_off("github") && !first.switched_off("slack"));
+        let names: Vec<&str> = first
+            .personal_servers()
+            .iter()
+            .map(|e| e.config.name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "b"], "name order, disabled ones left out");
+        assert_eq!(first.personal("a").unwrap().owner.as_ref(), Some(&owner));
+        assert!(first.personal("a").unwrap().per_user());
+        // b's header changes, a stays: a's entry (and its catalogue) is kept, b's is new.
+        let second = UserView::build(
+            UserSettings {
+                disabled: false,
+                shared_off: vec![],
+                personal: vec![
+                    personal("a", "https://a.example/mcp", "k1", true),
+                    personal("b", "https://b.example/mcp", "k2", true),
+                ],
+            },
+            &owner,
+            &defaults,
+            Some(&first),
+        );
+        assert!(Arc::ptr_eq(
+            first.personal("a").unwrap(),
+            second.personal("a").unwrap()
+        ));
+        assert_eq!(first.gone_in(&second), ["b"]);
+        assert!(second.gone_in(&second).is_empty());
+    }
+}
