@@ -347,10 +347,10 @@ def test_admin_users_and_servers(env: Env) -> None:
 
     r = env.api("alice", "GET", "/api/v1/user/servers")
     assert r.status_code == 200, r.text
-    servers = {s["name"]: s for s in r.json()["servers"]}
+    servers = {s["name"]: s for s in r.json()["shared"]}
     assert set(servers) == {CONNECT, TX}, f"the configured servers (needs ApiState::set_servers in the binary): {servers}"
     assert servers[CONNECT]["brokered"] == "oauth_connect" and servers[CONNECT]["url"] == env.ups[CONNECT].url
-    carol = {s["name"] for s in env.api("carol", "GET", "/api/v1/user/servers").json()["servers"]}
+    carol = {s["name"] for s in env.api("carol", "GET", "/api/v1/user/servers").json()["shared"]}
     assert carol == {CONNECT}, f"carol may not use {TX}: {carol}"
 
 

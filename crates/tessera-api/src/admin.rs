@@ -1,11 +1,21 @@
-//! Admin-only routes: `GET /api/v1/admin/users`.
+//! Admin-only routes (403 for everyone else, 401 without a caller):
+//!
+//! - `GET /api/v1/admin/users`
+//! - `POST /api/v1/admin/users/{id}/disable`, `…/enable`: disabling ends the user's browser
+//!   sessions (store), drops this replica's cached checks of their tokens (PATs and the
+//!   authorization server's access tokens, so the next request asks the store, which refuses a
+//!   disabled user) and tells the gateway ([`crate::UserEvents::disabled_changed`]), which ends
+//!   their MCP sessions.
+//! - `GET /api/v1/admin/sessions`, `DELETE /api/v1/admin/sessions/{id}`: every user's browser
+//!   sessions; `id` is the stored id (the cookie's SHA-256), never a cookie.
+//! - `GET /api/v1/admin/dashboard`: figures from the store (last 24 hours) and the gateway.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use tessera_store::Role;
+use tessera_store::{Role, StoreError, now_unix};
 
 use crate::ApiState;
 use crate::caller::Caller;
@@ -51,4 +61,152 @@ pub(crate) async fn users(
         })
         .collect();
     Ok(Json(serde_json::json!({ "users": users })))
+}
+
+/// `POST /api/v1/admin/users/{id}/disable` → `{"message": "User disabled"}`.
+pub(crate) async fn disable(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&caller)?;
+    if id == caller.user_id {
+        return Err(ApiError::bad_request(
+            "You cannot disable yourself; ask another admin",
+        ));
+    }
+    set_disabled(&state, &caller, &id, true).await?;
+    Ok(Json(serde_json::json!({ "message": "User disabled" })))
+}
+
+/// `POST /api/v1/admin/users/{id}/enable` → `{"message": "User enabled"}` (the sessions that
+/// disabling ended stay ended).
+pub(crate) async fn enable(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&caller)?;
+    set_disabled(&state, &caller, &id, false).await?;
+    Ok(Json(serde_json::json!({ "message": "User enabled" })))
+}
+
+async fn set_disabled(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+    disabled: bool,
+) -> Result<(), ApiError> {
+    match state.store.set_disabled(id, disabled).await {
+        Ok(()) => {}
+        Err(StoreError::UserNotFound(_)) => {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "User not found"));
+        }
+        Err(e) => return Err(ApiError::internal("Failed to update the user", &e)),
+    }
+    crate::pat::forget_user(id);
+    crate::authz::verify::forget_user(state, id);
+    tracing::info!(admin = %caller.user_id, user = %id, disabled, "user disabled flag changed");
+    state.events().disabled_changed(id, disabled);
+    Ok(())
+}
+
+/// `GET /api/v1/admin/sessions` → `{"sessions": [{id, user_id, user_email, created_at,
+/// expires_at, user_agent, ip, expired}…]}`, newest first.
+pub(crate) async fn sessions(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&caller)?;
+    let now = now_unix();
+    let sessions: Vec<serde_json::Value> = state
+        .store
+        .list_all_sessions()
+        .await
+        .map_err(|e| ApiError::internal("Failed to list sessions", &e))?
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "id": s.id,
+                "user_id": s.user_id,
+                "user_email": s.user_email,
+                "created_at": rfc3339(Some(s.created_at)),
+                "expires_at": rfc3339(Some(s.expires_at)),
+                "user_agent": s.user_agent,
+                "ip": s.ip,
+                "expired": now >= s.expires_at,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "sessions": sessions })))
+}
+
+/// `DELETE /api/v1/admin/sessions/{id}` → `{"message": "Session revoked"}`; 404 for none.
+pub(crate) async fn revoke_session(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&caller)?;
+    let deleted = state
+        .store
+        .delete_session_by_id(&id)
+        .await
+        .map_err(|e| ApiError::internal("Failed to revoke the session", &e))?;
+    if !deleted {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "Session not found"));
+    }
+    tracing::info!(admin = %caller.user_id, "browser session revoked by an admin");
+    Ok(Json(serde_json::json!({ "message": "Session revoked" })))
+}
+
+/// `GET /api/v1/admin/dashboard` → `{total_users, active_users_24h, disabled_users,
+/// active_sessions, mcp_sessions, tool_calls_24h, error_rate_24h, upstreams, recent_users}`.
+pub(crate) async fn dashboard(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&caller)?;
+    let counts = state
+        .store
+        .dashboard_counts(now_unix() - 24 * 3600)
+        .await
+        .map_err(|e| ApiError::internal("Failed to count", &e))?;
+    let mut users = state
+        .store
+        .list_users()
+        .await
+        .map_err(|e| ApiError::internal("Failed to list users", &e))?;
+    users.sort_by_key(|u| std::cmp::Reverse(u.last_login_at));
+    let recent: Vec<serde_json::Value> = users
+        .iter()
+        .filter(|u| u.last_login_at.is_some())
+        .take(5)
+        .map(|u| {
+            serde_json::json!({
+                "id": u.id,
+                "email": u.email,
+                "last_login_at": rfc3339(u.last_login_at),
+            })
+        })
+        .collect();
+    let error_rate = if counts.tool_calls == 0 {
+        0.0
+    } else {
+        #[allow(clippy::cast_precision_loss)]
+        let rate = counts.tool_errors as f64 / counts.tool_calls as f64;
+        rate
+    };
+    let gateway = state.events().gateway_status();
+    Ok(Json(serde_json::json!({
+        "total_users": counts.total_users,
+        "active_users_24h": counts.active_users,
+        "disabled_users": counts.disabled_users,
+        "active_sessions": counts.active_sessions,
+        "mcp_sessions": gateway.get("mcp_sessions").cloned().unwrap_or(serde_json::Value::Null),
+        "tool_calls_24h": counts.tool_calls,
+        "error_rate_24h": error_rate,
+        "upstreams": gateway.get("upstreams").cloned().unwrap_or_else(|| serde_json::json!([])),
+        "recent_users": recent,
+    })))
 }

@@ -19,6 +19,8 @@ pub enum CallerKind {
     PersonalAccessToken {
         id: String,
         expires_at: Option<UnixTime>,
+        /// The token's limits (an agent token); a token it makes gets no more than these.
+        agent: Option<Arc<tessera_identity::AgentScope>>,
     },
 }
 
@@ -57,6 +59,7 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
                     kind: CallerKind::PersonalAccessToken {
                         id: id.pat_id,
                         expires_at: id.expires_at,
+                        agent: id.agent,
                     },
                 }),
                 Err(PatError::Rejected(why)) => Err(ApiError::new(

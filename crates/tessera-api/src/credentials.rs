@@ -1244,20 +1244,22 @@ mod tests {
             assert!(!body.contains(secret), "{secret}: {body}");
         }
         let list: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let names: Vec<_> = list["servers"]
+        assert!(list["personal"].as_array().unwrap().is_empty());
+        let names: Vec<_> = list["shared"]
             .as_array()
             .unwrap()
             .iter()
             .map(|s| s["name"].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(names, ["plain", "GitHub Enterprise"]);
-        assert_eq!(list["servers"][1]["brokered"], "oauth_connect");
+        assert_eq!(list["shared"][1]["brokered"], "oauth_connect");
+        assert_eq!(list["shared"][1]["ownership"], "shared");
         assert_eq!(
-            list["servers"][0]["header_names"],
+            list["shared"][0]["header_names"],
             serde_json::json!(["X-Key"])
         );
         let carol = f.json("/api/v1/user/servers", &f.carol).await;
-        assert_eq!(carol["servers"].as_array().unwrap().len(), 3);
+        assert_eq!(carol["shared"].as_array().unwrap().len(), 3);
     }
 
     #[tokio::test]

@@ -5,14 +5,21 @@
 //!   against the provider's JWKS.
 //!   Presets: `google` (offline access when provider tokens are kept), `microsoft`
 //!   (`offline_access`), `github` ([`github`]: OAuth 2.0, no ID token; `/user` + `/user/emails`).
-//! - [`pat`]: personal access tokens — [`pat::verify`] for any front end (cached), and
-//!   `POST/GET /api/v1/user/tokens`, `DELETE /api/v1/user/tokens/{id}`.
+//! - [`pat`]: personal access tokens — [`pat::verify`] for any front end (cached; it carries an
+//!   agent token's [`tessera_identity::AgentScope`]), and `POST/GET /api/v1/user/tokens`
+//!   (`allowed_servers`, `permissions`: agent tokens), `DELETE /api/v1/user/tokens/{id}`.
 //! - `GET /api/v1/me`: the signed-in user.
 //! - [`credentials`]: `GET /api/v1/user/credentials` (status of every brokered server the user
 //!   may use), `DELETE /api/v1/user/credentials/{server}` (RFC 7009 revocation, then delete),
 //!   and the connect flow's `…/{server}/connect` and `…/{server}/callback`.
-//! - [`servers`]: `GET /api/v1/user/servers`, the configured servers with secrets redacted.
-//! - [`admin`]: `GET /api/v1/admin/users` (admins only).
+//! - [`user_servers`]: `GET/POST /api/v1/user/servers` (shared servers with the caller's own
+//!   switch, and personal HTTP servers: SSRF-checked, quota, headers sealed and never echoed),
+//!   `GET/PUT/DELETE /api/v1/user/servers/{name}`, `POST …/{name}/enable`.
+//!   [`servers`]: the configured servers' secret-free view.
+//! - [`admin`] (admins only): `GET /api/v1/admin/users`, `POST …/users/{id}/disable|enable`,
+//!   `GET /api/v1/admin/sessions`, `DELETE …/sessions/{id}`, `GET /api/v1/admin/dashboard`.
+//! - [`events`]: [`UserEvents`], the gateway's hook ([`ApiState::set_user_events`]): told when a
+//!   user's servers change or an admin disables a user, asked for the dashboard's live figures.
 //! - [`activity`]: `GET /api/v1/activity` (filters, cursor pagination), `…/stream` (SSE),
 //!   `…/export` (NDJSON); users see their own records, admins all. Retention in the purge.
 //! - [`csrf`]: cookie-authenticated POST/DELETE must be same-origin (bearer callers exempt).
@@ -38,6 +45,7 @@ pub mod cookies;
 pub mod credentials;
 pub mod csrf;
 pub mod error;
+pub mod events;
 pub mod github;
 pub mod oidc;
 pub mod openapi;
@@ -48,6 +56,9 @@ mod sealed_state;
 pub mod servers;
 pub mod subject_token;
 mod ui;
+#[cfg(test)]
+mod user_api_tests;
+pub mod user_servers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +74,7 @@ pub use caller::{Caller, CallerKind};
 pub use cookies::CookiePolicy;
 pub use credentials::BrokerRoutes;
 pub use error::ApiError;
+pub use events::{NoEvents, UserEvents};
 pub use pat::{PatError, UserIdentity};
 
 /// Why the API could not be set up (start-up fails with this message).
@@ -98,6 +110,10 @@ pub struct ApiState {
     pub(crate) authz: Option<authz::AuthorizationServer>,
     /// Where the authorization server's credential events are recorded (the activity log).
     pub(crate) auditor: std::sync::OnceLock<tessera_broker::Auditor>,
+    /// The gateway's hook for user changes ([`ApiState::set_user_events`]).
+    pub(crate) events: std::sync::RwLock<Arc<dyn UserEvents>>,
+    /// Personal servers' limits and the tool separator ([`ApiState::set_user_servers_config`]).
+    pub(crate) user_servers: std::sync::RwLock<Arc<user_servers::Limits>>,
 }
 
 impl ApiState {
@@ -130,6 +146,8 @@ impl ApiState {
             closing: tokio::sync::watch::Sender::new(false),
             authz: authz::AuthorizationServer::from_config(auth, store_keyring)?,
             auditor: std::sync::OnceLock::new(),
+            events: std::sync::RwLock::new(Arc::new(NoEvents)),
+            user_servers: std::sync::RwLock::new(Arc::new(user_servers::Limits::default())),
         }))
     }
 
@@ -141,6 +159,53 @@ impl ApiState {
     /// Wires the connect routes to the broker (once; a second call is refused: `false`).
     pub fn set_broker(&self, broker: credentials::BrokerRoutes) -> bool {
         self.broker.set(broker).is_ok()
+    }
+
+    /// The gateway's hook for user changes: told when a user's personal servers or shared-server
+    /// preferences change and when an admin disables or enables a user, and asked for the
+    /// dashboard's live figures. May be called again (the last one wins).
+    pub fn set_user_events(&self, events: Arc<dyn UserEvents>) {
+        *self
+            .events
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = events;
+    }
+
+    /// The personal servers' limits (`max_user_servers`, `user_server_allowed_networks`) and
+    /// the tool separator a server name must not contain. May be called again (reload).
+    pub fn set_user_servers_config(
+        &self,
+        config: tessera_config::UserServersConfig,
+        tool_separator: String,
+    ) {
+        *self
+            .user_servers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(user_servers::Limits {
+            config,
+            tool_separator,
+        });
+    }
+
+    pub(crate) fn events(&self) -> Arc<dyn UserEvents> {
+        self.events
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn user_server_limits(&self) -> Arc<user_servers::Limits> {
+        self.user_servers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn shared_servers(&self) -> Arc<Vec<servers::ServerView>> {
+        self.servers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The configured servers as `GET /api/v1/user/servers` shows them (secrets already
@@ -238,13 +303,31 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/user/tokens", post(pat::create).get(pat::list))
         .route("/api/v1/user/tokens/{id}", delete(pat::revoke))
         .route("/api/v1/user/idp-token", get(subject_token::status))
-        .route("/api/v1/user/servers", get(servers::list))
+        .route(
+            "/api/v1/user/servers",
+            get(user_servers::list).post(user_servers::create),
+        )
+        .route(
+            "/api/v1/user/servers/{name}",
+            get(user_servers::get_one)
+                .put(user_servers::update)
+                .delete(user_servers::remove),
+        )
+        .route(
+            "/api/v1/user/servers/{name}/enable",
+            post(user_servers::enable),
+        )
         .route("/api/v1/user/credentials", get(credentials::list))
         .route(
             "/api/v1/user/credentials/{server}",
             delete(credentials::disconnect),
         )
         .route("/api/v1/admin/users", get(admin::users))
+        .route("/api/v1/admin/users/{id}/disable", post(admin::disable))
+        .route("/api/v1/admin/users/{id}/enable", post(admin::enable))
+        .route("/api/v1/admin/sessions", get(admin::sessions))
+        .route("/api/v1/admin/sessions/{id}", delete(admin::revoke_session))
+        .route("/api/v1/admin/dashboard", get(admin::dashboard))
         .route("/api/v1/activity", get(activity::list))
         .route("/api/v1/activity/stream", get(activity::stream))
         .route("/api/v1/activity/export", get(activity::export))

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use tessera_identity::{AgentScope, Permission};
 use tessera_store::{
     PAT_PREFIX, PatRejection, PersonalAccessToken, Role, Store, StoreError, UnixTime,
 };
@@ -45,6 +46,33 @@ pub struct UserIdentity {
     pub pat_id: String,
     /// Unix seconds; `None` = no expiry.
     pub expires_at: Option<UnixTime>,
+    /// The token's limits when it is an agent token (some servers, or fewer than all three
+    /// permissions); `None` = everything its user may do. The binary copies it into the MCP
+    /// `Identity`, where every MCP request is checked against it.
+    pub agent: Option<Arc<AgentScope>>,
+}
+
+/// The [`AgentScope`] of a stored token, or `None` when it may reach every server with every
+/// permission.
+pub fn agent_scope(pat: &PersonalAccessToken) -> Option<Arc<AgentScope>> {
+    let mut permissions: Vec<Permission> = pat
+        .permissions
+        .iter()
+        .filter_map(|p| Permission::parse(p))
+        .collect();
+    permissions.sort();
+    permissions.dedup();
+    if !permissions.contains(&Permission::Read) {
+        // Stored tokens always hold read; a row that does not is read-only rather than open.
+        permissions.insert(0, Permission::Read);
+    }
+    if pat.allowed_servers.is_none() && permissions.len() == Permission::ALL.len() {
+        return None;
+    }
+    Some(Arc::new(AgentScope {
+        servers: pat.allowed_servers.clone(),
+        permissions,
+    }))
 }
 
 /// Why a token was not accepted.
@@ -93,6 +121,7 @@ pub async fn verify(store: &Store, token: &str) -> Result<UserIdentity, PatError
         StoreError::PatRejected(why) => PatError::Rejected(why),
         other => PatError::Store(other),
     })?;
+    let agent = agent_scope(&verified.pat);
     let identity = UserIdentity {
         user_id: verified.user.id,
         issuer: verified.user.issuer,
@@ -102,6 +131,7 @@ pub async fn verify(store: &Store, token: &str) -> Result<UserIdentity, PatError
         role: verified.user.role,
         pat_id: verified.pat.id,
         expires_at: verified.pat.expires_at,
+        agent,
     };
     let mut ttl = CACHE_TTL;
     if let Some(at) = identity.expires_at {
@@ -148,6 +178,10 @@ pub(crate) struct CreateRequest {
     name: String,
     /// A duration such as `30d`, `12h`; default 30 days, at most 366 days.
     expires_in: Option<String>,
+    /// The servers the token may reach (each one the caller can use); absent = all.
+    allowed_servers: Option<Vec<String>>,
+    /// A subset of `read`, `write`, `destructive` holding `read`; absent = all three.
+    permissions: Option<Vec<String>>,
 }
 
 pub(crate) fn rfc3339(at: Option<UnixTime>) -> serde_json::Value {
@@ -169,6 +203,8 @@ fn token_json(p: &PersonalAccessToken) -> serde_json::Value {
         "last_used_at": rfc3339(p.last_used_at),
         "revoked_at": rfc3339(p.revoked_at),
         "revoked": p.revoked_at.is_some(),
+        "allowed_servers": p.allowed_servers,
+        "permissions": p.permissions,
     })
 }
 
@@ -214,9 +250,21 @@ pub(crate) async fn create(
     {
         expires_at = expires_at.min(parent);
     }
+    let parent = match &caller.kind {
+        CallerKind::PersonalAccessToken { agent, .. } => agent.clone(),
+        CallerKind::Session => None,
+    };
+    let permissions = check_permissions(req.permissions.as_deref(), parent.as_deref())?;
+    let allowed = check_servers(&state, &caller, req.allowed_servers, parent.as_deref()).await?;
     let created = state
         .store
-        .create_pat(&caller.user_id, name, &[] as &[&str], Some(expires_at))
+        .create_agent_pat(
+            &caller.user_id,
+            name,
+            allowed.as_deref(),
+            &permissions,
+            Some(expires_at),
+        )
         .await
         .map_err(|e| ApiError::internal("Failed to create token", &e))?;
     tracing::info!(user = %caller.user_id, pat = %created.pat.id, "personal access token created");
@@ -228,6 +276,90 @@ pub(crate) async fn create(
         http::HeaderValue::from_static("no-store"),
     );
     Ok(response)
+}
+
+/// The permissions of a new token: given (a subset of read, write, destructive that holds
+/// read) or all three — never more than a scoped parent token's.
+fn check_permissions(
+    given: Option<&[String]>,
+    parent: Option<&AgentScope>,
+) -> Result<Vec<&'static str>, ApiError> {
+    let invalid = |why: String| ApiError::bad_request(format!("Invalid permissions: {why}"));
+    let mut permissions: Vec<Permission> = match given {
+        None => match parent {
+            Some(p) => p.permissions.clone(),
+            None => Permission::ALL.to_vec(),
+        },
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                Permission::parse(n.trim())
+                    .ok_or_else(|| invalid(format!("{n:?} is not one of read, write, destructive")))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    permissions.sort();
+    permissions.dedup();
+    if !permissions.contains(&Permission::Read) {
+        return Err(invalid("they must include \"read\"".into()));
+    }
+    if let Some(parent) = parent
+        && let Some(extra) = permissions.iter().find(|p| !parent.allows(**p))
+    {
+        return Err(invalid(format!(
+            "{:?} is more than the token making this request may do",
+            extra.as_str()
+        )));
+    }
+    Ok(permissions.iter().map(|p| p.as_str()).collect())
+}
+
+/// The servers a new token may reach: each one the caller can use (a shared server its policy
+/// lets the caller in to, or one of the caller's personal servers), or `None` for all — never
+/// more than a scoped parent token's.
+async fn check_servers(
+    state: &ApiState,
+    caller: &Caller,
+    given: Option<Vec<String>>,
+    parent: Option<&AgentScope>,
+) -> Result<Option<Vec<String>>, ApiError> {
+    let parent_servers = parent.and_then(|p| p.servers.clone());
+    let Some(names) = given else {
+        return Ok(parent_servers);
+    };
+    if names.is_empty() {
+        return Err(ApiError::bad_request(
+            "allowed_servers must name at least one server (leave it out for all servers)",
+        ));
+    }
+    let shared = crate::servers::visible(state, caller).await?;
+    let personal = state
+        .store
+        .list_user_servers(&caller.user_id)
+        .await
+        .map_err(|e| ApiError::internal("Failed to list servers", &e))?;
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for name in names {
+        let name = name.trim().to_owned();
+        let known =
+            shared.iter().any(|s| s.name == name) || personal.iter().any(|s| s.name == name);
+        if !known {
+            return Err(ApiError::bad_request(format!(
+                "Invalid allowed_servers: {name:?} is not a server you can use"
+            )));
+        }
+        if let Some(limit) = &parent_servers
+            && !limit.contains(&name)
+        {
+            return Err(ApiError::bad_request(format!(
+                "Invalid allowed_servers: {name:?} is beyond the token making this request"
+            )));
+        }
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    Ok(Some(out))
 }
 
 /// `GET /api/v1/user/tokens` → `{"tokens": [...]}` without the tokens themselves.

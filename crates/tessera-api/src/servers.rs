@@ -1,14 +1,11 @@
-//! `GET /api/v1/user/servers`: the configured MCP servers as the caller sees them, **secrets
-//! redacted**. A [`ServerView`] is built from the configuration by the binary
+//! The configured (shared) MCP servers as the caller sees them, **secrets redacted**
+//! (`GET /api/v1/user/servers` lists them beside the caller's personal servers:
+//! [`crate::user_servers`]). A [`ServerView`] is built from the configuration by the binary
 //! ([`ServerView::from_config`], handed over with [`crate::ApiState::set_servers`]) and holds
 //! no secret at all: header and environment variable *names* only, a URL without user info,
 //! query or fragment, the command without its arguments, and the broker's mode without its
 //! client secret. A brokered server whose allow-lists exclude the caller is not listed.
 
-use std::sync::Arc;
-
-use axum::Json;
-use axum::extract::State;
 use serde::Serialize;
 use tessera_config::{BrokerMode, HttpProtocol, ServerConfig, Transport};
 
@@ -106,22 +103,19 @@ impl ServerView {
     }
 }
 
-/// `GET /api/v1/user/servers` → `{"servers": [ServerView…]}`.
-pub(crate) async fn list(
-    State(state): State<Arc<ApiState>>,
-    caller: Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let servers = state
-        .servers
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    let who = crate::credentials::Who::load(&state, &caller).await?;
-    let visible: Vec<&ServerView> = servers
+/// The configured servers the caller may see: every unbrokered one, and the brokered ones whose
+/// policy lets the caller in.
+pub(crate) async fn visible(
+    state: &ApiState,
+    caller: &Caller,
+) -> Result<Vec<ServerView>, ApiError> {
+    let servers = state.shared_servers();
+    let who = crate::credentials::Who::load(state, caller).await?;
+    Ok(servers
         .iter()
-        .filter(|s| s.brokered.is_none() || who.may_use(&state, &s.name))
-        .collect();
-    Ok(Json(serde_json::json!({ "servers": visible })))
+        .filter(|s| s.brokered.is_none() || who.may_use(state, &s.name))
+        .cloned()
+        .collect())
 }
 
 #[cfg(test)]

@@ -1,0 +1,562 @@
+//! A user's servers: the shared (configured) ones with the user's own on/off switch, and the
+//! user's **personal** servers — HTTP upstreams they add themselves.
+//!
+//! - `GET /api/v1/user/servers` → `{"shared": [...], "personal": [...]}`
+//! - `POST /api/v1/user/servers` → 201, the personal server
+//! - `GET|PUT|DELETE /api/v1/user/servers/{name}` (a shared server can be read, not changed)
+//! - `POST /api/v1/user/servers/{name}/enable` `{"enabled": bool}`: the user's switch for a
+//!   shared server, or a personal server's `enabled`
+//!
+//! What a personal server may be: HTTP only (no `command`: nothing runs on the gateway's host),
+//! no `auth_broker` (yet), a name of 1–64 characters of `[A-Za-z0-9_.-]` without the tool
+//! separator and unlike any shared server's (case-insensitive), an `http`/`https` URL without
+//! user info whose host — the literal address and every address the name resolves to — is not
+//! internal unless `user_server_allowed_networks` allows it (SSRF: a user must not reach the
+//! gateway's own network through it), at most `max_user_servers` per user. Header values are
+//! sealed at rest and **never echoed**: every answer shows header names only, and the URL without
+//! user info, query or fragment. Every successful write tells the gateway
+//! ([`crate::UserEvents::servers_changed`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use secrecy::SecretString;
+use serde::Deserialize;
+use tessera_config::UserServersConfig;
+use tessera_store::{NewUserServer, StoreError, UserServer, UserServerUpdate};
+use url::Url;
+
+use crate::ApiState;
+use crate::caller::Caller;
+use crate::error::ApiError;
+use crate::pat::rfc3339;
+use crate::servers::{ServerView, redact_url, visible};
+
+/// The longest server name.
+pub const MAX_NAME_LEN: usize = 64;
+/// The longest URL.
+const MAX_URL_LEN: usize = 2048;
+/// At most this many headers per server.
+const MAX_HEADERS: usize = 32;
+/// The longest header value.
+const MAX_HEADER_VALUE: usize = 8 * 1024;
+/// The protocols a personal server may speak.
+pub const PROTOCOLS: [&str; 3] = ["streamable-http", "sse", "http"];
+/// Headers the gateway sets itself (or that would break the connection).
+const RESERVED_HEADERS: [&str; 9] = [
+    "host",
+    "content-length",
+    "mcp-session-id",
+    "connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+];
+
+/// Personal servers' limits and the tool separator ([`ApiState::set_user_servers_config`]).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub config: UserServersConfig,
+    pub tool_separator: String,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            config: UserServersConfig::default(),
+            tool_separator: tessera_config::defaults::TOOL_SEPARATOR.to_owned(),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------ views
+
+fn personal_json(server: &UserServer) -> serde_json::Value {
+    let url = Url::parse(&server.url)
+        .map(|u| redact_url(&u))
+        .unwrap_or_default();
+    serde_json::json!({
+        "name": server.name,
+        "url": url,
+        "protocol": server.protocol,
+        "header_names": server.header_names,
+        "enabled": server.enabled,
+        "ownership": "personal",
+        "created_at": rfc3339(Some(server.created_at)),
+        "updated_at": rfc3339(Some(server.updated_at)),
+    })
+}
+
+fn shared_json(view: &ServerView, user_enabled: bool) -> serde_json::Value {
+    let mut value = serde_json::to_value(view).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.insert("ownership".into(), "shared".into());
+        object.insert("user_enabled".into(), user_enabled.into());
+    }
+    value
+}
+
+// ------------------------------------------------------------------------------ checks
+
+/// A name of 1–64 characters of `[A-Za-z0-9_.-]` without the tool separator.
+pub fn check_name(name: &str, separator: &str) -> Result<(), ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::bad_request("Server name is required"));
+    }
+    if name.len() > MAX_NAME_LEN
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        return Err(ApiError::bad_request(format!(
+            "Invalid server name {name:?}: use 1 to {MAX_NAME_LEN} characters of A-Z, a-z, 0-9, '_', '.' and '-'"
+        )));
+    }
+    if !separator.is_empty() && name.contains(separator) {
+        return Err(ApiError::bad_request(format!(
+            "Invalid server name {name:?}: it must not contain {separator:?}, the separator between server and tool names"
+        )));
+    }
+    Ok(())
+}
+
+fn check_protocol(protocol: &str) -> Result<(), ApiError> {
+    if PROTOCOLS.contains(&protocol) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "Invalid protocol {protocol:?}: use streamable-http, sse or http"
+        )))
+    }
+}
+
+/// An `http`/`https` URL with a host and no user info, whose addresses a personal server may
+/// reach ([`UserServersConfig::check_host`]: the literal address, or every address the name
+/// resolves to).
+pub async fn check_url(text: &str, config: &UserServersConfig) -> Result<Url, ApiError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ApiError::bad_request("url is required"));
+    }
+    if text.len() > MAX_URL_LEN {
+        return Err(ApiError::bad_request(format!(
+            "Invalid url: at most {MAX_URL_LEN} characters"
+        )));
+    }
+    let url = Url::parse(text).map_err(|e| ApiError::bad_request(format!("Invalid url: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ApiError::bad_request(
+            "Invalid url: the scheme must be http or https",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ApiError::bad_request(
+            "Invalid url: it must not contain user info (user:password@); send credentials as headers",
+        ));
+    }
+    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+        return Err(ApiError::bad_request("Invalid url: it has no host"));
+    };
+    let port = url.port_or_known_default().unwrap_or(443);
+    config
+        .check_host(host, port)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("Invalid url: {e}")))?;
+    Ok(url)
+}
+
+/// Valid header names (not ones the gateway sets itself, no duplicates) with non-empty values
+/// that can be sent. Messages name the header, never its value.
+pub fn check_headers(
+    headers: BTreeMap<String, String>,
+) -> Result<Vec<(String, SecretString)>, ApiError> {
+    if headers.len() > MAX_HEADERS {
+        return Err(ApiError::bad_request(format!(
+            "Too many headers: at most {MAX_HEADERS}"
+        )));
+    }
+    let mut out: Vec<(String, SecretString)> = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let value = SecretString::from(value);
+        let name = name.trim().to_owned();
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(ApiError::bad_request(format!(
+                "Invalid header name {name:?}: use letters, digits and !#$%&'*+-.^_`|~"
+            )));
+        }
+        let lower = name.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "Header {name:?} cannot be set: the gateway sets it itself"
+            )));
+        }
+        if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+            return Err(ApiError::bad_request(format!(
+                "Header {name:?} is given twice"
+            )));
+        }
+        let text = secrecy::ExposeSecret::expose_secret(&value);
+        if text.trim().is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "Header {name:?} has an empty value"
+            )));
+        }
+        if text.len() > MAX_HEADER_VALUE || http::HeaderValue::from_str(text).is_err() {
+            return Err(ApiError::bad_request(format!(
+                "Header {name:?} has a value that cannot be sent (at most {MAX_HEADER_VALUE} visible characters, no line breaks)"
+            )));
+        }
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// Refuses what a personal server cannot have: stdio fields, a broker block, unknown fields.
+fn check_extra(extra: &serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError> {
+    const STDIO: [&str; 4] = ["command", "args", "env", "working_dir"];
+    if let Some(field) = extra.keys().find(|k| STDIO.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "Personal servers are HTTP only: {field:?} (a stdio server runs on the gateway's host) is for servers in the configuration; give a url"
+        )));
+    }
+    if extra.contains_key("auth_broker") {
+        return Err(ApiError::bad_request(
+            "auth_broker is not supported on personal servers yet; ask an admin to add the server to the configuration",
+        ));
+    }
+    if let Some(field) = extra.keys().next() {
+        return Err(ApiError::bad_request(format!(
+            "Unknown field {field:?}: a personal server has name, url, protocol, headers and enabled"
+        )));
+    }
+    Ok(())
+}
+
+fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::bad_request(format!("Invalid request body: {}", e.body_text())))
+}
+
+fn store_error(e: StoreError, name: &str) -> ApiError {
+    match e {
+        StoreError::UserServerExists { .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            format!("Server \"{name}\" already exists"),
+        ),
+        StoreError::UserServerQuota { max } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Personal server limit reached: at most {max} per user (max_user_servers = {max}); delete one to add another"
+            ),
+        ),
+        StoreError::UserServerNotFound { .. } => not_found(name),
+        StoreError::SealingDisabled => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Headers of personal servers are sealed at rest and this gateway has no sealing key (TESSERA_SEALING_KEY); ask an admin, or add the server without headers",
+        ),
+        other => ApiError::internal("Failed to save the server", &other),
+    }
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("Server \"{name}\" not found"),
+    )
+}
+
+/// The shared server the caller may see whose name is `name`, ignoring case.
+async fn find_shared(
+    state: &ApiState,
+    caller: &Caller,
+    name: &str,
+) -> Result<Option<ServerView>, ApiError> {
+    Ok(visible(state, caller)
+        .await?
+        .into_iter()
+        .find(|s| s.name.eq_ignore_ascii_case(name)))
+}
+
+async fn preference(state: &ApiState, user_id: &str, server: &str) -> Result<bool, ApiError> {
+    let prefs = state
+        .store
+        .server_preferences(user_id)
+        .await
+        .map_err(|e| ApiError::internal("Failed to read preferences", &e))?;
+    Ok(prefs
+        .into_iter()
+        .find(|(s, _)| s == server)
+        .is_none_or(|(_, on)| on))
+}
+
+async fn personal(
+    state: &ApiState,
+    user_id: &str,
+    name: &str,
+) -> Result<Option<UserServer>, ApiError> {
+    state
+        .store
+        .get_user_server(user_id, name)
+        .await
+        .map_err(|e| ApiError::internal("Failed to read the server", &e))
+}
+
+// ------------------------------------------------------------------------------ handlers
+
+/// `GET /api/v1/user/servers` → `{"shared": [ServerView + ownership + user_enabled…],
+/// "personal": [personal server…]}`.
+pub(crate) async fn list(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let shared = visible(&state, &caller).await?;
+    let prefs = state
+        .store
+        .server_preferences(&caller.user_id)
+        .await
+        .map_err(|e| ApiError::internal("Failed to read preferences", &e))?;
+    let shared: Vec<serde_json::Value> = shared
+        .iter()
+        .map(|s| {
+            let on = prefs
+                .iter()
+                .find(|(n, _)| *n == s.name)
+                .is_none_or(|(_, on)| *on);
+            shared_json(s, on)
+        })
+        .collect();
+    let personal: Vec<serde_json::Value> = state
+        .store
+        .list_user_servers(&caller.user_id)
+        .await
+        .map_err(|e| ApiError::internal("Failed to list servers", &e))?
+        .iter()
+        .map(personal_json)
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "shared": shared, "personal": personal }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct CreateRequest {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    url: String,
+    protocol: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    enabled: Option<bool>,
+    #[serde(flatten)]
+    extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `POST /api/v1/user/servers` → 201 with the personal server.
+pub(crate) async fn create(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    request: Result<Json<CreateRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = body(request)?;
+    check_extra(&req.extra)?;
+    let limits = state.user_server_limits();
+    let name = req.name.trim();
+    check_name(name, &limits.tool_separator)?;
+    if state
+        .shared_servers()
+        .iter()
+        .any(|s| s.name.eq_ignore_ascii_case(name))
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("Server name \"{name}\" conflicts with a shared server"),
+        ));
+    }
+    if limits.config.max_per_user == 0 {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Personal servers are turned off on this gateway (max_user_servers = 0)",
+        ));
+    }
+    let protocol = req.protocol.as_deref().unwrap_or("streamable-http");
+    check_protocol(protocol)?;
+    let headers = check_headers(req.headers.unwrap_or_default())?;
+    let url = check_url(&req.url, &limits.config).await?;
+    let server = state
+        .store
+        .create_user_server(
+            &caller.user_id,
+            &NewUserServer {
+                name,
+                url: url.as_str(),
+                protocol,
+                headers: &headers,
+                enabled: req.enabled.unwrap_or(true),
+            },
+            limits.config.max_per_user,
+        )
+        .await
+        .map_err(|e| store_error(e, name))?;
+    tracing::info!(user = %caller.user_id, server = %server.name, "personal server added");
+    state.events().servers_changed(&caller.user_id);
+    Ok((StatusCode::CREATED, Json(personal_json(&server))).into_response())
+}
+
+/// `GET /api/v1/user/servers/{name}`: the personal server of that name, else the shared one
+/// (name compared without case).
+pub(crate) async fn get_one(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(server) = personal(&state, &caller.user_id, &name).await? {
+        return Ok(Json(personal_json(&server)));
+    }
+    match find_shared(&state, &caller, &name).await? {
+        Some(view) => {
+            let on = preference(&state, &caller.user_id, &view.name).await?;
+            Ok(Json(shared_json(&view, on)))
+        }
+        None => Err(not_found(&name)),
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct UpdateRequest {
+    url: Option<String>,
+    protocol: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    enabled: Option<bool>,
+    #[serde(flatten)]
+    extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// 403 for a shared server, 404 for none.
+async fn refuse_shared(state: &ApiState, caller: &Caller, name: &str, action: &str) -> ApiError {
+    match find_shared(state, caller, name).await {
+        Ok(Some(_)) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("Cannot {action} a shared server"),
+        ),
+        Ok(None) => not_found(name),
+        Err(e) => e,
+    }
+}
+
+/// `PUT /api/v1/user/servers/{name}` `{url?, protocol?, headers?, enabled?}` (headers replace
+/// all of them; `{}` removes them).
+pub(crate) async fn update(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    request: Result<Json<UpdateRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if personal(&state, &caller.user_id, &name).await?.is_none() {
+        return Err(refuse_shared(&state, &caller, &name, "update").await);
+    }
+    let mut req = body(request)?;
+    if req.extra.remove("name").is_some() {
+        return Err(ApiError::bad_request(
+            "A server cannot be renamed: delete it and add it again",
+        ));
+    }
+    check_extra(&req.extra)?;
+    let limits = state.user_server_limits();
+    if let Some(protocol) = req.protocol.as_deref() {
+        check_protocol(protocol)?;
+    }
+    let headers = req.headers.take().map(check_headers).transpose()?;
+    let url = match req.url.as_deref() {
+        Some(text) => Some(check_url(text, &limits.config).await?),
+        None => None,
+    };
+    let server = state
+        .store
+        .update_user_server(
+            &caller.user_id,
+            &name,
+            &UserServerUpdate {
+                url: url.as_ref().map(Url::as_str),
+                protocol: req.protocol.as_deref(),
+                headers: headers.as_deref(),
+                enabled: req.enabled,
+            },
+        )
+        .await
+        .map_err(|e| store_error(e, &name))?;
+    tracing::info!(user = %caller.user_id, server = %server.name, "personal server updated");
+    state.events().servers_changed(&caller.user_id);
+    Ok(Json(personal_json(&server)))
+}
+
+/// `DELETE /api/v1/user/servers/{name}` → `{"message": "Server \"<n>\" deleted"}`.
+pub(crate) async fn remove(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let deleted = state
+        .store
+        .delete_user_server(&caller.user_id, &name)
+        .await
+        .map_err(|e| ApiError::internal("Failed to delete the server", &e))?;
+    if !deleted {
+        return Err(refuse_shared(&state, &caller, &name, "delete").await);
+    }
+    tracing::info!(user = %caller.user_id, server = %name, "personal server deleted");
+    state.events().servers_changed(&caller.user_id);
+    Ok(Json(
+        serde_json::json!({ "message": format!("Server \"{name}\" deleted") }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EnableRequest {
+    enabled: bool,
+}
+
+/// `POST /api/v1/user/servers/{name}/enable` `{"enabled": bool}`: a personal server's switch,
+/// or the caller's own switch for a shared server (answered with `user_enabled`).
+pub(crate) async fn enable(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    request: Result<Json<EnableRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let req = body(request)?;
+    if personal(&state, &caller.user_id, &name).await?.is_some() {
+        let server = state
+            .store
+            .update_user_server(
+                &caller.user_id,
+                &name,
+                &UserServerUpdate {
+                    enabled: Some(req.enabled),
+                    ..UserServerUpdate::default()
+                },
+            )
+            .await
+            .map_err(|e| store_error(e, &name))?;
+        state.events().servers_changed(&caller.user_id);
+        return Ok(Json(personal_json(&server)));
+    }
+    let Some(view) = find_shared(&state, &caller, &name).await? else {
+        return Err(not_found(&name));
+    };
+    state
+        .store
+        .set_server_preference(&caller.user_id, &view.name, req.enabled)
+        .await
+        .map_err(|e| ApiError::internal("Failed to save the preference", &e))?;
+    tracing::info!(user = %caller.user_id, server = %view.name, enabled = req.enabled, "shared server switched");
+    state.events().servers_changed(&caller.user_id);
+    Ok(Json(shared_json(&view, req.enabled)))
+}
