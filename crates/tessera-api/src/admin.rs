@@ -107,7 +107,7 @@ async fn set_disabled(
     crate::pat::forget_user(id);
     crate::authz::verify::forget_user(state, id);
     tracing::info!(admin = %caller.user_id, user = %id, disabled, "user disabled flag changed");
-    state.events().disabled_changed(id, disabled);
+    state.events().disabled_changed(id, disabled).await;
     Ok(())
 }
 

@@ -3,13 +3,20 @@
 //! implements [`UserEvents`] and hands it over with [`crate::ApiState::set_user_events`];
 //! until then [`NoEvents`] ignores everything.
 
-/// Told by the REST handlers after a successful write.
+/// What a hook returns: the REST answer waits for it, so "done" means applied on this replica.
+pub type EventFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// Told by the REST handlers after a successful write; the answer is sent once the returned
+/// future completes.
 pub trait UserEvents: Send + Sync {
     /// The user's personal servers or shared-server preferences changed.
-    fn servers_changed(&self, user_id: &str);
+    fn servers_changed<'a>(&'a self, user_id: &'a str) -> EventFuture<'a>;
     /// An admin disabled (true) or enabled (false) the user; disabling must end their MCP
     /// sessions at once.
-    fn disabled_changed(&self, user_id: &str, disabled: bool);
+    fn disabled_changed<'a>(&'a self, user_id: &'a str, disabled: bool) -> EventFuture<'a>;
     /// Live gateway figures for the dashboard:
     /// `{"mcp_sessions": n, "upstreams": [{"name", "state", "error", "tools"}…]}`.
     fn gateway_status(&self) -> serde_json::Value;
@@ -20,8 +27,12 @@ pub trait UserEvents: Send + Sync {
 pub struct NoEvents;
 
 impl UserEvents for NoEvents {
-    fn servers_changed(&self, _user_id: &str) {}
-    fn disabled_changed(&self, _user_id: &str, _disabled: bool) {}
+    fn servers_changed<'a>(&'a self, _user_id: &'a str) -> EventFuture<'a> {
+        Box::pin(async {})
+    }
+    fn disabled_changed<'a>(&'a self, _user_id: &'a str, _disabled: bool) -> EventFuture<'a> {
+        Box::pin(async {})
+    }
     fn gateway_status(&self) -> serde_json::Value {
         serde_json::json!({})
     }

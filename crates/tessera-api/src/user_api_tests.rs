@@ -29,17 +29,23 @@ impl Recorder {
 }
 
 impl UserEvents for Recorder {
-    fn servers_changed(&self, user_id: &str) {
+    fn servers_changed<'a>(&'a self, user_id: &'a str) -> crate::events::EventFuture<'a> {
         self.events
             .lock()
             .unwrap()
             .push(format!("servers:{user_id}"));
+        Box::pin(async {})
     }
-    fn disabled_changed(&self, user_id: &str, disabled: bool) {
+    fn disabled_changed<'a>(
+        &'a self,
+        user_id: &'a str,
+        disabled: bool,
+    ) -> crate::events::EventFuture<'a> {
         self.events
             .lock()
             .unwrap()
             .push(format!("disabled:{user_id}:{disabled}"));
+        Box::pin(async {})
     }
     fn gateway_status(&self) -> serde_json::Value {
         serde_json::json!({

@@ -405,7 +405,7 @@ pub(crate) async fn create(
         .await
         .map_err(|e| store_error(e, name))?;
     tracing::info!(user = %caller.user_id, server = %server.name, "personal server added");
-    state.events().servers_changed(&caller.user_id);
+    state.events().servers_changed(&caller.user_id).await;
     Ok((StatusCode::CREATED, Json(personal_json(&server))).into_response())
 }
 
@@ -492,7 +492,7 @@ pub(crate) async fn update(
         .await
         .map_err(|e| store_error(e, &name))?;
     tracing::info!(user = %caller.user_id, server = %server.name, "personal server updated");
-    state.events().servers_changed(&caller.user_id);
+    state.events().servers_changed(&caller.user_id).await;
     Ok(Json(personal_json(&server)))
 }
 
@@ -511,7 +511,7 @@ pub(crate) async fn remove(
         return Err(refuse_shared(&state, &caller, &name, "delete").await);
     }
     tracing::info!(user = %caller.user_id, server = %name, "personal server deleted");
-    state.events().servers_changed(&caller.user_id);
+    state.events().servers_changed(&caller.user_id).await;
     Ok(Json(
         serde_json::json!({ "message": format!("Server \"{name}\" deleted") }),
     ))
@@ -545,7 +545,7 @@ pub(crate) async fn enable(
             )
             .await
             .map_err(|e| store_error(e, &name))?;
-        state.events().servers_changed(&caller.user_id);
+        state.events().servers_changed(&caller.user_id).await;
         return Ok(Json(personal_json(&server)));
     }
     let Some(view) = find_shared(&state, &caller, &name).await? else {
@@ -557,6 +557,6 @@ pub(crate) async fn enable(
         .await
         .map_err(|e| ApiError::internal("Failed to save the preference", &e))?;
     tracing::info!(user = %caller.user_id, server = %view.name, enabled = req.enabled, "shared server switched");
-    state.events().servers_changed(&caller.user_id);
+    state.events().servers_changed(&caller.user_id).await;
     Ok(Json(shared_json(&view, req.enabled)))
 }

@@ -71,7 +71,7 @@ impl PatVerifier for StorePatVerifier {
                         .and_then(|s| u64::try_from(s).ok())
                         .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
                     token: SecretString::from(token.to_owned()),
-                    agent: None,
+                    agent: user.agent,
                 })),
                 Err(PatError::Rejected(PatRejection::Expired)) => {
                     Err(AuthError::InvalidToken(InvalidToken::Expired))

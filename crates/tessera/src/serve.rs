@@ -56,6 +56,9 @@ pub(crate) async fn run(config_path: PathBuf, listen: Option<String>) -> anyhow:
         gateway.set_user_directory(users.clone());
     }
     if let Some(api) = &api {
+        crate::settings::attach(api, &gateway);
+    }
+    if let Some(api) = &api {
         gateway.set_pat_verifier(Arc::new(crate::pat_bridge::StorePatVerifier {
             store: api.store().clone(),
             api: api.clone(),
@@ -135,6 +138,7 @@ async fn api_routes(
     let state = tessera_api::ApiState::new(auth, &base_url, store.clone())
         .context("cannot set up browser sign-in")?;
     state.set_servers(tessera_api::servers::ServerView::list(&config.servers));
+    state.set_user_servers_config(config.user_servers.clone(), config.tool_separator.clone());
     state.set_activity_retention(tessera_api::activity::Retention {
         max_age_days: u32::try_from(config.activity_retention_days).unwrap_or(u32::MAX),
         max_records: u64::try_from(config.activity_max_records).unwrap_or(u64::MAX),

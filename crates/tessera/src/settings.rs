@@ -5,12 +5,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Weak};
 
 use tessera_config::{HttpProtocol, ServerConfig, Transport};
 use tessera_identity::UserKey;
 use tessera_proxy::Gateway;
 use tessera_proxy::users::UserSettings;
-use tessera_store::Store;
+use tessera_store::{Change, Store};
 
 use crate::users::UserDirectory;
 
@@ -99,4 +100,73 @@ pub(crate) async fn reload(gateway: &Gateway, store: &Store, user_id: &str) {
         subject: user.subject,
     };
     gateway.reload_user(&key).await;
+}
+
+/// Applies the REST API's user changes to this replica's gateway, then tells the other
+/// replicas. The REST answer waits for it: when an admin's "disable" returns, the user's
+/// sessions here have ended.
+pub(crate) struct GatewayUserEvents {
+    pub(crate) gateway: Weak<Gateway>,
+    pub(crate) store: Store,
+}
+
+impl GatewayUserEvents {
+    async fn changed(&self, user_id: &str) {
+        if let Some(gateway) = self.gateway.upgrade() {
+            reload(&gateway, &self.store, user_id).await;
+        }
+        let change = Change::UserChanged {
+            user_id: user_id.to_owned(),
+        };
+        if let Err(e) = self.store.publish(&change).await {
+            // The other replicas catch up on their next resync or when the user's settings
+            // are next loaded there.
+            tracing::warn!(error = %e, "publishing a user change to the other replicas failed");
+        }
+    }
+}
+
+impl tessera_api::UserEvents for GatewayUserEvents {
+    fn servers_changed<'a>(&'a self, user_id: &'a str) -> tessera_api::events::EventFuture<'a> {
+        Box::pin(self.changed(user_id))
+    }
+
+    fn disabled_changed<'a>(
+        &'a self,
+        user_id: &'a str,
+        _disabled: bool,
+    ) -> tessera_api::events::EventFuture<'a> {
+        Box::pin(self.changed(user_id))
+    }
+
+    fn gateway_status(&self) -> serde_json::Value {
+        let Some(gateway) = self.gateway.upgrade() else {
+            return serde_json::json!({ "mcp_sessions": 0, "upstreams": [] });
+        };
+        let (_, readiness) = gateway.readiness();
+        let upstreams: Vec<serde_json::Value> = readiness["upstreams"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(name, v)| {
+                        serde_json::json!({
+                            "name": name,
+                            "state": v["state"],
+                            "error": v["error"],
+                            "tools": v["tools"],
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        serde_json::json!({ "mcp_sessions": gateway.session_count(), "upstreams": upstreams })
+    }
+}
+
+/// Wires the REST API's user changes to `gateway` (personal servers, switches, disabling).
+pub(crate) fn attach(api: &tessera_api::ApiState, gateway: &Arc<Gateway>) {
+    api.set_user_events(Arc::new(GatewayUserEvents {
+        gateway: Arc::downgrade(gateway),
+        store: api.store().clone(),
+    }));
 }
