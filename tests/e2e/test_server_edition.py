@@ -345,7 +345,36 @@ def test_token_scopes_are_validated(env: Env) -> None:
 # ------------------------------------------------------------------ admin controls
 
 
-async def test_disabling_a_user_ends_their_session_within_one_request(env: Env) -> None:
+class RawSession:
+    """An MCP session over plain HTTP: each request's status is visible (the SDK turns a 403
+    into a transport crash)."""
+
+    def __init__(self, gw: Gateway, bearer: str) -> None:
+        self.http = httpx.Client(base_url=gw.base, timeout=30, headers={
+            "Authorization": f"Bearer {bearer}", "Accept": "application/json, text/event-stream"})
+        self.session_id: str | None = None
+        self.next_id = 1
+
+    def post(self, method: str, params: dict[str, Any] | None = None, *, notify: bool = False) -> httpx.Response:
+        body: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params or {}}
+        if not notify:
+            body["id"] = self.next_id
+            self.next_id += 1
+        headers = {"Mcp-Session-Id": self.session_id} if self.session_id else {}
+        return self.http.post("/mcp", json=body, headers=headers)
+
+    def open(self) -> httpx.Response:
+        r = self.post("initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}})
+        if r.status_code == 200:
+            self.session_id = r.headers["mcp-session-id"]
+            self.post("notifications/initialized", notify=True)
+        return r
+
+    def call_tool(self, name: str) -> httpx.Response:
+        return self.post("tools/call", {"name": name, "arguments": {}})
+
+
+def test_disabling_a_user_ends_their_session_within_one_request(env: Env) -> None:
     """carol's open MCP session (a provider token, which the provider keeps honouring) fails on
     its very next request once an admin disables her; new sessions are refused, with a PAT
     too; enabled again, she is back."""
@@ -354,23 +383,24 @@ async def test_disabling_a_user_ends_their_session_within_one_request(env: Env) 
     me = env.rest("carol").get("/api/v1/me").json()
     carol_jwt = caller_token(env.idp, env.gw, "carol", env.signin_secret)
     tool = corpus_tool("jira", read_only=True)
-    async with mcp(env.gw, carol_jwt) as c:
-        kind, text = await call(c, tool)
-        assert kind == "ok", text
-        r = admin.post(f"/api/v1/admin/users/{me['id']}/disable")
-        assert r.status_code == 200, r.text
-        kind, text = await call(c, tool)
-        assert kind != "ok", f"the disabled user's open session still works: {text}"
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    open_session = RawSession(env.gw, carol_jwt)
+    assert open_session.open().status_code == 200
+    r = open_session.call_tool(tool)
+    assert r.status_code == 200 and "jira." in r.text, r.text
+    r = admin.post(f"/api/v1/admin/users/{me['id']}/disable")
+    assert r.status_code == 200, r.text
+    # The very next request of the open session is refused.
+    r = open_session.call_tool(tool)
+    assert r.status_code in (403, 404), f"the disabled user's open session still works: {r.status_code} {r.text}"
     for bearer in (carol_jwt, carol_pat):
-        r = httpx.post(f"{env.gw.base}/mcp", headers={"Authorization": f"Bearer {bearer}", "Accept": "application/json, text/event-stream"},
-                       json=init, timeout=10)
+        r = RawSession(env.gw, bearer).open()
         assert r.status_code in (401, 403), f"{r.status_code} {r.text}"
     assert admin.post(f"/api/v1/admin/users/{me['id']}/enable").status_code == 200
-    async with mcp(env.gw, carol_jwt) as c:
-        kind, text = await call(c, tool)
-        assert kind == "ok", text
+    for bearer in (carol_jwt, carol_pat):
+        again = RawSession(env.gw, bearer)
+        assert again.open().status_code == 200
+        r = again.call_tool(tool)
+        assert r.status_code == 200 and "jira." in r.text, r.text
 
 
 def test_admin_routes_are_admin_only_and_the_dashboard_has_real_figures(env: Env) -> None:
