@@ -5,7 +5,7 @@
 "use strict";
 
 (function () {
-  const PAGES = ["connections", "activity", "tokens", "servers", "users"];
+  const PAGES = ["connections", "activity", "tokens", "servers", "users", "admin"];
   const CONNECTING = "tessera.connecting"; // sessionStorage: server whose connect flow we started
   const state = { me: null, admin: false, activityCursor: null, users: null };
 
@@ -296,6 +296,7 @@
       return el("tr", { "data-token": t.id, "data-status": status },
         el("th", { scope: "row" }, t.name || "—"),
         el("td", {}, el("code", {}, t.prefix ? `${t.prefix}…` : "—")),
+        el("td", {}, tokenScope(t)),
         el("td", {}, time(t.created_at)),
         el("td", {}, time(t.expires_at, "never")),
         el("td", {}, time(t.last_used_at, "never")),
@@ -305,7 +306,26 @@
           : null));
     }));
     show("tokens-empty", tokens.length === 0);
+    await tokenServerChoices();
     $("tokens").dataset.loaded = "1";
+  }
+
+  function tokenScope(t) {
+    const servers = Array.isArray(t.allowed_servers) ? t.allowed_servers.join(", ") : "all servers";
+    const perms = Array.isArray(t.permissions) ? t.permissions.join(", ") : "read, write, destructive";
+    return `${servers} · ${perms}`;
+  }
+
+  // The servers a new token may be limited to: the shared ones the user may use and their own.
+  async function tokenServerChoices() {
+    const box = $("t-servers-list");
+    let body;
+    try { body = await api("/api/v1/user/servers"); } catch (e) { body = null; }
+    const ticked = new Set([...box.querySelectorAll("input:checked")].map((i) => i.value));
+    const names = [...listOf(body, "shared", "servers"), ...listOf(body, "personal")].map((x) => x.name);
+    box.replaceChildren(...names.map((n) => el("label", {},
+      el("input", { type: "checkbox", name: "server", value: n, checked: ticked.has(n) }), ` ${n}`)));
+    show("t-servers", names.length > 0);
   }
 
   async function createToken(ev) {
@@ -314,7 +334,11 @@
     const name = f.elements.name.value.trim();
     if (!name) { f.elements.name.focus(); return; }
     try {
-      const t = await api("/api/v1/user/tokens", { method: "POST", json: { name, expires_in: f.elements.expires_in.value } });
+      const json = { name, expires_in: f.elements.expires_in.value };
+      const servers = [...f.querySelectorAll("input[name=server]:checked")].map((i) => i.value);
+      if (servers.length > 0) json.allowed_servers = servers;
+      json.permissions = [...f.querySelectorAll("input[name=permission]:checked")].map((i) => i.value);
+      const t = await api("/api/v1/user/tokens", { method: "POST", json });
       $("token-created-name").textContent = `“${t.name || name}”`;
       $("token-value").value = t.token || "";
       show("token-created", true);
@@ -371,7 +395,7 @@
         ? `Gateway ${ready.ready ? "ready" : "not ready"} · ${ready.sessions} client session${ready.sessions === 1 ? "" : "s"}`
         : "Gateway health is unavailable.";
     }
-    const servers = listOf(body, "servers");
+    const servers = listOf(body, "shared", "servers");
     tbody.replaceChildren(...servers.map((s) => {
       const name = s.name || s.server;
       const mode = s.brokered || s.mode || "";
@@ -382,6 +406,7 @@
         el("td", {}, s.transport || "—", s.url || s.command ? el("span", { class: "reason" }, ` ${s.url || s.command}`) : null),
         el("td", {}, mode ? mode.replace(/_/g, " ") : "gateway's own"),
         el("td", {}, status ? badge(String(status)) : "—"),
+        el("td", {}, switchButton(name, s.user_enabled !== false, (on) => setServerEnabled(name, on))),
       ];
       if (state.admin) {
         cells.push(
@@ -391,7 +416,89 @@
       return el("tr", { "data-server": name }, ...cells);
     }));
     show("servers-empty", servers.length === 0);
+    const personal = listOf(body, "personal");
+    $("personal-table").querySelector("tbody").replaceChildren(...personal.map(personalRow));
+    show("personal-empty", personal.length === 0);
     $("servers").dataset.loaded = "1";
+  }
+
+  // An on/off switch: a toggle button with aria-pressed.
+  function switchButton(name, on, change) {
+    return el("button", {
+      type: "button", class: on ? "switch on" : "switch", "aria-pressed": on ? "true" : "false",
+      "aria-label": `${name} on for me`, onclick: () => change(!on),
+    }, on ? "On" : "Off");
+  }
+
+  function personalRow(p) {
+    const headers = Array.isArray(p.header_names) && p.header_names.length ? p.header_names.join(", ") : "—";
+    return el("tr", { "data-server": p.name, "data-enabled": p.enabled ? "1" : "0" },
+      el("th", { scope: "row" }, p.name),
+      el("td", {}, p.url || "—"),
+      el("td", {}, p.protocol || "—"),
+      el("td", {}, headers),
+      el("td", {}, switchButton(p.name, p.enabled, (on) => setServerEnabled(p.name, on))),
+      el("td", { class: "actions" }, el("button", {
+        type: "button", class: "danger", "aria-label": `Delete ${p.name}`, onclick: () => deletePersonal(p.name),
+      }, "Delete")));
+  }
+
+  async function setServerEnabled(name, on) {
+    try {
+      await api(`/api/v1/user/servers/${encodeURIComponent(name)}/enable`, { method: "POST", json: { enabled: on } });
+      banner(`${name} is ${on ? "on" : "off"} for you.`, "success");
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      banner(`Could not switch ${name}: ${e.message}`, "error");
+    }
+    await loadServers();
+  }
+
+  async function deletePersonal(name) {
+    if (!window.confirm(`Delete your server ${name}?`)) return;
+    try {
+      await api(`/api/v1/user/servers/${encodeURIComponent(name)}`, { method: "DELETE" });
+      banner(`Deleted ${name}.`, "success");
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      banner(`Could not delete ${name}: ${e.message}`, "error");
+    }
+    await loadServers();
+  }
+
+  function addHeaderRow() {
+    const rows = $("p-header-rows");
+    const n = rows.children.length + 1;
+    const row = el("div", { class: "header-row" },
+      el("input", { type: "text", name: "header-name", "aria-label": `Header ${n} field`, placeholder: "Authorization", autocomplete: "off" }),
+      el("input", { type: "password", name: "header-value", "aria-label": `Header ${n} value`, placeholder: "value", autocomplete: "off" }));
+    row.append(el("button", { type: "button", "aria-label": `Remove header ${n}`, onclick: () => row.remove() }, "×"));
+    rows.append(row);
+  }
+
+  async function addPersonal(ev) {
+    ev.preventDefault();
+    const f = ev.target;
+    const json = { name: f.elements.name.value.trim(), url: f.elements.url.value.trim(), protocol: f.elements.protocol.value };
+    const headers = {};
+    for (const row of $("p-header-rows").children) {
+      const k = row.querySelector("input[name=header-name]").value.trim();
+      const v = row.querySelector("input[name=header-value]").value;
+      if (k) headers[k] = v;
+    }
+    if (Object.keys(headers).length) json.headers = headers;
+    try {
+      await api("/api/v1/user/servers", { method: "POST", json });
+      banner(`Added ${json.name}.`, "success");
+      f.reset();
+      $("p-header-rows").replaceChildren();
+      show("personal-error", false);
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      $("personal-error").textContent = `Could not add the server: ${e.message}`;
+      show("personal-error", true);
+    }
+    await loadServers();
   }
 
   async function loadUsers() {
@@ -417,14 +524,93 @@
       el("td", {}, badge(u.role || "user")),
       el("td", {}, time(u.created_at)),
       el("td", {}, time(u.last_login_at || u.last_sign_in_at || u.last_seen_at, "never")),
-      el("td", {}, u.disabled ? badge("disabled") : badge("active")))));
+      el("td", {}, u.disabled ? badge("disabled") : badge("active")),
+      el("td", { class: "actions" }, u.id === state.me.id ? null : el("button", {
+        type: "button", class: u.disabled ? null : "danger",
+        "aria-label": `${u.disabled ? "Enable" : "Disable"} ${u.email || u.id}`,
+        onclick: () => setUserDisabled(u, !u.disabled),
+      }, u.disabled ? "Enable" : "Disable")))));
     show("users-empty", users.length === 0);
     $("users").dataset.loaded = "1";
   }
 
+  async function setUserDisabled(u, disabled) {
+    const who = u.email || u.id;
+    if (disabled && !window.confirm(`Disable ${who}? Their sessions end at once.`)) return;
+    try {
+      await api(`/api/v1/admin/users/${encodeURIComponent(u.id)}/${disabled ? "disable" : "enable"}`, { method: "POST" });
+      banner(`${who} is ${disabled ? "disabled" : "enabled"}.`, "success");
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      banner(`Could not change ${who}: ${e.message}`, "error");
+    }
+    await loadUsers();
+  }
+
+  // ------------------------------------------------------------------ admin
+
+  async function loadAdmin() {
+    let dash, sessions;
+    try {
+      [dash, sessions] = await Promise.all([api("/api/v1/admin/dashboard"), api("/api/v1/admin/sessions")]);
+      showError("admin-error", null);
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      showError("admin-error", e);
+      $("dashboard").replaceChildren();
+      $("sessions-table").querySelector("tbody").replaceChildren();
+      $("admin").dataset.loaded = "1";
+      return;
+    }
+    const num = (v) => (v === null || v === undefined ? "—" : String(v));
+    const figures = [
+      ["Users", num(dash.total_users)],
+      ["Active users", num(dash.active_users_24h)],
+      ["Disabled users", num(dash.disabled_users)],
+      ["Browser sessions", num(dash.active_sessions)],
+      ["MCP sessions", num(dash.mcp_sessions)],
+      ["Tool calls", num(dash.tool_calls_24h)],
+      ["Error rate", typeof dash.error_rate_24h === "number" ? `${(dash.error_rate_24h * 100).toFixed(1)} %` : "—"],
+    ];
+    $("dashboard").replaceChildren(...figures.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))));
+    const ups = Array.isArray(dash.upstreams) ? dash.upstreams : [];
+    $("upstreams-table").querySelector("tbody").replaceChildren(...ups.map((u) => el("tr", { "data-server": u.name },
+      el("th", { scope: "row" }, u.name || "—"),
+      el("td", {}, u.state ? badge(String(u.state)) : "—"),
+      el("td", {}, num(u.tools)),
+      el("td", {}, u.error || "—"))));
+    show("upstreams-table", ups.length > 0);
+    const recent = Array.isArray(dash.recent_users) ? dash.recent_users : [];
+    $("recent-users").replaceChildren(...recent.map((u) => el("li", {}, u.email || u.id, " · ", time(u.last_login_at, "never"))));
+    const list = listOf(sessions, "sessions");
+    $("sessions-table").querySelector("tbody").replaceChildren(...list.map((x) => el("tr", { "data-session": x.id, "data-expired": x.expired ? "1" : "0" },
+      el("th", { scope: "row" }, x.user_email || x.user_id),
+      el("td", {}, time(x.created_at)),
+      el("td", {}, time(x.expires_at), x.expired ? " " : null, x.expired ? badge("expired") : null),
+      el("td", {}, x.user_agent || "—"),
+      el("td", {}, x.ip || "—"),
+      el("td", { class: "actions" }, el("button", {
+        type: "button", class: "danger", "aria-label": `Revoke session of ${x.user_email || x.user_id}`,
+        onclick: () => revokeSession(x),
+      }, "Revoke")))));
+    show("sessions-empty", list.length === 0);
+    $("admin").dataset.loaded = "1";
+  }
+
+  async function revokeSession(x) {
+    try {
+      await api(`/api/v1/admin/sessions/${encodeURIComponent(x.id)}`, { method: "DELETE" });
+      banner(`Ended a session of ${x.user_email || x.user_id}.`, "success");
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      banner(`Could not end the session: ${e.message}`, "error");
+    }
+    await loadAdmin();
+  }
+
   // ------------------------------------------------------------------ navigation
 
-  const LOADERS = { connections: loadConnections, activity: () => loadActivity(false), tokens: loadTokens, servers: loadServers, users: loadUsers };
+  const LOADERS = { connections: loadConnections, activity: () => loadActivity(false), tokens: loadTokens, servers: loadServers, users: loadUsers, admin: loadAdmin };
 
   function current() {
     const h = location.hash.replace(/^#/, "");
@@ -466,6 +652,8 @@
     $("activity-filter").addEventListener("reset", () => setTimeout(() => loadActivity(false), 0));
     $("activity-more").addEventListener("click", () => loadActivity(true));
     $("token-form").addEventListener("submit", createToken);
+    $("personal-form").addEventListener("submit", addPersonal);
+    $("p-header-add").addEventListener("click", addHeaderRow);
     $("token-done").addEventListener("click", forgetCreatedToken);
     $("token-copy").addEventListener("click", async () => {
       try { await navigator.clipboard.writeText($("token-value").value); banner("Token copied.", "success"); }

@@ -72,6 +72,10 @@ enum Command {
     Activity(cli::activity::ActivityArgs),
     /// Users of a running gateway (admins only).
     Users(cli::users::UsersArgs),
+    /// Your servers on a running gateway: list, add, update, rm, enable, disable.
+    Server(cli::servers::ServerArgs),
+    /// Admin routes of a running gateway: users, disable, enable, sessions, revoke-session, dashboard.
+    Admin(cli::admin::AdminArgs),
     /// Manage sealing keys.
     Keys(keys::KeysArgs),
 }
@@ -98,6 +102,8 @@ fn main() -> ExitCode {
         Command::Credential(args) => cli::exit(cli::credential::run(args)),
         Command::Activity(args) => cli::exit(cli::activity::run(args)),
         Command::Users(args) => cli::exit(cli::users::run(args)),
+        Command::Server(args) => cli::exit(cli::servers::run(args)),
+        Command::Admin(args) => cli::exit(cli::admin::run(args)),
         Command::Keys(args) => keys::run(args),
     }
 }

@@ -1,4 +1,5 @@
-//! Commands against a running gateway's REST API: `tessera credential|activity|users|token`.
+//! Commands against a running gateway's REST API: `tessera
+//! credential|activity|users|token|server|admin`.
 //!
 //! One client ([`Api`]) for all of them: base URL and personal access token from flags or the
 //! environment ([`Remote`]), 15 s per call, and one mapping from what went wrong to an exit
@@ -17,7 +18,9 @@
 //! the status text, and the tables and JSON outputs are built from token-free fields.
 
 pub(crate) mod activity;
+pub(crate) mod admin;
 pub(crate) mod credential;
+pub(crate) mod servers;
 pub(crate) mod table;
 pub(crate) mod users;
 
