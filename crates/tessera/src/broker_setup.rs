@@ -191,6 +191,9 @@ pub(crate) async fn follow_replicas(
                     credential_changed(broker, &gateway, user_id, server, Some(server_key));
                 }
                 (Change::UserChanged { user_id }, _) => {
+                    // Disabled or re-enabled elsewhere: this replica's token checks of that
+                    // user go too (the access-token cache is handled by apply_change).
+                    tessera_api::pat::forget_user(user_id);
                     crate::settings::reload(&gateway, api.store(), user_id).await;
                 }
                 (Change::Resync, broker) => {

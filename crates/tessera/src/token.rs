@@ -25,6 +25,13 @@ enum TokenCommand {
         /// Lifetime, e.g. `30d`, `12h` (default 30d, at most 366d).
         #[arg(long)]
         expires: Option<String>,
+        /// Limit the token to this server (repeat for several; default: every server you may use).
+        #[arg(long = "allow-server", value_name = "SERVER")]
+        allow_servers: Vec<String>,
+        /// What it may call: read, write, destructive (repeat or comma-separate; must include
+        /// read; default: all three). Tools are classed by their MCP annotations.
+        #[arg(long = "permission", value_name = "PERMISSION", value_delimiter = ',')]
+        permissions: Vec<String>,
     },
     /// List your tokens (never the tokens themselves).
     List,
@@ -37,10 +44,21 @@ const PATH: &str = "/api/v1/user/tokens";
 pub(crate) async fn run(args: TokenArgs) -> Outcome {
     let api = Api::new(&args.remote)?;
     let body = match &args.command {
-        TokenCommand::Create { name, expires } => {
+        TokenCommand::Create {
+            name,
+            expires,
+            allow_servers,
+            permissions,
+        } => {
             let mut body = serde_json::json!({ "name": name });
             if let Some(e) = expires {
                 body["expires_in"] = e.clone().into();
+            }
+            if !allow_servers.is_empty() {
+                body["allowed_servers"] = allow_servers.clone().into();
+            }
+            if !permissions.is_empty() {
+                body["permissions"] = permissions.clone().into();
             }
             api.json(api.request(reqwest::Method::POST, PATH).json(&body))
                 .await?
@@ -58,6 +76,8 @@ pub(crate) async fn run(args: TokenArgs) -> Outcome {
             println!("id:         {}", text(&body["id"]));
             println!("name:       {}", text(&body["name"]));
             println!("expires_at: {}", text(&body["expires_at"]));
+            println!("servers:    {}", scope_servers(&body));
+            println!("permissions: {}", scope_permissions(&body));
             println!("token:      {}", text(&body["token"]));
             println!("(the token is shown only this once)");
         }
@@ -67,6 +87,30 @@ pub(crate) async fn run(args: TokenArgs) -> Outcome {
     Ok(())
 }
 
+/// `allowed_servers` as shown: `all`, or the names.
+fn scope_servers(token: &Value) -> String {
+    match token["allowed_servers"].as_array() {
+        Some(names) => names
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(","),
+        None => "all".to_owned(),
+    }
+}
+
+fn scope_permissions(token: &Value) -> String {
+    token["permissions"]
+        .as_array()
+        .map(|p| {
+            p.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_else(|| "read,write,destructive".to_owned())
+}
+
 fn render_list(body: &Value) -> String {
     let columns = [
         col("ID", 38),
@@ -74,6 +118,8 @@ fn render_list(body: &Value) -> String {
         col("PREFIX", 14),
         col("EXPIRES", 25),
         col("STATUS", 8),
+        col("SERVERS", 20),
+        col("PERMISSIONS", 22),
     ];
     let rows: Vec<Vec<String>> = body["tokens"]
         .as_array()
@@ -91,6 +137,8 @@ fn render_list(body: &Value) -> String {
                 table::cell(&t["prefix"]),
                 table::cell(&t["expires_at"]),
                 status.to_owned(),
+                scope_servers(t),
+                scope_permissions(t),
             ]
         })
         .collect();
