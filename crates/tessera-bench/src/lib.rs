@@ -5,10 +5,12 @@
 //! * [`load`] — an MCP load generator (sessions, fixed-rate or flat-out `tools/call`, latency histograms);
 //! * [`idp`] — a mini identity provider and RFC 8693 token endpoint (caller JWTs, JWKS, token exchange);
 //! * [`procfs`] — CPU time and RSS of a process from `/proc`;
-//! * [`child`] — starting the helper binaries and waiting for their `listening on` line.
+//! * [`child`] — starting the helper binaries and waiting for their `listening on` line;
+//! * [`gateway`] — starting `tessera serve` with a temporary config and waiting for `/readyz`.
 
 pub mod barehop;
 pub mod child;
+pub mod gateway;
 pub mod idp;
 pub mod load;
 pub mod procfs;

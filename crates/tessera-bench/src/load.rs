@@ -293,6 +293,22 @@ impl Session {
         self.call(id, call_body(id, tool, message), message).await
     }
 
+    /// Sends one request body with JSON-RPC `id`; returns the message answering it (HTTP 200 required; the
+    /// message may be a JSON-RPC error) and the size of the HTTP response body in bytes.
+    pub async fn request(&self, id: u64, body: Vec<u8>) -> Result<(Value, usize), String> {
+        let resp = self
+            .post(body)
+            .send()
+            .await
+            .map_err(|e| format!("request {id}: {}", error_chain(&e)))?;
+        let (status, sse, body) = read(resp).await.map_err(|e| format!("request {id}: {e}"))?;
+        if status != StatusCode::OK {
+            return Err(format!("request {id}: HTTP {status}: {}", snippet(&body)));
+        }
+        let reply = reply_with_id(&body, sse, id).map_err(|e| format!("request {id}: {e}"))?;
+        Ok((reply, body.len()))
+    }
+
     /// Sends one request body with JSON-RPC `id` and checks that `result.content[0].text == expected`.
     pub async fn call(&self, id: u64, body: Vec<u8>, expected: &str) -> Result<(), String> {
         let resp = self
@@ -473,8 +489,8 @@ impl WorkerResult {
     }
 }
 
-fn new_histogram() -> Result<Histogram<u64>> {
-    // Microseconds, 1 µs to 1 hour, 3 significant digits.
+/// A latency histogram in microseconds, 1 µs to 1 hour, 3 significant digits.
+pub fn new_histogram() -> Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).context("creating a histogram")
 }
 

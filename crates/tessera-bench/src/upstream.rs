@@ -2,6 +2,7 @@
 //!
 //! [`parse`] classifies one JSON-RPC message without building a `serde_json::Value`; [`respond`] answers a request.
 //! The transports ([`http`] and [`stdio`]) add sessions (HTTP only) and framing around these two functions.
+//! [`corpus`] serves the servers of the tool corpus instead (tool-search benchmark).
 //!
 //! Tools: `echo` (`{"message": string}` → the message as text), `payload` (`{"size": integer}` → that many bytes of
 //! text) and `lossless` (a result full of fields that are not in the MCP schema, echoing back the arguments and
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 
+pub mod corpus;
 pub mod http;
 pub mod stdio;
 

@@ -18,7 +18,6 @@
 //! throwaway cluster started for the run ([`tessera_store::test_pg::Cluster`]; its server processes' CPU is
 //! sampled beside the gateway's). The report then compares the stores.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,6 +28,7 @@ use clap::{Parser, ValueEnum};
 use futures::StreamExt as _;
 use serde::Serialize;
 use tessera_bench::child::ChildProc;
+use tessera_bench::gateway::{GatewaySetup, TempDir, sibling_binary, start_tessera};
 use tessera_bench::idp::MiniIdp;
 use tessera_bench::load::{self, LoadConfig, LoadReport, Session};
 use tessera_bench::{parse_duration, procfs};
@@ -36,8 +36,6 @@ use tessera_store::test_pg::Cluster;
 use tokio::process::Command;
 
 const START_TIMEOUT: Duration = Duration::from_secs(15);
-const READY_TRIES: u32 = 150;
-const READY_INTERVAL: Duration = Duration::from_millis(100);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -282,22 +280,6 @@ struct BenchReport {
     tessera_skipped: bool,
 }
 
-/// Removes its directory on drop, unless `keep` was set (after a failure, so the gateway's log can be read).
-struct TempDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if self.keep {
-            eprintln!("kept {} for inspection", self.path.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
 /// The processes under test; dropping it kills whatever is still running.
 struct Processes {
     upstream: ChildProc,
@@ -373,35 +355,8 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn sibling_binary(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating this binary")?;
-    let dir = exe
-        .parent()
-        .ok_or_else(|| anyhow!("{} has no parent directory", exe.display()))?;
-    let path = dir.join(name);
-    if !path.exists() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p tessera-bench`",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
 /// The brokered gateway's servers: one unbrokered, three brokered (all the same upstream).
 const BROKERED_SERVERS: [&str; 3] = ["brokered", "brokered2", "brokered3"];
-
-/// What the gateway is started with.
-struct GatewaySetup<'a> {
-    /// Builds the config from (listen port, data dir).
-    config: &'a dyn Fn(u16, &Path) -> serde_json::Value,
-    env: Vec<(&'static str, String)>,
-}
 
 fn plain_config(upstream_url: &str) -> impl Fn(u16, &Path) -> serde_json::Value + '_ {
     move |port, data_dir| {
@@ -455,76 +410,6 @@ fn brokered_config<'a>(
         }
         config
     }
-}
-
-async fn start_tessera(
-    path: &Path,
-    setup: GatewaySetup<'_>,
-) -> Result<(ChildProc, TempDir, String)> {
-    let path = if path.exists() {
-        path.to_path_buf()
-    } else {
-        sibling_binary("tessera").with_context(|| {
-            format!(
-                "the gateway binary {} does not exist (or use --skip-tessera)",
-                path.display()
-            )
-        })?
-    };
-    let mut dir = TempDir {
-        path: std::env::temp_dir().join(format!("tessera-bench-{}", uuid::Uuid::new_v4().simple())),
-        keep: false,
-    };
-    let data_dir = dir.path.join("data");
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
-    let port = free_port()?;
-    let config = (setup.config)(port, &data_dir);
-    let config_path = dir.path.join("config.json");
-    std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)
-        .with_context(|| format!("writing {}", config_path.display()))?;
-    let log_path = dir.path.join("tessera.log");
-    let log =
-        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let mut cmd = Command::new(&path);
-    cmd.arg("serve")
-        .arg("--config")
-        .arg(&config_path)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    for (k, v) in &setup.env {
-        cmd.env(k, v);
-    }
-    let mut gateway = ChildProc::spawn("tessera", cmd)?;
-
-    let base = format!("http://127.0.0.1:{port}");
-    let client = load::http_client(1)?;
-    let mut last = String::from("no answer yet");
-    for _ in 0..READY_TRIES {
-        if let Err(e) = gateway.ensure_running() {
-            dir.keep = true;
-            bail!("{e}; log: {}\n{}", log_path.display(), log_tail(&log_path));
-        }
-        match client.get(format!("{base}/readyz")).send().await {
-            Ok(r) if r.status().is_success() => return Ok((gateway, dir, format!("{base}/mcp"))),
-            Ok(r) => last = format!("HTTP {}", r.status()),
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(READY_INTERVAL).await;
-    }
-    dir.keep = true;
-    bail!(
-        "tessera did not become ready at {base}/readyz ({last}); log: {}\n{}",
-        log_path.display(),
-        log_tail(&log_path)
-    )
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 async fn bench(cli: &Cli) -> Result<BenchReport> {
