@@ -40,6 +40,10 @@ What each test proves (users are split so that order does not change what a test
    PostgreSQL LISTEN/NOTIFY, so well under 2 s; asserted < 5 s and printed.
 4. dave — 2 × 25 concurrent calls (25 through A, 25 through B, released together) while dave's
    token-exchange credential needs refreshing → exactly one grant at the provider.
+6. frank — an admin disables frank on A: frank's open MCP session on B refuses its next request
+   once the change has travelled (UserChanged over LISTEN/NOTIFY; asserted < 5 s and printed),
+   a new session on B is refused; enabled again on A, B serves him. Before that, a personal
+   server frank adds on A is routed for him on B.
 5. erin — SIGKILL of A in the middle of a run of calls: the client that was using A continues on
    B with the same `Mcp-Session-Id` (B resumes A's session from the id's sealed state), every call
    completes (on A before the kill, or retried on B), B keeps serving, and the activity table in
@@ -111,7 +115,8 @@ from pg import Cluster
 pytestmark = pytest.mark.anyio
 
 TX, CONNECT = "rep_tx", "rep_connect"
-USERS = ("alice", "bob", "carol", "dave", "erin")
+USERS = ("alice", "bob", "carol", "dave", "erin", "frank")
+ADMIN = "alice"  # auth.admin_emails: disables and enables frank in test 6
 SKEW = 60  # Tessera refreshes an upstream credential expiring within this many seconds
 DATABASE = "tessera"
 PROPAGATION_BOUND = 5.0  # seconds; LISTEN/NOTIFY should make it well under 2 s
@@ -200,7 +205,9 @@ def env(pg: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             extra = {
                 "storage": storage,
                 "public_url": front,
-                "auth": gateway_auth(idp, front_port, signin_secret),  # resource <front>/mcp
+                "auth": {**gateway_auth(idp, front_port, signin_secret), "admin_emails": [f"{ADMIN}@example.com"]},
+                # Test 6's personal server is a loopback test upstream.
+                "user_server_allowed_networks": ["127.0.0.1/32"],
             }
             # Both at once: they migrate the empty database together (advisory lock).
             a = start_gateway(reg, tmp / "a", servers, extra=extra, wait_ready=False)
@@ -649,3 +656,65 @@ async def test_kill_a_mid_run_b_keeps_serving_and_nothing_is_lost(env: Env) -> N
         pytest.xfail(f"session resumption not landed yet: B answered A's session id with 404 ({state['resume_404']!r}); "
                      "everything else held with a new session on B")
     assert all(d.sid == a_sid for d in done.values()), "the client kept A's session id on B"
+
+
+# ------------------------------------------------ 6. user settings across replicas
+
+
+async def test_user_changes_on_a_reach_b(env: Env) -> None:
+    """frank adds a personal server on A and uses it on B; an admin disables him on A and his
+    open session on B refuses its next request within the bound; enabled on A, B serves him."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        frank = RawMcp(http, env.token("frank"))
+        sid = await frank.initialize(env.b.base)
+        r = await frank.post(env.b.base, sid, {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                               "params": {"name": f"{TX}{SEP}whoami", "arguments": {}}})
+        assert r.status_code == 200 and '"isError":true' not in r.text, r.text[:300]
+
+        # A personal server added on A (frank's own token for the CONNECT upstream as a static
+        # header) is routed for frank on B.
+        admin_browser = await anyio.to_thread.run_sync(sign_in_on, env, env.a, ADMIN)
+        frank_browser = await anyio.to_thread.run_sync(sign_in_on, env, env.a, "frank")
+        try:
+            up = env.ups[CONNECT]
+            own = register_secret(env.idp.mint({"sub": "frank-own", "aud": up.url, "client_id": "frank"}))
+            r = frank_browser.post(f"{env.a.base}/api/v1/user/servers", headers={"origin": env.front},
+                                   json={"name": "franks", "url": up.url, "headers": {"Authorization": f"Bearer {own}"}})
+            if r.status_code == 400 and "resolves to" in r.text:
+                pytest.fail(f"the personal server's loopback URL was refused: {r.text}")
+            assert r.status_code == 201, r.text
+            sid2 = await frank.initialize(env.b.base)
+
+            async def franks_on_b() -> bool:
+                r = await frank.post(env.b.base, sid2, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                                        "params": {"name": f"franks{SEP}whoami", "arguments": {}}})
+                return r.status_code == 200 and "frank-own" in r.text
+            await await_until(franks_on_b, PROPAGATION_BOUND, "frank's personal server added on A to be routed on B")
+
+            frank_id = env.user_id("frank")
+            started = time.monotonic()
+            r = admin_browser.post(f"{env.a.base}/api/v1/admin/users/{frank_id}/disable", headers={"origin": env.front})
+            assert r.status_code == 200, r.text
+
+            async def refused_on_b() -> bool:
+                r = await frank.post(env.b.base, sid, {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                                                       "params": {"name": f"{TX}{SEP}whoami", "arguments": {}}})
+                return r.status_code in (403, 404)
+            await await_until(refused_on_b, PROPAGATION_BOUND, "B to refuse the disabled user's open session")
+            print(f"\ndisabled on A → refused on B after {(time.monotonic() - started) * 1000:.0f} ms")
+            msg = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                   "params": {"protocolVersion": MCP_VERSION, "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}}
+            r = await http.post(f"{env.b.base}/mcp", json=msg, headers=frank.headers)
+            assert r.status_code == 403, f"a new session of a disabled user on B: {r.status_code} {r.text[:200]}"
+
+            r = admin_browser.post(f"{env.a.base}/api/v1/admin/users/{frank_id}/enable", headers={"origin": env.front})
+            assert r.status_code == 200, r.text
+
+            async def served_on_b() -> bool:
+                r = await http.post(f"{env.b.base}/mcp", json=msg, headers=frank.headers)
+                return r.status_code == 200
+            await await_until(served_on_b, PROPAGATION_BOUND, "B to serve the re-enabled user")
+        finally:
+            frank_browser.delete(f"{env.a.base}/api/v1/user/servers/franks", headers={"origin": env.front})
+            admin_browser.close()
+            frank_browser.close()
