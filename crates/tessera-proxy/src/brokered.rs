@@ -240,21 +240,10 @@ pub(crate) async fn route_name(
     if catalog.connect_placeholder {
         return None; // the credential step answers with the way to connect
     }
-    let known = if what == "tool" {
-        catalog.tool_names.contains_key(name)
-    } else {
-        catalog.prompt_names.contains(name)
-    };
-    if known {
+    if catalog.knows(what, name) {
         return None;
     }
-    let data = json!({ "name": exposed });
-    Some(Reply::Now(jsonrpc::error(
-        Some(id),
-        jsonrpc::INVALID_PARAMS,
-        &format!("unknown {what}: {exposed}"),
-        Some(data),
-    )))
+    Some(crate::router::unknown(id, what, exposed))
 }
 
 /// Routing of a tool or prompt name on the caller's personal server: known to its catalogue
@@ -282,21 +271,10 @@ pub(crate) async fn route_personal(
             }
         },
     };
-    let known = if what == "tool" {
-        catalog.tool_names.contains_key(name)
-    } else {
-        catalog.prompt_names.contains(name)
-    };
-    if known {
+    if catalog.knows(what, name) {
         return None;
     }
-    let data = json!({ "name": exposed });
-    Some(Reply::Now(jsonrpc::error(
-        Some(id),
-        jsonrpc::INVALID_PARAMS,
-        &format!("unknown {what}: {exposed}"),
-        Some(data),
-    )))
+    Some(crate::router::unknown(id, what, exposed))
 }
 
 /// The catalogue of an `oauth_connect` server for a user who has not connected it.

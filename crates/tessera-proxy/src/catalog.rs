@@ -89,6 +89,15 @@ impl ListKind {
 }
 
 impl ServerCatalog {
+    /// Whether the upstream listed a tool (`what` = "tool") or prompt of this original name.
+    pub fn knows(&self, what: &str, name: &str) -> bool {
+        if what == "tool" {
+            self.tool_names.contains_key(name)
+        } else {
+            self.prompt_names.contains(name)
+        }
+    }
+
     pub fn items(&self, kind: ListKind) -> &[Box<RawValue>] {
         match kind {
             ListKind::Tools => &self.tools,

@@ -459,7 +459,7 @@ pub(crate) fn refusal(
 }
 
 /// The error a client gets for a name or URI the gateway cannot route.
-fn unknown(id: &RawValue, what: &str, name: &str) -> Reply {
+pub(crate) fn unknown(id: &RawValue, what: &str, name: &str) -> Reply {
     let data = serde_json::json!({ "name": name });
     Reply::Now(jsonrpc::error(
         Some(id),
@@ -545,13 +545,7 @@ pub(crate) async fn route_name(
         params.set_str("name", name);
         return forward(&entry, session, method, params, id).await;
     }
-    let catalog = entry.catalog();
-    let known = if what == "tool" {
-        catalog.tool_names.contains_key(name)
-    } else {
-        catalog.prompt_names.contains(name)
-    };
-    if !known {
+    if !entry.catalog().knows(what, name) {
         let (health, error) = entry.health();
         if health != crate::gateway::Health::Ready {
             let reason = error.unwrap_or_else(|| "not connected yet".into());
