@@ -11,7 +11,7 @@
 //!   a name other than `localhost` that resolves to loopback is refused too;
 //! - 5 s for the whole request, 64 KiB for the body, JSON only.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,46 +67,19 @@ pub(crate) fn check_url(url: &Url) -> Result<(), FetchError> {
 }
 
 /// Whether a connection to `ip` is allowed. Loopback is (the URL rules limit it to loopback
-/// hosts); the internal ranges are not.
+/// hosts); the other internal ranges ([`tessera_config::network::is_internal`]) are not.
 pub(crate) fn check_ip(ip: IpAddr) -> Result<(), FetchError> {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     };
-    let internal = match ip {
-        IpAddr::V4(v4) => internal_v4(v4),
-        IpAddr::V6(v6) => internal_v6(v6),
-    };
-    if internal {
+    if tessera_config::network::is_internal(ip) && !ip.is_loopback() {
         Err(FetchError::NotAllowed(format!(
             "the client_id URL points at a private or reserved address ({ip}), which is not allowed"
         )))
     } else {
         Ok(())
     }
-}
-
-fn internal_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT), RFC 6598
-        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
-        || (a == 198 && (b == 18 || b == 19)) // benchmarking, RFC 2544
-        || a >= 240 // reserved
-}
-
-fn internal_v6(ip: Ipv6Addr) -> bool {
-    ip.is_unspecified()
-        || ip.is_multicast()
-        || ip.is_unique_local()
-        || ip.is_unicast_link_local()
-        || ip.segments()[0] == 0x2001 && ip.segments()[1] == 0x0db8 // documentation
 }
 
 /// The resolver of the fetch client: every address a name resolves to must pass [`check_ip`],
