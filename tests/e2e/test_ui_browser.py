@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import secrets
 import shutil
 import sys
 from collections.abc import Iterator
@@ -562,6 +563,63 @@ def test_an_admin_sees_users_servers_and_everyones_activity(browser: Any, env: E
 
     assert not b.console_errors, f"browser console errors: {b.console_errors}"
     failures = b.unexpected_failures({(401, "/api/v1/me")})
+    assert not failures, f"unexpected failed requests: {failures}"
+    leaks = b.leaked()
+    assert not leaks, "secrets reached the browser:\n" + "\n".join(leaks[:20])
+
+
+def test_servers_personal_form_and_my_switch(browser: Any, env: Env, make_browser: Any) -> None:
+    """Servers section: a personal server added through the form (with a header whose value never
+    comes back to the page), a private address refused with the reason shown, the shared
+    server switched off for me and on again — each checked against the REST API."""
+    b = make_browser()
+    page, expect = b.page, b.expect
+    header_value = register_secret("ui-header-" + secrets.token_urlsafe(12))
+    b.sign_in("bob")
+    b.goto_section("Servers")
+
+    # Refused: a link-local address (cloud metadata); the reason is shown, nothing is added.
+    page.get_by_label("New server").fill("meta")
+    page.get_by_label("URL (http or https)").fill("http://169.254.169.254/mcp")
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/user/servers") and r.request.method == "POST") as refused:
+        page.get_by_role("button", name="Add server").click()
+    assert refused.value.status == 400, refused.value.status
+    expect(page.locator("#personal-error")).to_contain_text("169.254.169.254")
+
+    # Added: a public address, with a header.
+    page.get_by_label("New server").fill("bobs-own")
+    page.get_by_label("URL (http or https)").fill("http://93.184.216.34/mcp")
+    page.get_by_role("button", name="Add header").click()
+    page.get_by_label("Header 1 field").fill("X-Api-Key")
+    page.get_by_label("Header 1 value").fill(header_value)
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/user/servers") and r.request.method == "POST") as created:
+        page.get_by_role("button", name="Add server").click()
+    assert created.value.status == 201, created.value.text()
+    row = page.locator("#personal-table tbody tr", has_text="bobs-own")
+    expect(row).to_contain_text("X-Api-Key")
+    assert header_value not in page.content()
+    page.reload()
+    expect(page.locator("#personal-table tbody tr", has_text="bobs-own")).to_be_visible()
+    assert header_value not in page.content()
+    b.snapshot("servers-personal-added")
+
+    # My switch for the shared server: off, then on again.
+    switch = page.get_by_role("button", name=f"{CONNECT} on for me")
+    expect(switch).to_have_attribute("aria-pressed", "true")
+    switch.click()
+    expect(switch).to_have_attribute("aria-pressed", "false")
+    listed = page.evaluate("fetch('/api/v1/user/servers').then(r => r.json())")
+    mine = {s["name"]: s for s in listed["shared"]}
+    assert mine[CONNECT]["user_enabled"] is False, listed
+    switch.click()
+    expect(switch).to_have_attribute("aria-pressed", "true")
+
+    page.on("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Delete bobs-own").click()
+    expect(page.locator("#personal-table tbody tr", has_text="bobs-own")).to_have_count(0)
+
+    assert not b.console_errors, f"browser console errors: {b.console_errors}"
+    failures = b.unexpected_failures({(401, "/api/v1/me"), (400, "/api/v1/user/servers")})
     assert not failures, f"unexpected failed requests: {failures}"
     leaks = b.leaked()
     assert not leaks, "secrets reached the browser:\n" + "\n".join(leaks[:20])
