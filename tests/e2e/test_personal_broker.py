@@ -197,6 +197,10 @@ def test_personal_auth_broker_refusals(env: Env) -> None:
         for text in (r.text,):
             assert env.connect_secret not in text
         assert rest.get("/api/v1/user/servers/refused").status_code == 404
+    # The block cannot be changed (nor added) later.
+    with env.rest("carol") as rest, personal_server(env, "carol", "fixed"):
+        r = rest.put("/api/v1/user/servers/fixed", json={"auth_broker": env.block(client_id="other")})
+        assert r.status_code == 400 and "delete the server and add it again" in r.json()["message"], r.text
 
 
 # ------------------------------------------------------------------------------ MCP

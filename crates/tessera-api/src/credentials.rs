@@ -19,6 +19,10 @@
 //!   cache; 200 `{"message", "server", "revoked", "revocation_error"}` (an allow-listed code or
 //!   null); 404 when the caller has no credential for it.
 //!
+//! `{server}` is the server that name means for the caller: their own personal server with an
+//! `auth_broker` (found by (caller, name) in the store, so nobody else's), else a configured
+//! brokered server ([`server_for`]).
+//!
 //! A browser without a session is sent to `/auth/login?return_to=<this path>` first. The redirect
 //! URI comes from the configured public URL (the connector's), never from request headers.
 

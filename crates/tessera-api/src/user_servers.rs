@@ -28,6 +28,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
+use tessera_broker::BrokeredServer;
 use tessera_config::UserServersConfig;
 use tessera_store::{NewUserServer, StoreError, UserServer, UserServerUpdate};
 use url::Url;
@@ -168,7 +169,7 @@ pub(crate) async fn personal_brokered(
     state: &ApiState,
     user_id: &str,
     name: &str,
-) -> Result<Option<tessera_broker::BrokeredServer>, ApiError> {
+) -> Result<Option<BrokeredServer>, ApiError> {
     let Some(server) = personal(state, user_id, name.trim()).await? else {
         return Ok(None);
     };
@@ -179,7 +180,7 @@ pub(crate) async fn personal_brokered(
 pub(crate) async fn brokered_of(
     state: &ApiState,
     server: &UserServer,
-) -> Result<Option<tessera_broker::BrokeredServer>, ApiError> {
+) -> Result<Option<BrokeredServer>, ApiError> {
     if !server.brokered {
         return Ok(None);
     }
@@ -200,9 +201,32 @@ pub(crate) async fn brokered_of(
             )
         })?;
     let config = personal_auth_broker(&url, &value)?;
-    tessera_broker::BrokeredServer::personal(&server.name, &server.url, &server.id, config)
+    BrokeredServer::personal(&server.name, &server.url, &server.id, config)
         .map(Some)
         .map_err(|e| ApiError::internal("Failed to prepare the server", &e))
+}
+
+/// The broker's view of a personal server about to be deleted or moved to another URL, read
+/// before the change (`None`: not brokered, or its block does not open — logged).
+async fn brokered_before_change(state: &ApiState, server: &UserServer) -> Option<BrokeredServer> {
+    state.broker.get()?;
+    brokered_of(state, server).await.unwrap_or_else(|e| {
+        tracing::warn!(server = %server.name, error = %e.message, "cannot open a personal server's auth_broker; its credential stays until the user disconnects it");
+        None
+    })
+}
+
+/// Removes the owner's credential for a brokered personal server as it was (deleted, or moved
+/// to another URL): revoked at the upstream where it can be, deleted from the store (audited
+/// as a disconnect), dropped from the broker's cache. Failures are logged.
+async fn forget_credential(state: &ApiState, user_id: &str, server: Option<BrokeredServer>) {
+    let (Some(server), Some(broker)) = (server, state.broker.get()) else {
+        return;
+    };
+    if let Err(e) = broker.connector.disconnect(user_id, &server, None).await {
+        tracing::warn!(server = %server.name(), error = %e, "removing a personal server's credential failed");
+    }
+    broker.resolver.forget_user_server(user_id, server.key());
 }
 
 fn personal_json(server: &UserServer) -> serde_json::Value {
@@ -612,9 +636,10 @@ pub(crate) async fn update(
     Path(name): Path<String>,
     request: Result<Json<UpdateRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if personal(&state, &caller.user_id, &name).await?.is_none() {
+    let Some(current) = personal(&state, &caller.user_id, &name).await? else {
         return Err(refuse_shared(&state, &caller, &name, "update").await);
-    }
+    };
+    let before = brokered_before_change(&state, &current).await;
     let mut req = body(request)?;
     if req.extra.remove("name").is_some() {
         return Err(ApiError::bad_request(
@@ -645,6 +670,10 @@ pub(crate) async fn update(
         )
         .await
         .map_err(|e| store_error(e, &name))?;
+    // A brokered server's credential is for its URL (the key names it): a new URL drops it.
+    if server.url != current.url {
+        forget_credential(&state, &caller.user_id, before).await;
+    }
     tracing::info!(user = %caller.user_id, server = %server.name, "personal server updated");
     state.events().servers_changed(&caller.user_id).await;
     Ok(Json(personal_json(&server)))
@@ -656,12 +685,8 @@ pub(crate) async fn remove(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    // A brokered server's credential goes with it (revoked at the upstream where it can be).
-    let brokered = match personal(&state, &caller.user_id, &name).await? {
-        Some(server) => brokered_of(&state, &server).await.unwrap_or_else(|e| {
-            tracing::warn!(server = %name, error = %e.message, "cannot open a deleted server's auth_broker; its credential is removed without revocation");
-            None
-        }),
+    let before = match personal(&state, &caller.user_id, &name).await? {
+        Some(current) => brokered_before_change(&state, &current).await,
         None => None,
     };
     let deleted = state
@@ -672,18 +697,7 @@ pub(crate) async fn remove(
     if !deleted {
         return Err(refuse_shared(&state, &caller, &name, "delete").await);
     }
-    if let (Some(server), Some(broker)) = (&brokered, state.broker.get()) {
-        if let Err(e) = broker
-            .connector
-            .disconnect(&caller.user_id, server, None)
-            .await
-        {
-            tracing::warn!(server = %name, error = %e, "removing a deleted server's credential failed");
-        }
-        broker
-            .resolver
-            .forget_user_server(&caller.user_id, server.key());
-    }
+    forget_credential(&state, &caller.user_id, before).await;
     tracing::info!(user = %caller.user_id, server = %name, "personal server deleted");
     state.events().servers_changed(&caller.user_id).await;
     Ok(Json(
