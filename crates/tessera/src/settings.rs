@@ -77,11 +77,15 @@ async fn load(directory: &UserDirectory, user: &UserKey) -> Result<UserSettings,
         };
         // A brokered one: its block opened and checked by the same rules as when it was added,
         // and kept for the broker (by name, for this user only).
-        let auth_broker = match store
-            .user_server_auth_broker(&server)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        let block = match store.user_server_auth_broker(&server).await {
+            Ok(block) => block,
+            Err(e) => {
+                // E.g. the sealing key was removed: this server is unusable, the others are not.
+                tracing::warn!(server = %server.name, error = %e, "a personal server's auth_broker cannot be opened; skipped");
+                continue;
+            }
+        };
+        let auth_broker = match block {
             None => None,
             Some(block) => {
                 let parsed = serde_json::from_str::<serde_json::Value>(block.expose_secret())
