@@ -19,6 +19,10 @@
 //!   cache; 200 `{"message", "server", "revoked", "revocation_error"}` (an allow-listed code or
 //!   null); 404 when the caller has no credential for it.
 //!
+//! `{server}` is the server that name means for the caller: their own personal server with an
+//! `auth_broker` (found by (caller, name) in the store, so nobody else's), else a configured
+//! brokered server ([`server_for`]).
+//!
 //! A browser without a session is sent to `/auth/login?return_to=<this path>` first. The redirect
 //! URI comes from the configured public URL (the connector's), never from request headers.
 
@@ -113,23 +117,38 @@ fn sign_in_first(uri: &Uri, e: ApiError) -> Response {
     found(&format!("/auth/login?return_to={back}"))
 }
 
-/// The broker and the `oauth_connect` server the path names.
-fn connect_server<'a>(
-    state: &'a ApiState,
+/// The brokered server `name` means for `user_id`: their personal server of that name (its
+/// `auth_broker` opened from the store and registered with the connector, so its callback
+/// completes even in a process that has not seen it yet), else the configured one.
+pub(crate) async fn server_for(
+    state: &ApiState,
+    broker: &BrokerRoutes,
+    user_id: &str,
     name: &str,
-) -> Result<(&'a BrokerRoutes, &'a BrokeredServer), ApiError> {
-    let broker = state.broker.get().ok_or_else(|| {
+) -> Result<Option<BrokeredServer>, ApiError> {
+    if let Some(server) = crate::user_servers::personal_brokered(state, user_id, name).await? {
+        broker.connector.register(&server);
+        return Ok(Some(server));
+    }
+    Ok(broker.server(name).cloned())
+}
+
+/// The broker and the `oauth_connect` server the path names for the caller.
+async fn connect_server<'a>(
+    state: &'a ApiState,
+    caller: &Caller,
+    name: &str,
+) -> Result<(&'a BrokerRoutes, BrokeredServer), ApiError> {
+    let not_found = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!("Brokered server {name:?} not found"),
         )
-    })?;
-    let server = broker.server(name).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("Brokered server {name:?} not found"),
-        )
-    })?;
+    };
+    let broker = state.broker.get().ok_or_else(not_found)?;
+    let server = server_for(state, broker, &caller.user_id, name)
+        .await?
+        .ok_or_else(not_found)?;
     if server.mode() != BrokerMode::OauthConnect {
         return Err(ApiError::bad_request(format!(
             "Server {:?} does not use the OAuth connect flow",
@@ -166,7 +185,8 @@ async fn start(
     caller: &Caller,
     rid: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let (broker, server) = connect_server(state, name)?;
+    let (broker, server) = connect_server(state, caller, name).await?;
+    let server = &server;
     if let Some(id) = query_param(query, "elicitation") {
         match broker.elicitations.get(&id) {
             None => {
@@ -239,7 +259,7 @@ async fn finish(
     caller: &Caller,
     rid: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let (broker, server) = connect_server(state, name)?;
+    let (broker, server) = connect_server(state, caller, name).await?;
     let flow_state = query_param(query, "state")
         .filter(|s| !s.is_empty())
         .ok_or_else(|| ApiError::bad_request("Missing state"))?;
@@ -408,8 +428,30 @@ pub(crate) async fn list(
         }
     };
     let now = tessera_store::now_unix();
-    let mut servers: Vec<&BrokeredServer> =
-        broker.servers.values().filter(|s| who.allows(s)).collect();
+    let mut servers: Vec<BrokeredServer> = broker
+        .servers
+        .values()
+        .filter(|s| who.allows(s))
+        .cloned()
+        .collect();
+    // The caller's own brokered servers (nobody else's).
+    let personal = state
+        .store
+        .list_user_servers(&caller.user_id)
+        .await
+        .map_err(|e| ApiError::internal("Failed to list servers", &e))?;
+    for row in personal.iter().filter(|s| s.brokered) {
+        match crate::user_servers::brokered_of(&state, row).await {
+            Ok(Some(server)) => {
+                servers.retain(|s| s.name() != server.name());
+                servers.push(server);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(server = %row.name, error = %e.message, "a personal server's auth_broker cannot be opened");
+            }
+        }
+    }
     servers.sort_by(|a, b| a.name().cmp(b.name()));
     let credentials: Vec<serde_json::Value> = servers
         .into_iter()
@@ -475,7 +517,10 @@ pub(crate) async fn disconnect(
         )
     };
     let broker = state.broker.get().ok_or_else(not_found)?;
-    let server = broker.server(&name).ok_or_else(not_found)?;
+    let server = server_for(&state, broker, &caller.user_id, &name)
+        .await?
+        .ok_or_else(not_found)?;
+    let server = &server;
     let who = Who::load(&state, &caller).await?;
     if !who.allows(server) {
         return Err(not_found());

@@ -188,6 +188,69 @@ impl Fixture {
 
 const PUBLIC: &str = "https://93.184.216.34/mcp";
 
+/// A valid personal `oauth_connect` block with `over` merged in.
+fn connect_block(over: serde_json::Value) -> serde_json::Value {
+    let mut block = serde_json::json!({
+        "mode": "oauth_connect",
+        "authorization_endpoint": "https://93.184.216.34/authorize",
+        "token_endpoint": "https://93.184.216.34/token",
+        "client_id": "mine",
+        "client_secret": "s3cret-of-the-client",
+        "scopes": ["read"],
+    });
+    for (k, v) in over.as_object().unwrap() {
+        block[k] = v.clone();
+    }
+    block
+}
+
+#[test]
+fn a_personal_auth_broker_gets_the_configurations_rules_without_interpolation() {
+    let url = url::Url::parse(PUBLIC).unwrap();
+    let ok = crate::user_servers::personal_auth_broker(&url, &connect_block(serde_json::json!({})))
+        .unwrap();
+    assert_eq!(ok.mode, tessera_config::BrokerMode::OauthConnect);
+    assert_eq!(ok.client_id.as_deref(), Some("mine"));
+    assert_eq!(ok.scopes, ["read"]);
+    // `${VAR}` is never read from the gateway's environment.
+    let e = crate::user_servers::personal_auth_broker(
+        &url,
+        &connect_block(serde_json::json!({"client_secret": "${PATH}"})),
+    )
+    .unwrap_err();
+    assert!(
+        e.message.contains("auth_broker.client_secret"),
+        "{}",
+        e.message
+    );
+    assert!(!e.message.contains("/usr"), "{}", e.message);
+    // The configuration's messages, with the field's path.
+    let e = crate::user_servers::personal_auth_broker(
+        &url,
+        &connect_block(serde_json::json!({"token_endpoint": "ftp://x.example/token"})),
+    )
+    .unwrap_err();
+    assert!(
+        e.message
+            .starts_with("Invalid auth_broker: auth_broker.token_endpoint"),
+        "{}",
+        e.message
+    );
+    assert!(!e.message.contains("s3cret"), "{}", e.message);
+    for mode in ["token_exchange", "entra_obo"] {
+        let e = crate::user_servers::personal_auth_broker(
+            &url,
+            &connect_block(serde_json::json!({"mode": mode})),
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("only \"oauth_connect\""),
+            "{}",
+            e.message
+        );
+    }
+}
+
 #[tokio::test]
 async fn personal_servers_are_created_listed_changed_and_deleted() {
     let f = fixture().await;
@@ -335,8 +398,31 @@ async fn personal_servers_refuse_what_they_cannot_be() {
     refused(StatusCode::BAD_REQUEST, "Personal servers are HTTP only")(
         add(serde_json::json!({"name": "x", "command": "npx", "args": ["-y"]})).await,
     );
-    refused(StatusCode::BAD_REQUEST, "auth_broker is not supported")(
-        add(serde_json::json!({"name": "x", "url": PUBLIC, "auth_broker": {}})).await,
+    refused(
+        StatusCode::BAD_REQUEST,
+        "Invalid auth_broker: auth_broker.mode",
+    )(add(serde_json::json!({"name": "x", "url": PUBLIC, "auth_broker": {}})).await);
+    refused(StatusCode::BAD_REQUEST, "only \"oauth_connect\"")(
+        add(serde_json::json!({"name": "x", "url": PUBLIC,
+            "auth_broker": connect_block(serde_json::json!({"mode": "token_exchange"}))}))
+        .await,
+    );
+    refused(StatusCode::BAD_REQUEST, "private_key_jwt")(
+        add(serde_json::json!({"name": "x", "url": PUBLIC,
+            "auth_broker": connect_block(serde_json::json!({"client_auth": "private_key_jwt",
+                "private_key_file": "/etc/hostname"}))}))
+        .await,
+    );
+    // The endpoints the gateway fetches are held to the personal servers' network rule.
+    refused(StatusCode::BAD_REQUEST, "auth_broker.token_endpoint")(
+        add(serde_json::json!({"name": "x", "url": PUBLIC,
+            "auth_broker": connect_block(serde_json::json!({"token_endpoint": "http://127.0.0.1:9/token"}))}))
+        .await,
+    );
+    // A valid block, but this gateway has no broker wired: 503 saying why.
+    refused(StatusCode::SERVICE_UNAVAILABLE, "sealing key")(
+        add(serde_json::json!({"name": "x", "url": PUBLIC, "auth_broker": connect_block(serde_json::json!({}))}))
+            .await,
     );
     refused(StatusCode::BAD_REQUEST, "Server name is required")(
         add(serde_json::json!({"name": " ", "url": PUBLIC})).await,

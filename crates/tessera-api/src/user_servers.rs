@@ -8,7 +8,8 @@
 //!   shared server, or a personal server's `enabled`
 //!
 //! What a personal server may be: HTTP only (no `command`: nothing runs on the gateway's host),
-//! no `auth_broker` (yet), a name of 1–64 characters of `[A-Za-z0-9_.-]` without the tool
+//! an `auth_broker` block of mode `oauth_connect` only (validated by the configuration's own
+//! rules, [`personal_auth_broker`]; sealed at rest, never echoed), a name of 1–64 characters of `[A-Za-z0-9_.-]` without the tool
 //! separator and unlike any shared server's (case-insensitive), an `http`/`https` URL without
 //! user info whose host — the literal address and every address the name resolves to — is not
 //! internal unless `user_server_allowed_networks` allows it (SSRF: a user must not reach the
@@ -27,6 +28,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
+use tessera_broker::BrokeredServer;
 use tessera_config::UserServersConfig;
 use tessera_store::{NewUserServer, StoreError, UserServer, UserServerUpdate};
 use url::Url;
@@ -78,6 +80,155 @@ impl Default for Limits {
 
 // ------------------------------------------------------------------------------ views
 
+/// The prefix of the problems [`personal_auth_broker`] reports (its one-server document).
+const BROKER_PATH: &str = "mcpServers[0].auth_broker";
+
+/// A personal server's `auth_broker` block checked by exactly the rules (and messages) of the
+/// configuration — a one-server document through [`tessera_config::load_str`], without
+/// `${VAR}` interpolation from the gateway's environment — plus what a personal server may not
+/// have: a mode other than `oauth_connect` (token exchange and on-behalf-of would hand the
+/// user's sign-in token to an authorization server of the user's choosing), and
+/// `private_key_jwt` / `private_key_file` (a key file on the gateway's host). Messages name
+/// fields (`auth_broker.client_id`), never values.
+pub fn personal_auth_broker(
+    url: &Url,
+    block: &serde_json::Value,
+) -> Result<tessera_config::AuthBrokerConfig, ApiError> {
+    let Some(object) = block.as_object() else {
+        return Err(ApiError::bad_request("auth_broker must be an object"));
+    };
+    if object.contains_key("private_key_file")
+        || object.get("client_auth").and_then(|v| v.as_str()) == Some("private_key_jwt")
+    {
+        return Err(ApiError::bad_request(
+            "auth_broker.client_auth \"private_key_jwt\" (a key file on the gateway's host) is not available on personal servers; use client_secret_post or client_secret_basic",
+        ));
+    }
+    if let Some("token_exchange" | "entra_obo") = object.get("mode").and_then(|v| v.as_str()) {
+        return Err(ApiError::bad_request(
+            "auth_broker.mode: only \"oauth_connect\" is supported on personal servers (token_exchange and entra_obo would send your sign-in token to an authorization server of your choosing; ask an admin to add such a server to the configuration)",
+        ));
+    }
+    let document = serde_json::json!({
+        // Brokered servers need an identity; this one only satisfies the rule.
+        "auth": { "issuer": "https://idp.invalid", "client_id": "tessera" },
+        "mcpServers": [{ "name": "personal", "url": url.as_str(), "auth_broker": block }],
+    });
+    let no_env = |_: &str| None;
+    let config = tessera_config::load_str(&document.to_string(), &no_env).map_err(|errors| {
+        let problems: Vec<String> = errors
+            .0
+            .iter()
+            .map(|p| match p.path.strip_prefix(BROKER_PATH) {
+                Some(rest) => format!("auth_broker{rest}: {}", p.message),
+                None => format!("auth_broker: {}", p.message),
+            })
+            .collect();
+        ApiError::bad_request(format!("Invalid auth_broker: {}", problems.join("; ")))
+    })?;
+    let broker = config
+        .servers
+        .into_iter()
+        .next()
+        .and_then(|s| s.auth_broker)
+        .ok_or_else(|| ApiError::bad_request("Invalid auth_broker"))?;
+    if broker.mode != tessera_config::BrokerMode::OauthConnect {
+        return Err(ApiError::bad_request(
+            "auth_broker.mode: only \"oauth_connect\" is supported on personal servers",
+        ));
+    }
+    Ok(broker)
+}
+
+/// The addresses the gateway itself fetches for a personal `auth_broker` (token, revocation,
+/// metadata) must be allowed for personal servers, like the server's own URL.
+async fn check_broker_hosts(
+    broker: &tessera_config::AuthBrokerConfig,
+    config: &UserServersConfig,
+) -> Result<(), ApiError> {
+    let fetched = [
+        ("token_endpoint", &broker.token_endpoint),
+        ("revocation_endpoint", &broker.revocation_endpoint),
+        ("issuer", &broker.issuer),
+    ];
+    for (field, url) in fetched {
+        let Some(url) = url else { continue };
+        let Some(host) = url.host_str() else { continue };
+        let port = url.port_or_known_default().unwrap_or(443);
+        config
+            .check_host(host, port)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("Invalid auth_broker.{field}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The caller's personal server `name` prepared for the broker, when it has an `auth_broker`
+/// block (opened from the store; not on the MCP path).
+pub(crate) async fn personal_brokered(
+    state: &ApiState,
+    user_id: &str,
+    name: &str,
+) -> Result<Option<BrokeredServer>, ApiError> {
+    let Some(server) = personal(state, user_id, name.trim()).await? else {
+        return Ok(None);
+    };
+    brokered_of(state, &server).await
+}
+
+/// [`personal_brokered`] of a row already read.
+pub(crate) async fn brokered_of(
+    state: &ApiState,
+    server: &UserServer,
+) -> Result<Option<BrokeredServer>, ApiError> {
+    if !server.brokered {
+        return Ok(None);
+    }
+    let block = state
+        .store
+        .user_server_auth_broker(server)
+        .await
+        .map_err(|e| ApiError::internal("Failed to read the server", &e))?;
+    let Some(block) = block else { return Ok(None) };
+    let url = Url::parse(&server.url).map_err(|_| {
+        ApiError::internal("Failed to read the server", &"stored URL does not parse")
+    })?;
+    let value: serde_json::Value =
+        serde_json::from_str(secrecy::ExposeSecret::expose_secret(&block)).map_err(|_| {
+            ApiError::internal(
+                "Failed to read the server",
+                &"stored auth_broker does not parse",
+            )
+        })?;
+    let config = personal_auth_broker(&url, &value)?;
+    BrokeredServer::personal(&server.name, &server.url, &server.id, config)
+        .map(Some)
+        .map_err(|e| ApiError::internal("Failed to prepare the server", &e))
+}
+
+/// The broker's view of a personal server about to be deleted or moved to another URL, read
+/// before the change (`None`: not brokered, or its block does not open — logged).
+async fn brokered_before_change(state: &ApiState, server: &UserServer) -> Option<BrokeredServer> {
+    state.broker.get()?;
+    brokered_of(state, server).await.unwrap_or_else(|e| {
+        tracing::warn!(server = %server.name, error = %e.message, "cannot open a personal server's auth_broker; its credential stays until the user disconnects it");
+        None
+    })
+}
+
+/// Removes the owner's credential for a brokered personal server as it was (deleted, or moved
+/// to another URL): revoked at the upstream where it can be, deleted from the store (audited
+/// as a disconnect), dropped from the broker's cache. Failures are logged.
+async fn forget_credential(state: &ApiState, user_id: &str, server: Option<BrokeredServer>) {
+    let (Some(server), Some(broker)) = (server, state.broker.get()) else {
+        return;
+    };
+    if let Err(e) = broker.connector.disconnect(user_id, &server, None).await {
+        tracing::warn!(server = %server.name(), error = %e, "removing a personal server's credential failed");
+    }
+    broker.resolver.forget_user_server(user_id, server.key());
+}
+
 fn personal_json(server: &UserServer) -> serde_json::Value {
     let url = Url::parse(&server.url)
         .map(|u| redact_url(&u))
@@ -87,6 +238,7 @@ fn personal_json(server: &UserServer) -> serde_json::Value {
         "url": url,
         "protocol": server.protocol,
         "header_names": server.header_names,
+        "brokered": server.brokered,
         "enabled": server.enabled,
         "ownership": "personal",
         "created_at": rfc3339(Some(server.created_at)),
@@ -218,7 +370,8 @@ pub fn check_headers(
     Ok(out)
 }
 
-/// Refuses what a personal server cannot have: stdio fields, a broker block, unknown fields.
+/// Refuses what a personal server cannot have: stdio fields, unknown fields (`auth_broker` is
+/// taken out before).
 fn check_extra(extra: &serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError> {
     const STDIO: [&str; 4] = ["command", "args", "env", "working_dir"];
     if let Some(field) = extra.keys().find(|k| STDIO.contains(&k.as_str())) {
@@ -228,12 +381,12 @@ fn check_extra(extra: &serde_json::Map<String, serde_json::Value>) -> Result<(),
     }
     if extra.contains_key("auth_broker") {
         return Err(ApiError::bad_request(
-            "auth_broker is not supported on personal servers yet; ask an admin to add the server to the configuration",
+            "auth_broker cannot be changed: delete the server and add it again",
         ));
     }
     if let Some(field) = extra.keys().next() {
         return Err(ApiError::bad_request(format!(
-            "Unknown field {field:?}: a personal server has name, url, protocol, headers and enabled"
+            "Unknown field {field:?}: a personal server has name, url, protocol, headers, auth_broker and enabled"
         )));
     }
     Ok(())
@@ -364,7 +517,8 @@ pub(crate) async fn create(
     caller: Caller,
     request: Result<Json<CreateRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let req = body(request)?;
+    let mut req = body(request)?;
+    let broker_block = req.extra.remove("auth_broker");
     check_extra(&req.extra)?;
     let limits = state.user_server_limits();
     let name = req.name.trim();
@@ -389,6 +543,29 @@ pub(crate) async fn create(
     check_protocol(protocol)?;
     let headers = check_headers(req.headers.unwrap_or_default())?;
     let url = check_url(&req.url, &limits.config).await?;
+    let broker_json = match &broker_block {
+        Some(block) => {
+            let broker = personal_auth_broker(&url, block)?;
+            if headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(&broker.header))
+            {
+                return Err(ApiError::bad_request(format!(
+                    "Header {:?} is set per user by auth_broker: remove it from headers",
+                    broker.header
+                )));
+            }
+            check_broker_hosts(&broker, &limits.config).await?;
+            if state.store.keyring_handle().is_none() || state.broker.get().is_none() {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "auth_broker on personal servers needs the credential broker, which needs a sealing key (TESSERA_SEALING_KEY) on this gateway; ask an admin, or add the server without auth_broker",
+                ));
+            }
+            Some(SecretString::from(block.to_string()))
+        }
+        None => None,
+    };
     let server = state
         .store
         .create_user_server(
@@ -399,6 +576,7 @@ pub(crate) async fn create(
                 protocol,
                 headers: &headers,
                 enabled: req.enabled.unwrap_or(true),
+                auth_broker: broker_json.as_ref(),
             },
             limits.config.max_per_user,
         )
@@ -458,9 +636,10 @@ pub(crate) async fn update(
     Path(name): Path<String>,
     request: Result<Json<UpdateRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if personal(&state, &caller.user_id, &name).await?.is_none() {
+    let Some(current) = personal(&state, &caller.user_id, &name).await? else {
         return Err(refuse_shared(&state, &caller, &name, "update").await);
-    }
+    };
+    let before = brokered_before_change(&state, &current).await;
     let mut req = body(request)?;
     if req.extra.remove("name").is_some() {
         return Err(ApiError::bad_request(
@@ -491,6 +670,10 @@ pub(crate) async fn update(
         )
         .await
         .map_err(|e| store_error(e, &name))?;
+    // A brokered server's credential is for its URL (the key names it): a new URL drops it.
+    if server.url != current.url {
+        forget_credential(&state, &caller.user_id, before).await;
+    }
     tracing::info!(user = %caller.user_id, server = %server.name, "personal server updated");
     state.events().servers_changed(&caller.user_id).await;
     Ok(Json(personal_json(&server)))
@@ -502,6 +685,10 @@ pub(crate) async fn remove(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let before = match personal(&state, &caller.user_id, &name).await? {
+        Some(current) => brokered_before_change(&state, &current).await,
+        None => None,
+    };
     let deleted = state
         .store
         .delete_user_server(&caller.user_id, &name)
@@ -510,6 +697,7 @@ pub(crate) async fn remove(
     if !deleted {
         return Err(refuse_shared(&state, &caller, &name, "delete").await);
     }
+    forget_credential(&state, &caller.user_id, before).await;
     tracing::info!(user = %caller.user_id, server = %name, "personal server deleted");
     state.events().servers_changed(&caller.user_id).await;
     Ok(Json(

@@ -68,6 +68,14 @@ pub fn server_key(name: &str, url: &str) -> String {
     key
 }
 
+/// The key a personal server's credentials are stored under: [`server_key`] of the name and
+/// `"<url>|user_server|<id>"`, where `id` is its row in `user_servers` — unique per server, so
+/// it cannot equal a configured server's key or another user's, and it changes with the URL
+/// (a credential is never sent to another address than the one it was obtained for).
+pub fn personal_server_key(name: &str, url: &str, id: &str) -> String {
+    server_key(name, &format!("{url}|user_server|{id}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +90,19 @@ mod tests {
         let full: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, &full[..16]);
         assert_ne!(key, server_key("github", "https://other.example.com/mcp"));
+    }
+
+    #[test]
+    fn personal_keys_differ_per_row_and_from_configured_ones() {
+        let url = "https://api.example.com/mcp";
+        let a = personal_server_key("github", url, "row-a");
+        let b = personal_server_key("github", url, "row-b");
+        assert_ne!(a, b);
+        assert_ne!(a, server_key("github", url));
+        assert!(a.starts_with("github_"));
+        assert_ne!(
+            a,
+            personal_server_key("github", "https://x.example.com/mcp", "row-a")
+        );
     }
 }

@@ -118,6 +118,21 @@ impl BrokeredServer {
         })
     }
 
+    /// A user's personal server (row `id` of `user_servers`): the same as [`Self::from_parts`]
+    /// but keyed by [`crate::personal_server_key`], so two users' servers of the same name and
+    /// URL — or a personal and a configured one — never share a key, even in maps not keyed by
+    /// user (the connector's).
+    pub fn personal(
+        name: &str,
+        url: &str,
+        id: &str,
+        config: AuthBrokerConfig,
+    ) -> Result<Self, BrokerError> {
+        let mut server = Self::from_parts(name, url, config)?;
+        server.key = Arc::from(crate::personal_server_key(name, url, id));
+        Ok(server)
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

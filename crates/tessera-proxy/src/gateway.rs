@@ -597,8 +597,18 @@ impl Gateway {
     }
 
     pub fn credential_changed(&self, user: &UserKey, server: &str) {
-        if let Some(entry) = self.server(server) {
-            entry.forget_user_catalog(user);
+        // The server that name means for this user: their personal one, else the shared one.
+        let personal = self
+            .user_view(user)
+            .and_then(|view| view.personal(server).cloned());
+        if let Some(entry) = personal.as_ref().or_else(|| self.server(server)) {
+            let forgot = entry.forget_user_catalog(user);
+            tracing::debug!(
+                server,
+                personal = personal.is_some(),
+                forgot,
+                "credential changed: catalogue forgotten"
+            );
         }
         for session in self.sessions_of(user) {
             if !session.is_initialized() {

@@ -3,7 +3,9 @@
 
 -- A user's own upstream servers (HTTP only). The headers are one JSON object sealed with AAD
 -- user_server|<user_id>|<id>, so a value copied to another row does not open; header_names
--- (comma-joined) lets lists show which headers exist without opening anything.
+-- (comma-joined) lets lists show which headers exist without opening anything. An auth_broker
+-- block (JSON, as the owner gave it; it may hold a client_secret) is sealed likewise with AAD
+-- user_server_broker|<user_id>|<id>.
 CREATE TABLE user_servers (
     id             TEXT PRIMARY KEY,
     user_id        TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
@@ -12,6 +14,7 @@ CREATE TABLE user_servers (
     protocol       TEXT NOT NULL CHECK (protocol IN ('streamable-http', 'sse', 'http')),
     header_names   TEXT NOT NULL DEFAULT '',
     headers_sealed TEXT,
+    auth_broker_sealed TEXT,
     enabled        INTEGER NOT NULL DEFAULT 1,
     created_at     BIGINT NOT NULL,
     updated_at     BIGINT NOT NULL,

@@ -178,6 +178,12 @@ impl Aad {
         Aad::new("user_server").field(user_id).field(id)
     }
 
+    /// `user_server_broker|<user_id>|<id>`: the `auth_broker` block of one of a user's personal
+    /// servers.
+    pub fn user_server_broker(user_id: &str, id: &str) -> Self {
+        Aad::new("user_server_broker").field(user_id).field(id)
+    }
+
     /// The bytes that are authenticated.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0

@@ -84,6 +84,30 @@ impl BrokerBridge {
         })
     }
 
+    /// `f` of the brokered server `name` means for `user_id`: their personal one (only ever
+    /// theirs), else the configured one — the order of `Gateway::entry_for`. No store, no await.
+    pub(crate) fn with_server<T>(
+        &self,
+        user_id: Option<&str>,
+        name: &str,
+        f: impl FnOnce(&BrokeredServer) -> T,
+    ) -> Option<T> {
+        if let Some(user_id) = user_id
+            && let Some(personal) = self
+                .users
+                .with_personal(user_id, name, BrokeredServer::clone)
+        {
+            // A clone is a few reference counts; `f` then runs outside the directory's lock.
+            return Some(f(&personal));
+        }
+        self.servers.get(name).map(f)
+    }
+
+    /// The brokered server `name` means for `user_id` (see [`Self::with_server`]), cloned.
+    pub(crate) fn server_for(&self, user_id: &str, name: &str) -> Option<BrokeredServer> {
+        self.with_server(Some(user_id), name, BrokeredServer::clone)
+    }
+
     /// The MCP identity of a store user seen on the MCP path in this process, if any.
     pub(crate) fn user_key(&self, user_id: &str) -> Option<UserKey> {
         self.users.user_key(user_id)
@@ -111,8 +135,9 @@ impl BrokerBridge {
 impl CredentialBroker for BrokerBridge {
     fn cached(&self, who: &Identity, server: &str) -> Option<BrokeredHeader> {
         let user_id = self.known_user(who)?;
-        let server = self.servers.get(server)?;
-        self.resolver.cached(&user_id, server).map(|c| header(&c))
+        self.with_server(Some(&user_id), server, |server| {
+            self.resolver.cached(&user_id, server).map(|c| header(&c))
+        })?
     }
 
     fn acquire<'a>(
@@ -122,13 +147,13 @@ impl CredentialBroker for BrokerBridge {
         request_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<BrokeredHeader, CredentialFailure>> {
         Box::pin(async move {
-            let brokered = self.servers.get(server).ok_or_else(|| {
+            let user_id = self.user_id(who).await?;
+            let brokered = self.server_for(&user_id, server).ok_or_else(|| {
                 CredentialFailure::Unavailable("the server has no auth_broker".into())
             })?;
-            let user_id = self.user_id(who).await?;
             let requester = Self::requester(who, &user_id, request_id);
             self.resolver
-                .resolve(&requester, brokered)
+                .resolve(&requester, &brokered)
                 .await
                 .map(|c| header(&c))
                 .map_err(failure)
@@ -142,13 +167,13 @@ impl CredentialBroker for BrokerBridge {
         rejected: &'a HeaderValue,
     ) -> BoxFuture<'a, Result<BrokeredHeader, CredentialFailure>> {
         Box::pin(async move {
-            let brokered = self.servers.get(server).ok_or_else(|| {
+            let user_id = self.user_id(who).await?;
+            let brokered = self.server_for(&user_id, server).ok_or_else(|| {
                 CredentialFailure::Unavailable("the server has no auth_broker".into())
             })?;
-            let user_id = self.user_id(who).await?;
             let requester = Self::requester(who, &user_id, None);
             self.resolver
-                .reacquire(&requester, brokered, rejected)
+                .reacquire(&requester, &brokered, rejected)
                 .await
                 .map(|c| header(&c))
                 .map_err(failure)
@@ -157,9 +182,9 @@ impl CredentialBroker for BrokerBridge {
 
     fn connect_elicitation(&self, who: &Identity, server: &str) -> Option<(String, String)> {
         let user_id = self.known_user(who)?;
-        let server = self.servers.get(server)?;
+        let server = self.server_for(&user_id, server)?;
         let connector = self.connector.as_ref()?;
-        self.elicitations.create(connector, &user_id, server).ok()
+        self.elicitations.create(connector, &user_id, &server).ok()
     }
 
     fn audit_inject(
@@ -169,7 +194,11 @@ impl CredentialBroker for BrokerBridge {
         request_id: Option<&str>,
         outcome: InjectOutcome<'_>,
     ) {
-        let (Some(auditor), Some(brokered)) = (&self.auditor, self.servers.get(server)) else {
+        let user_id = self.known_user(who);
+        let (Some(auditor), Some(mode)) = (
+            &self.auditor,
+            self.with_server(user_id.as_deref(), server, BrokeredServer::mode),
+        ) else {
             return;
         };
         let (outcome, reason) = match outcome {
@@ -183,14 +212,14 @@ impl CredentialBroker for BrokerBridge {
                 Some("upstream_rejected_credential"),
             ),
         };
-        let method = match brokered.mode() {
+        let method = match mode {
             BrokerMode::TokenExchange => ActivityMethod::TokenExchange,
             BrokerMode::EntraObo => ActivityMethod::EntraObo,
             BrokerMode::OauthConnect => ActivityMethod::Connect,
         };
         auditor.record(tessera_store::ActivityRecord {
             ts: tessera_store::now_unix(),
-            user_id: self.known_user(who).map(|u| u.to_string()),
+            user_id: user_id.map(|u| u.to_string()),
             server: server.to_owned(),
             tool: None,
             request_id: request_id.map(str::to_owned),

@@ -77,7 +77,10 @@ pub(crate) fn build(
         elicitations: elicitations.clone(),
         servers: servers.clone(),
     });
-    tracing::info!(servers = servers.len(), "credential broker enabled");
+    tracing::info!(
+        servers = servers.len(),
+        "credential broker enabled (configured servers, and users' personal servers with auth_broker)"
+    );
     Ok(Arc::new(BrokerBridge::new(
         resolver,
         servers,
@@ -138,11 +141,13 @@ fn credential_changed(
     server: &str,
     server_key: Option<&str>,
 ) {
-    let local_key = broker.servers.get(server).map(BrokeredServer::key);
-    if let Some(key) = local_key {
+    let local_key = broker
+        .server_for(user_id, server)
+        .map(|s| s.key().to_owned());
+    if let Some(key) = &local_key {
         broker.resolver.forget_user_server(user_id, key);
     }
-    if let Some(key) = server_key.filter(|k| Some(*k) != local_key) {
+    if let Some(key) = server_key.filter(|k| Some(*k) != local_key.as_deref()) {
         broker.resolver.forget_user_server(user_id, key);
     }
     if let Some(user) = broker.user_key(user_id) {

@@ -38,9 +38,12 @@ pub(crate) async fn run(config_path: PathBuf, listen: Option<String>) -> anyhow:
             ),
         )
     });
+    // Configured brokered servers need it; with a sealing key it also serves the personal
+    // servers users add with an `auth_broker` at run time.
     let broker = match (&api, &shared) {
         (Some(api), Some((users, auditor)))
-            if config.servers.iter().any(|s| s.auth_broker.is_some()) =>
+            if config.servers.iter().any(|s| s.auth_broker.is_some())
+                || api.store().keyring_handle().is_some() =>
         {
             let base = base_url(&config, addr)?;
             Some(

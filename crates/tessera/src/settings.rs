@@ -3,10 +3,13 @@
 //! API's [`tessera_api::UserEvents`], which applies a change made through the REST API here
 //! and tells the other replicas.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
+use secrecy::ExposeSecret as _;
+use tessera_broker::BrokeredServer;
 use tessera_config::{HttpProtocol, ServerConfig, Transport};
 use tessera_identity::UserKey;
 use tessera_proxy::Gateway;
@@ -20,11 +23,12 @@ impl tessera_proxy::users::UserDirectory for UserDirectory {
         &'a self,
         user: &'a UserKey,
     ) -> Pin<Box<dyn Future<Output = Result<UserSettings, String>> + Send + 'a>> {
-        Box::pin(async move { load(self.store(), user).await })
+        Box::pin(async move { load(self, user).await })
     }
 }
 
-async fn load(store: &Store, user: &UserKey) -> Result<UserSettings, String> {
+async fn load(directory: &UserDirectory, user: &UserKey) -> Result<UserSettings, String> {
+    let store = directory.store();
     let Some(row) = store
         .find_user_by_identity(&user.issuer, &user.subject)
         .await
@@ -38,8 +42,10 @@ async fn load(store: &Store, user: &UserKey) -> Result<UserSettings, String> {
         ..UserSettings::default()
     };
     if row.disabled {
+        directory.set_personal(&row.id, user, HashMap::new());
         return Ok(settings);
     }
+    let mut brokered = HashMap::new();
     settings.shared_off = store
         .server_preferences(&row.id)
         .await
@@ -69,6 +75,42 @@ async fn load(store: &Store, user: &UserKey) -> Result<UserSettings, String> {
             "http" => HttpProtocol::Auto,
             _ => HttpProtocol::StreamableHttp,
         };
+        // A brokered one: its block opened and checked by the same rules as when it was added,
+        // and kept for the broker (by name, for this user only).
+        let block = match store.user_server_auth_broker(&server).await {
+            Ok(block) => block,
+            Err(e) => {
+                // E.g. the sealing key was removed: this server is unusable, the others are not.
+                tracing::warn!(server = %server.name, error = %e, "a personal server's auth_broker cannot be opened; skipped");
+                continue;
+            }
+        };
+        let auth_broker = match block {
+            None => None,
+            Some(block) => {
+                let parsed = serde_json::from_str::<serde_json::Value>(block.expose_secret())
+                    .map_err(|_| "stored auth_broker does not parse".to_owned())
+                    .and_then(|value| {
+                        tessera_api::user_servers::personal_auth_broker(&url, &value)
+                            .map_err(|e| e.message)
+                    })
+                    .and_then(|config| {
+                        BrokeredServer::personal(&server.name, &server.url, &server.id, config)
+                            .map_err(|e| e.to_string())
+                    });
+                match parsed {
+                    Ok(b) => {
+                        let config = b.config().clone();
+                        brokered.insert(server.name.clone(), b);
+                        Some(config)
+                    }
+                    Err(e) => {
+                        tracing::warn!(server = %server.name, error = %e, "a personal server's auth_broker is not usable; skipped");
+                        continue;
+                    }
+                }
+            }
+        };
         settings.personal.push(ServerConfig {
             name: server.name,
             enabled: true,
@@ -79,9 +121,10 @@ async fn load(store: &Store, user: &UserKey) -> Result<UserSettings, String> {
             },
             call_timeout: None,
             init_timeout: None,
-            auth_broker: None,
+            auth_broker,
         });
     }
+    directory.set_personal(&row.id, user, brokered);
     Ok(settings)
 }
 

@@ -4,14 +4,21 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use tessera_broker::BrokeredServer;
 use tessera_identity::{Identity, UserKey};
 use tessera_store::{Role, Store, UserLogin};
+
+/// A user's brokered personal servers by name.
+type Personal = HashMap<String, BrokeredServer>;
 
 pub(crate) struct UserDirectory {
     store: Store,
     users: RwLock<HashMap<UserKey, Arc<str>>>,
     /// The reverse, for events that name the store's user (finished connect flows).
     by_id: RwLock<HashMap<Arc<str>, UserKey>>,
+    /// store user id → their brokered personal servers, replaced whenever the gateway loads
+    /// the user's settings ([`crate::settings`]), so the broker finds one without the store.
+    personal: RwLock<HashMap<Arc<str>, Personal>>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -30,7 +37,36 @@ impl UserDirectory {
             store,
             users: RwLock::new(HashMap::new()),
             by_id: RwLock::new(HashMap::new()),
+            personal: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Replaces `user_id`'s brokered personal servers (and remembers their identity, so the
+    /// broker knows them without an upsert).
+    pub(crate) fn set_personal(&self, user_id: &str, key: &UserKey, servers: Personal) {
+        let id: Arc<str> = Arc::from(user_id);
+        write(&self.users).insert(key.clone(), id.clone());
+        write(&self.by_id).insert(id.clone(), key.clone());
+        let mut personal = write(&self.personal);
+        if servers.is_empty() {
+            personal.remove(user_id);
+        } else {
+            personal.insert(id, servers);
+        }
+    }
+
+    /// `f` of `user_id`'s brokered personal server `name`, if they have one (a read lock and
+    /// two map lookups: no store).
+    pub(crate) fn with_personal<T>(
+        &self,
+        user_id: &str,
+        name: &str,
+        f: impl FnOnce(&BrokeredServer) -> T,
+    ) -> Option<T> {
+        read(&self.personal)
+            .get(user_id)
+            .and_then(|servers| servers.get(name))
+            .map(f)
     }
 
     pub(crate) fn store(&self) -> &Store {

@@ -48,7 +48,77 @@ fn new<'a>(name: &'a str, headers: &'a [(String, SecretString)]) -> NewUserServe
         protocol: "streamable-http",
         headers,
         enabled: true,
+        auth_broker: None,
     }
+}
+
+async fn user_server_auth_broker_is_sealed_to_its_row(db: TestDb) {
+    let store = open_store(&db).await;
+    let alice = user(&store, "alice").await;
+    let block = SecretString::from(
+        r#"{"mode":"oauth_connect","client_id":"c","client_secret":"br0ker-s3cret"}"#,
+    );
+    let created = store
+        .create_user_server(
+            &alice.id,
+            &NewUserServer {
+                auth_broker: Some(&block),
+                ..new("crm", &[])
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(created.brokered);
+    assert_eq!(
+        store.get_user_server(&alice.id, "crm").await.unwrap(),
+        Some(created.clone())
+    );
+    let sealed: Option<String> =
+        sqlx::query_scalar("SELECT auth_broker_sealed FROM user_servers WHERE id = $1")
+            .bind(&created.id)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+    let sealed = sealed.unwrap();
+    assert!(sealed.starts_with("tsv1."), "{sealed}");
+    assert!(!sealed.contains("br0ker"));
+    let opened = store
+        .user_server_auth_broker(&created)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(opened.expose_secret(), block.expose_secret());
+
+    // A plain server has none; the block copied to another row does not open there.
+    let plain = store
+        .create_user_server(&alice.id, &new("plain", &[]), 10)
+        .await
+        .unwrap();
+    assert!(!plain.brokered);
+    assert!(
+        store
+            .user_server_auth_broker(&plain)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    sqlx::query("UPDATE user_servers SET auth_broker_sealed = $1 WHERE id = $2")
+        .bind(&sealed)
+        .bind(&plain.id)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    assert!(store.user_server_auth_broker(&plain).await.is_err());
+    // Listed with the flag, never the block.
+    let listed = store.list_user_servers(&alice.id).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| (s.name.as_str(), s.brokered))
+            .collect::<Vec<_>>(),
+        [("crm", true), ("plain", true)]
+    );
 }
 
 async fn user_servers_crud(db: TestDb) {
@@ -552,6 +622,7 @@ async fn dashboard_counts_add_up(db: TestDb) {
 
 both_backends!(
     user_servers_crud,
+    user_server_auth_broker_is_sealed_to_its_row,
     user_server_quota_is_exact,
     user_server_headers_do_not_open_in_another_row,
     user_data_cascades_with_the_user,

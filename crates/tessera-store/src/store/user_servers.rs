@@ -3,6 +3,11 @@
 //! A personal server's headers are one JSON object (`{"<name>": "<value>", …}`) sealed with AAD
 //! `user_server|<user_id>|<id>`, so a value copied to another row does not open. Only
 //! [`Store::user_server_headers`] opens them; everything else sees the header *names*.
+//!
+//! A personal server's `auth_broker` block (JSON as its owner gave it, possibly with a
+//! `client_secret`) is sealed with AAD `user_server_broker|<user_id>|<id>`; only
+//! [`Store::user_server_auth_broker`] opens it, and [`UserServer::brokered`] says whether there
+//! is one.
 
 use secrecy::{ExposeSecret as _, SecretString};
 use sqlx::Row as _;
@@ -29,6 +34,8 @@ pub struct UserServer {
     pub header_names: Vec<String>,
     /// Whether the owner has it switched on.
     pub enabled: bool,
+    /// Whether it has an `auth_broker` block (sealed; see [`Store::user_server_auth_broker`]).
+    pub brokered: bool,
     /// When it was added.
     pub created_at: UnixTime,
     /// When it was last changed.
@@ -48,6 +55,8 @@ pub struct NewUserServer<'a> {
     pub headers: &'a [(String, SecretString)],
     /// Switched on at creation.
     pub enabled: bool,
+    /// The `auth_broker` block as JSON text (the caller validates it; sealed at rest).
+    pub auth_broker: Option<&'a SecretString>,
 }
 
 /// What [`Store::update_user_server`] changes; `None` = unchanged. `headers: Some(&[])`
@@ -66,13 +75,16 @@ pub struct UserServerUpdate<'a> {
 
 // `sqlx::query` takes a `&'static str` (SqlSafeStr): every statement is a literal.
 const SELECT_ONE: &str = "SELECT id, user_id, name, url, protocol, header_names, enabled, \
+       CASE WHEN auth_broker_sealed IS NULL THEN 0 ELSE 1 END AS brokered, \
        created_at, updated_at FROM user_servers WHERE user_id = $1 AND name = $2";
 const SELECT_ALL: &str = "SELECT id, user_id, name, url, protocol, header_names, enabled, \
+       CASE WHEN auth_broker_sealed IS NULL THEN 0 ELSE 1 END AS brokered, \
        created_at, updated_at FROM user_servers WHERE user_id = $1 ORDER BY name";
 
 fn server_from_row(row: &AnyRow) -> Result<UserServer, StoreError> {
     let names: String = row.try_get("header_names")?;
     let enabled: i32 = row.try_get("enabled")?;
+    let brokered: i32 = row.try_get("brokered")?;
     Ok(UserServer {
         id: row.try_get("id")?,
         user_id: row.try_get("user_id")?,
@@ -81,6 +93,7 @@ fn server_from_row(row: &AnyRow) -> Result<UserServer, StoreError> {
         protocol: row.try_get("protocol")?,
         header_names: split_names(&names),
         enabled: enabled != 0,
+        brokered: brokered != 0,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -142,10 +155,19 @@ impl Store {
             protocol: new.protocol.to_owned(),
             header_names: new.headers.iter().map(|(n, _)| n.clone()).collect(),
             enabled: new.enabled,
+            brokered: new.auth_broker.is_some(),
             created_at: now,
             updated_at: now,
         };
         let sealed = self.seal_headers(user_id, &server.id, new.headers)?;
+        let broker_sealed = new
+            .auth_broker
+            .map(|block| {
+                self.keyring()?
+                    .seal_str(block, &Aad::user_server_broker(user_id, &server.id))
+                    .map_err(StoreError::from)
+            })
+            .transpose()?;
         let mut tx = self.pool.begin().await?;
         // A write to the user's row: a row lock on PostgreSQL, the write lock on SQLite. Either
         // way the count below cannot change under this transaction.
@@ -176,8 +198,8 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO user_servers (id, user_id, name, url, protocol, header_names, \
-               headers_sealed, enabled, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+               headers_sealed, enabled, created_at, updated_at, auth_broker_sealed) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
         )
         .bind(&server.id)
         .bind(user_id)
@@ -188,6 +210,7 @@ impl Store {
         .bind(sealed)
         .bind(i32::from(server.enabled))
         .bind(now)
+        .bind(broker_sealed)
         .execute(&mut *tx)
         .await
         .map_err(|e| match &e {
@@ -332,6 +355,28 @@ impl Store {
         let position = |n: &str| server.header_names.iter().position(|h| h == n);
         headers.sort_by_key(|(n, _)| position(n).unwrap_or(usize::MAX));
         Ok(headers)
+    }
+
+    /// Opens a personal server's `auth_broker` block (JSON text), `None` when it has none. The
+    /// only place it is unsealed. A value that does not open for this row is an error.
+    pub async fn user_server_auth_broker(
+        &self,
+        server: &UserServer,
+    ) -> Result<Option<SecretString>, StoreError> {
+        let sealed: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT auth_broker_sealed FROM user_servers WHERE id = $1 AND user_id = $2",
+        )
+        .bind(&server.id)
+        .bind(&server.user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(Some(sealed)) = sealed else {
+            return Ok(None);
+        };
+        Ok(Some(self.keyring()?.open_string(
+            &sealed,
+            &Aad::user_server_broker(&server.user_id, &server.id),
+        )?))
     }
 
     /// Switches a shared server on or off for one user (insert or update).
