@@ -525,6 +525,69 @@ class RawMcp:
         return r.json()
 
 
+# ------------------------------------------------ 6. user settings across replicas
+# (before test 5, which kills A)
+
+
+async def test_user_changes_on_a_reach_b(env: Env) -> None:
+    """frank adds a personal server on A and uses it on B; an admin disables him on A and his
+    open session on B refuses its next request within the bound; enabled on A, B serves him."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        frank = RawMcp(http, env.token("frank"))
+        sid = await frank.initialize(env.b.base)
+        r = await frank.post(env.b.base, sid, {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                               "params": {"name": f"{TX}{SEP}whoami", "arguments": {}}})
+        assert r.status_code == 200 and '"isError":true' not in r.text, r.text[:300]
+
+        # A personal server added on A (frank's own token for the CONNECT upstream as a static
+        # header) is routed for frank on B.
+        admin_browser = await anyio.to_thread.run_sync(sign_in_on, env, env.a, ADMIN)
+        frank_browser = await anyio.to_thread.run_sync(sign_in_on, env, env.a, "frank")
+        try:
+            up = env.ups[CONNECT]
+            own = register_secret(env.idp.mint({"sub": "frank-own", "aud": up.url, "client_id": "frank"}))
+            r = frank_browser.post(f"{env.a.base}/api/v1/user/servers", headers={"origin": env.front},
+                                   json={"name": "franks", "url": up.url, "headers": {"Authorization": f"Bearer {own}"}})
+            if r.status_code == 400 and "resolves to" in r.text:
+                pytest.fail(f"the personal server's loopback URL was refused: {r.text}")
+            assert r.status_code == 201, r.text
+            sid2 = await frank.initialize(env.b.base)
+
+            async def franks_on_b() -> bool:
+                r = await frank.post(env.b.base, sid2, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                                        "params": {"name": f"franks{SEP}whoami", "arguments": {}}})
+                return r.status_code == 200 and "frank-own" in r.text
+            await await_until(franks_on_b, PROPAGATION_BOUND, "frank's personal server added on A to be routed on B")
+
+            frank_id = env.user_id("frank")
+            started = time.monotonic()
+            r = admin_browser.post(f"{env.a.base}/api/v1/admin/users/{frank_id}/disable", headers={"origin": env.front})
+            assert r.status_code == 200, r.text
+
+            async def refused_on_b() -> bool:
+                r = await frank.post(env.b.base, sid, {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                                                       "params": {"name": f"{TX}{SEP}whoami", "arguments": {}}})
+                return r.status_code in (403, 404)
+            await await_until(refused_on_b, PROPAGATION_BOUND, "B to refuse the disabled user's open session")
+            print(f"\ndisabled on A → refused on B after {(time.monotonic() - started) * 1000:.0f} ms")
+            msg = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                   "params": {"protocolVersion": MCP_VERSION, "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}}
+            r = await http.post(f"{env.b.base}/mcp", json=msg, headers=frank.headers)
+            assert r.status_code == 403, f"a new session of a disabled user on B: {r.status_code} {r.text[:200]}"
+
+            r = admin_browser.post(f"{env.a.base}/api/v1/admin/users/{frank_id}/enable", headers={"origin": env.front})
+            assert r.status_code == 200, r.text
+
+            async def served_on_b() -> bool:
+                r = await http.post(f"{env.b.base}/mcp", json=msg, headers=frank.headers)
+                return r.status_code == 200
+            await await_until(served_on_b, PROPAGATION_BOUND, "B to serve the re-enabled user")
+        finally:
+            frank_browser.delete(f"{env.a.base}/api/v1/user/servers/franks", headers={"origin": env.front})
+            admin_browser.close()
+            frank_browser.close()
+
+
 @dataclass
 class Done:
     rpc_id: int
@@ -657,64 +720,3 @@ async def test_kill_a_mid_run_b_keeps_serving_and_nothing_is_lost(env: Env) -> N
                      "everything else held with a new session on B")
     assert all(d.sid == a_sid for d in done.values()), "the client kept A's session id on B"
 
-
-# ------------------------------------------------ 6. user settings across replicas
-
-
-async def test_user_changes_on_a_reach_b(env: Env) -> None:
-    """frank adds a personal server on A and uses it on B; an admin disables him on A and his
-    open session on B refuses its next request within the bound; enabled on A, B serves him."""
-    async with httpx.AsyncClient(timeout=30) as http:
-        frank = RawMcp(http, env.token("frank"))
-        sid = await frank.initialize(env.b.base)
-        r = await frank.post(env.b.base, sid, {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                                               "params": {"name": f"{TX}{SEP}whoami", "arguments": {}}})
-        assert r.status_code == 200 and '"isError":true' not in r.text, r.text[:300]
-
-        # A personal server added on A (frank's own token for the CONNECT upstream as a static
-        # header) is routed for frank on B.
-        admin_browser = await anyio.to_thread.run_sync(sign_in_on, env, env.a, ADMIN)
-        frank_browser = await anyio.to_thread.run_sync(sign_in_on, env, env.a, "frank")
-        try:
-            up = env.ups[CONNECT]
-            own = register_secret(env.idp.mint({"sub": "frank-own", "aud": up.url, "client_id": "frank"}))
-            r = frank_browser.post(f"{env.a.base}/api/v1/user/servers", headers={"origin": env.front},
-                                   json={"name": "franks", "url": up.url, "headers": {"Authorization": f"Bearer {own}"}})
-            if r.status_code == 400 and "resolves to" in r.text:
-                pytest.fail(f"the personal server's loopback URL was refused: {r.text}")
-            assert r.status_code == 201, r.text
-            sid2 = await frank.initialize(env.b.base)
-
-            async def franks_on_b() -> bool:
-                r = await frank.post(env.b.base, sid2, {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                                                        "params": {"name": f"franks{SEP}whoami", "arguments": {}}})
-                return r.status_code == 200 and "frank-own" in r.text
-            await await_until(franks_on_b, PROPAGATION_BOUND, "frank's personal server added on A to be routed on B")
-
-            frank_id = env.user_id("frank")
-            started = time.monotonic()
-            r = admin_browser.post(f"{env.a.base}/api/v1/admin/users/{frank_id}/disable", headers={"origin": env.front})
-            assert r.status_code == 200, r.text
-
-            async def refused_on_b() -> bool:
-                r = await frank.post(env.b.base, sid, {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-                                                       "params": {"name": f"{TX}{SEP}whoami", "arguments": {}}})
-                return r.status_code in (403, 404)
-            await await_until(refused_on_b, PROPAGATION_BOUND, "B to refuse the disabled user's open session")
-            print(f"\ndisabled on A → refused on B after {(time.monotonic() - started) * 1000:.0f} ms")
-            msg = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-                   "params": {"protocolVersion": MCP_VERSION, "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}}
-            r = await http.post(f"{env.b.base}/mcp", json=msg, headers=frank.headers)
-            assert r.status_code == 403, f"a new session of a disabled user on B: {r.status_code} {r.text[:200]}"
-
-            r = admin_browser.post(f"{env.a.base}/api/v1/admin/users/{frank_id}/enable", headers={"origin": env.front})
-            assert r.status_code == 200, r.text
-
-            async def served_on_b() -> bool:
-                r = await http.post(f"{env.b.base}/mcp", json=msg, headers=frank.headers)
-                return r.status_code == 200
-            await await_until(served_on_b, PROPAGATION_BOUND, "B to serve the re-enabled user")
-        finally:
-            frank_browser.delete(f"{env.a.base}/api/v1/user/servers/franks", headers={"origin": env.front})
-            admin_browser.close()
-            frank_browser.close()
