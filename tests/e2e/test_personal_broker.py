@@ -46,7 +46,7 @@ from brokered import (
     url_elicitation_of,
     whoami,
 )
-from conftest import SEP, Gateway, ProcessRegistry, await_until, free_port, start_gateway
+from conftest import SEP, TESSERA_BIN, Gateway, ProcessRegistry, await_until, free_port, start_gateway
 from idp import IdP  # noqa: E402 - brokered puts tests/testbed on sys.path
 
 pytestmark = pytest.mark.anyio
@@ -277,3 +277,32 @@ async def test_alice_connects_her_personal_server_and_bob_cannot_touch_it(env: E
     assert all(c["server"] != SERVER for c in alice_rest.get("/api/v1/user/credentials").json()["credentials"])
     assert [k for s, k in env.credential_rows() if s == "alice"] == []
     alice_rest.close()
+
+
+def test_the_cli_adds_a_personal_brokered_server_from_a_file(env: Env, tmp_path: Path) -> None:
+    """`tessera server add NAME --url URL --auth-broker FILE`: the block goes to the gateway as
+    JSON, the server is listed as brokered, and no output (table or JSON) shows the secret."""
+    import subprocess
+
+    block_file = tmp_path / "crm-broker.json"
+    block_file.write_text(json.dumps(env.block()))
+    cli_env = {**os.environ, "TESSERA_URL": env.gw.base, "TESSERA_TOKEN": env.pat("erin")}
+    added = subprocess.run([str(TESSERA_BIN), "server", "add", "cli-crm", "--url", env.protected.url, "--auth-broker", str(block_file)],
+                           env=cli_env, capture_output=True, text=True, timeout=30)
+    try:
+        assert added.returncode == 0, added.stderr
+        listed = subprocess.run([str(TESSERA_BIN), "server", "list", "--output", "json"], env=cli_env, capture_output=True, text=True, timeout=30)
+        assert listed.returncode == 0, listed.stderr
+        mine = [s for s in json.loads(listed.stdout)["servers"] if s["name"] == "cli-crm" and s["ownership"] == "personal"]
+        assert mine and mine[0].get("brokered") is True, listed.stdout
+        for out in (added.stdout, added.stderr, listed.stdout, listed.stderr):
+            assert env.connect_secret not in out, "the CLI printed the client secret"
+        # Not JSON: a usage error (exit 2) that does not echo the file's content.
+        bad = tmp_path / "bad.json"
+        bad.write_text('{"client_secret": "' + env.connect_secret + '"')
+        refused = subprocess.run([str(TESSERA_BIN), "server", "add", "cli-bad", "--url", env.protected.url, "--auth-broker", str(bad)],
+                                 env=cli_env, capture_output=True, text=True, timeout=30)
+        assert refused.returncode == 2 and env.connect_secret not in refused.stderr + refused.stdout, refused.stderr
+    finally:
+        with env.rest("erin") as rest:
+            rest.delete("/api/v1/user/servers/cli-crm")

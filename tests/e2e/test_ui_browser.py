@@ -614,6 +614,17 @@ def test_servers_personal_form_and_my_switch(browser: Any, env: Env, make_browse
     switch.click()
     expect(switch).to_have_attribute("aria-pressed", "true")
 
+    # The OAuth connect settings must be JSON: checked in the page, nothing sent, nothing echoed.
+    page.locator("#p-broker summary").click()
+    page.get_by_label("New server").fill("bobs-oauth")
+    page.get_by_label("URL (http or https)").fill("http://93.184.216.34/mcp")
+    page.get_by_label("OAuth connect settings (JSON)").fill('{"mode": "oauth_connect", "client_secret": "' + header_value)
+    page.get_by_role("button", name="Add server").click()
+    expect(page.locator("#personal-error")).to_contain_text("not valid JSON")
+    assert header_value not in page.locator("#personal-error").inner_text()
+    expect(page.locator("#personal-table tbody tr", has_text="bobs-oauth")).to_have_count(0)
+    page.get_by_label("OAuth connect settings (JSON)").fill("")
+
     page.on("dialog", lambda d: d.accept())
     page.get_by_role("button", name="Delete bobs-own").click()
     expect(page.locator("#personal-table tbody tr", has_text="bobs-own")).to_have_count(0)

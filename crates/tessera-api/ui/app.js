@@ -487,6 +487,17 @@
       if (k) headers[k] = v;
     }
     if (Object.keys(headers).length) json.headers = headers;
+    const broker = f.elements.auth_broker.value.trim();
+    if (broker) {
+      try {
+        json.auth_broker = JSON.parse(broker);
+      } catch (e) {
+        // The parser's message can quote the text (a client secret): say only where.
+        $("personal-error").textContent = "Could not add the server: the OAuth connect settings are not valid JSON.";
+        show("personal-error", true);
+        return;
+      }
+    }
     try {
       await api("/api/v1/user/servers", { method: "POST", json });
       banner(`Added ${json.name}.`, "success");

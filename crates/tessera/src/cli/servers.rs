@@ -85,6 +85,11 @@ pub(crate) enum ServerCommand {
         /// Add it switched off.
         #[arg(long)]
         disabled: bool,
+        /// An `auth_broker` block (mode `oauth_connect`) as a JSON file, `-` for stdin: you then
+        /// connect your own account at the server's authorization server (`tessera credential
+        /// connect NAME`). Its `client_secret` is stored sealed and never shown again.
+        #[arg(long, value_name = "FILE")]
+        auth_broker: Option<String>,
     },
     /// Change a personal server (only what is given changes; `--header` replaces all headers,
     /// `--clear-headers` removes them).
@@ -131,6 +136,30 @@ pub(crate) fn headers(pairs: &[String]) -> Result<Map<String, Value>, Failure> {
         }
     }
     Ok(out)
+}
+
+/// The `auth_broker` block of `--auth-broker FILE` (`-` = stdin), parsed as JSON here so that a
+/// typo is a usage error before anything is sent.
+fn read_auth_broker(file: &str) -> Result<Value, Failure> {
+    let text = if file == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| Failure::Usage(format!("--auth-broker -: cannot read stdin: {e}")))?;
+        text
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| Failure::Usage(format!("--auth-broker {file:?}: {e}")))?
+    };
+    let value: Value = serde_json::from_str(&text).map_err(|e| {
+        // serde_json's message names a line and column, never the content.
+        Failure::Usage(format!("--auth-broker {file:?} is not JSON: {e}"))
+    })?;
+    if !value.is_object() {
+        return Err(Failure::Usage(format!(
+            "--auth-broker {file:?} must hold a JSON object (the auth_broker block)"
+        )));
+    }
+    Ok(value)
 }
 
 /// What is shown of a server: no field that could carry a secret is ever in the answer, and the
@@ -230,8 +259,12 @@ pub(crate) async fn run(args: ServerArgs) -> Outcome {
             protocol,
             headers: pairs,
             disabled,
+            auth_broker,
         } => {
             let mut body = json!({ "name": name, "url": url, "enabled": !disabled });
+            if let Some(file) = auth_broker {
+                body["auth_broker"] = read_auth_broker(file)?;
+            }
             if let Some(p) = protocol {
                 body["protocol"] = p.clone().into();
             }
@@ -296,6 +329,28 @@ pub(crate) async fn run(args: ServerArgs) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_auth_broker_file_must_be_a_json_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("b.json");
+        std::fs::write(&good, r#"{"mode":"oauth_connect","client_id":"c"}"#).unwrap();
+        let v = read_auth_broker(good.to_str().unwrap()).unwrap();
+        assert_eq!(v["mode"], "oauth_connect");
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, "[1]").unwrap();
+        assert!(
+            matches!(read_auth_broker(bad.to_str().unwrap()), Err(Failure::Usage(m)) if m.contains("object"))
+        );
+        let secret = dir.path().join("s.json");
+        std::fs::write(&secret, "{\"client_secret\": \"s3cr3t-value\"").unwrap();
+        let err = read_auth_broker(secret.to_str().unwrap()).unwrap_err();
+        assert!(matches!(&err, Failure::Usage(m) if !m.contains("s3cr3t-value")));
+        assert!(matches!(
+            read_auth_broker("/nonexistent/x.json"),
+            Err(Failure::Usage(_))
+        ));
+    }
 
     #[test]
     fn headers_parse_and_a_bad_one_is_named_without_its_value() {
