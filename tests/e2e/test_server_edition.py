@@ -125,6 +125,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 # unless an admin allows it: allowed here for exactly 127.0.0.1.
                 "user_server_allowed_networks": ["127.0.0.1/32"],
                 "tools_limit": 5,
+                # Personal servers' upstream sessions end after 1 s without a call.
+                "upstream_idle_timeout": "1s",
             }
             gw = start_gateway(reg, tmp / "gw", servers, extra=extra, port=port)
             e = Env(idp, gw, reg, tmp, personal_url, protected, signin_secret, browsers)
@@ -226,6 +228,30 @@ async def test_personal_upstream_is_routed_for_its_owner_only(env: Env) -> None:
     # Gone from alice's MCP view too.
     async with mcp(env.gw, env.pat("alice")) as a:
         assert not any(n.startswith(f"mine{SEP}") for n in await tool_names(a))
+
+
+def per_user_upstream_sessions(env: Env) -> int:
+    text = httpx.get(f"{env.gw.base}/metrics", timeout=5).text
+    line = next(l for l in text.splitlines() if l.startswith("tessera_brokered_upstream_sessions "))
+    return int(float(line.split()[1]))
+
+
+async def test_an_idle_personal_upstream_session_ends_and_comes_back(env: Env) -> None:
+    """A personal server's upstream session counts against the per-user caps and ends after
+    upstream_idle_timeout without a call, while the client session stays; the next call opens
+    a new one."""
+    alice = env.rest("alice")
+    assert alice.post("/api/v1/user/servers", json={"name": "idle", "url": env.personal_url}).status_code == 201
+    try:
+        async with mcp(env.gw, env.pat("alice")) as a:
+            kind, text = await call(a, f"idle{SEP}whoami")
+            assert kind == "ok", text
+            assert per_user_upstream_sessions(env) >= 1
+            await await_until(lambda: per_user_upstream_sessions(env) == 0, 15, "the idle personal upstream session to end")
+            kind, text = await call(a, f"idle{SEP}whoami")
+            assert kind == "ok", text
+    finally:
+        alice.delete("/api/v1/user/servers/idle")
 
 
 async def test_personal_upstream_refusals_and_quota(env: Env) -> None:

@@ -195,15 +195,34 @@ impl ClientSession {
             .is_some_and(|e| e.url.is_some())
     }
 
-    /// Ends brokered upstream sessions with no call for `idle` (HTTP DELETE at the upstream).
+    /// Ends per-user upstream sessions (brokered and personal servers: each counts against the
+    /// session caps) with no call for `idle` (HTTP DELETE at the upstream).
     pub async fn evict_idle_upstreams(&self, idle: std::time::Duration) {
+        let gateway = self.gateway();
+        // A personal server has no mark of its own in its configuration: ask which server the
+        // name means for this caller (before taking the map's lock).
+        let personal: crate::FastSet<String> = match (&gateway, self.caller.identity()) {
+            (Some(gw), Some(identity)) => gw
+                .user_view(&identity.user)
+                .map(|v| {
+                    v.personal_servers()
+                        .iter()
+                        .map(|e| e.config.name.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => crate::FastSet::default(),
+        };
         let idle_sessions: Vec<Arc<UpstreamSession>> = {
             let Ok(mut map) = self.upstreams.lock() else {
                 return;
             };
             let mut out = Vec::new();
-            map.retain(|_, cell| match cell.get() {
-                Some(s) if s.server.auth_broker.is_some() && s.idle_for(idle) => {
+            map.retain(|name, cell| match cell.get() {
+                Some(s)
+                    if (s.server.auth_broker.is_some() || personal.contains(name))
+                        && s.idle_for(idle) =>
+                {
                     out.push(s.clone());
                     false
                 }
@@ -212,7 +231,7 @@ impl ClientSession {
             out
         };
         for s in idle_sessions {
-            tracing::info!(session = %self.id, server = %s.server.name, "ending idle brokered upstream session");
+            tracing::info!(session = %self.id, server = %s.server.name, "ending idle per-user upstream session");
             s.close("idle").await;
         }
     }
