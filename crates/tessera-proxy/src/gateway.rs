@@ -257,6 +257,9 @@ pub struct Gateway {
     pub auth_rejections: std::sync::atomic::AtomicU64,
     /// The one pooled HTTP client for every HTTP upstream.
     pub http: crate::upstream::client::HttpClient,
+    /// The pooled HTTP client of users' personal servers: its resolver refuses internal
+    /// addresses (`user_server_allowed_networks` aside) at connection time.
+    pub personal_http: crate::upstream::client::HttpClient,
     pub servers: Vec<Arc<ServerEntry>>,
     by_name: HashMap<String, usize>,
     sessions: RwLock<HashMap<String, Arc<ClientSession>>>,
@@ -303,6 +306,8 @@ pub enum Denied {
 impl Gateway {
     pub fn new(config: Config) -> Result<Arc<Self>, crate::error::UpstreamError> {
         let http = crate::upstream::client::HttpClient::new()?;
+        let personal_http =
+            crate::upstream::client::HttpClient::guarded(config.user_servers.clone())?;
         let auth = match config.auth.oidc() {
             Some(auth_config) => {
                 // The identity provider is asked rarely (JWKS, introspection; results cached), so
@@ -342,6 +347,7 @@ impl Gateway {
             deleted_sessions: std::sync::Mutex::new(HashMap::default()),
             auth_rejections: std::sync::atomic::AtomicU64::new(0),
             http,
+            personal_http,
             servers,
             by_name,
             sessions: RwLock::new(HashMap::default()),

@@ -304,7 +304,9 @@ impl ClientSession {
             .entry_for(&self.caller, server)
             .map_err(|_| UpstreamError::Config(format!("unknown server {server}")))?;
         // A personal server's URL was checked when it was added; its name may resolve
-        // elsewhere since, so every connection checks again (SSRF).
+        // elsewhere since, so every connection checks again (SSRF): here for a clear error and
+        // for literal addresses, and in the guarded client's resolver when the connection is
+        // made (no window between check and use).
         if entry.owner.is_some()
             && let tessera_config::Transport::Http { url, .. } = &entry.config.transport
         {
@@ -351,7 +353,12 @@ impl ClientSession {
         };
         let session = UpstreamSession::connect(Connect {
             server: entry.config.clone(),
-            http: &gw.http,
+            // A personal server's connections resolve through the guarded client.
+            http: if entry.owner.is_some() {
+                &gw.personal_http
+            } else {
+                &gw.http
+            },
             downstream,
             init_params: negotiated.client_params.clone(),
             protocol_version: &negotiated.protocol_version,
