@@ -99,6 +99,7 @@ pub struct ConnectEvent {
 pub struct ConnectorBuilder {
     store: Store,
     http: reqwest::Client,
+    personal_http: Option<reqwest::Client>,
     public_base: Url,
     auditor: Option<Auditor>,
     timeout: Duration,
@@ -108,6 +109,13 @@ pub struct ConnectorBuilder {
 }
 
 impl ConnectorBuilder {
+    /// The client for personal servers' authorization servers (users choose those endpoints):
+    /// give it a resolver that refuses internal addresses. Without one they use the main client.
+    pub fn personal_http(mut self, http: reqwest::Client) -> Self {
+        self.personal_http = Some(http);
+        self
+    }
+
     pub fn auditor(mut self, auditor: Auditor) -> Self {
         self.auditor = Some(auditor);
         self
@@ -142,6 +150,7 @@ impl ConnectorBuilder {
         let connector = Connector {
             store: self.store,
             http: self.http,
+            personal_http: self.personal_http,
             public_base: self.public_base,
             auditor: self.auditor,
             timeout: self.timeout,
@@ -161,6 +170,8 @@ impl ConnectorBuilder {
 pub struct Connector {
     store: Store,
     http: reqwest::Client,
+    /// For personal servers ([`ConnectorBuilder::personal_http`]).
+    personal_http: Option<reqwest::Client>,
     public_base: Url,
     auditor: Option<Auditor>,
     timeout: Duration,
@@ -191,6 +202,15 @@ fn elapsed_ms(started: Instant) -> Option<i64> {
 }
 
 impl Connector {
+    /// The HTTP client for `server`'s authorization server: the guarded one for a personal
+    /// server (its endpoints are a user's choice), the main one otherwise.
+    fn http_for(&self, server: &BrokeredServer) -> &reqwest::Client {
+        match &self.personal_http {
+            Some(guarded) if server.is_personal() => guarded,
+            _ => &self.http,
+        }
+    }
+
     /// `public_base` is Tessera's external base URL (`public_url`); redirect URIs and connect
     /// URLs are built from it alone.
     pub fn new(
@@ -208,6 +228,7 @@ impl Connector {
         ConnectorBuilder {
             store,
             http,
+            personal_http: None,
             public_base,
             auditor: None,
             timeout: DEFAULT_EXCHANGE_TIMEOUT,
@@ -381,7 +402,7 @@ impl Connector {
             .ok_or(BrokerError::MissingField("client_id"))?;
         let endpoints = self
             .discovery
-            .endpoints(&self.http, self.timeout, cfg, true)
+            .endpoints(self.http_for(server), self.timeout, cfg, true)
             .await?;
         let authorize = endpoints
             .authorization
@@ -512,7 +533,7 @@ impl Connector {
         let issued = async {
             let endpoints = self
                 .discovery
-                .endpoints(&self.http, self.timeout, cfg, false)
+                .endpoints(self.http_for(&server), self.timeout, cfg, false)
                 .await?;
             let form = {
                 let mut form = form_urlencoded::Serializer::new(String::new());
@@ -531,7 +552,15 @@ impl Connector {
                 }
                 form.finish()
             };
-            token_request(&self.http, self.timeout, &name, &endpoints.token, cfg, form).await
+            token_request(
+                self.http_for(&server),
+                self.timeout,
+                &name,
+                &endpoints.token,
+                cfg,
+                form,
+            )
+            .await
         }
         .await
         .map_err(&fail)?;
@@ -648,7 +677,7 @@ impl Connector {
         let cfg = server.config();
         let endpoints = self
             .discovery
-            .endpoints(&self.http, self.timeout, cfg, false)
+            .endpoints(self.http_for(server), self.timeout, cfg, false)
             .await?;
         let form = {
             let mut form = form_urlencoded::Serializer::new(String::new());
@@ -663,7 +692,7 @@ impl Connector {
             form.finish()
         };
         let issued = token_request(
-            &self.http,
+            self.http_for(server),
             self.timeout,
             server.name(),
             &endpoints.token,

@@ -79,6 +79,9 @@ pub struct BrokeredServer {
     key: Arc<str>,
     config: Arc<AuthBrokerConfig>,
     header: HeaderName,
+    /// A user's personal server: its authorization server is the user's choice, so every
+    /// request to it goes through the connector's guarded client.
+    personal: bool,
 }
 
 impl BrokeredServer {
@@ -115,6 +118,7 @@ impl BrokeredServer {
             key: Arc::from(crate::server_key(name, url)),
             config: Arc::new(config),
             header,
+            personal: false,
         })
     }
 
@@ -130,7 +134,13 @@ impl BrokeredServer {
     ) -> Result<Self, BrokerError> {
         let mut server = Self::from_parts(name, url, config)?;
         server.key = Arc::from(crate::personal_server_key(name, url, id));
+        server.personal = true;
         Ok(server)
+    }
+
+    /// Whether a user added this server (its endpoints are the user's choice).
+    pub fn is_personal(&self) -> bool {
+        self.personal
     }
 
     pub fn name(&self) -> &str {

@@ -51,6 +51,7 @@ pub(crate) fn build(
     let discovery = Discovery::new();
     let connector = Arc::new(
         Connector::builder(store.clone(), http.clone(), base_url.clone())
+            .personal_http(personal_authorization_client(config)?)
             .auditor(auditor.clone())
             .discovery(discovery.clone())
             .servers(servers.values())
@@ -218,4 +219,72 @@ pub(crate) async fn follow_replicas(
             tessera_api::authz::verify::apply_change(&api, &change);
         }
     });
+}
+
+/// Resolves the names of personal servers' authorization servers (a user's choice of
+/// endpoints) and refuses any that resolves to an address `user_server_allowed_networks` does
+/// not allow — when the request is made, so a name that changes after it was checked (DNS
+/// rebinding) gets nowhere. (Literal addresses were checked when the server was added.)
+struct PersonalServerResolver {
+    policy: Arc<tessera_config::UserServersConfig>,
+}
+
+impl reqwest::dns::Resolve for PersonalServerResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(refused) = addrs.iter().find(|a| !policy.address_allowed(a.ip())) {
+                return Err(format!(
+                    "{host} resolves to {}, an address personal servers may not reach",
+                    refused.ip()
+                )
+                .into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The HTTP client for personal servers' authorization servers: guarded resolver, no
+/// redirects, the same time limit.
+fn personal_authorization_client(config: &Config) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(AUTHORIZATION_SERVER_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(PersonalServerResolver {
+            policy: Arc::new(config.user_servers.clone()),
+        }))
+        .build()
+        .context("HTTP client for personal servers' authorization servers")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::dns::Resolve as _;
+    use std::str::FromStr as _;
+
+    #[tokio::test]
+    async fn personal_authorization_servers_resolve_only_to_allowed_addresses() {
+        let refusing = PersonalServerResolver {
+            policy: Arc::new(tessera_config::UserServersConfig::default()),
+        };
+        let name = reqwest::dns::Name::from_str("localhost").unwrap();
+        let e = match refusing.resolve(name).await {
+            Ok(_) => panic!("localhost resolved for a personal server"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("may not reach"), "{e}");
+        let allowing = PersonalServerResolver {
+            policy: Arc::new(tessera_config::UserServersConfig {
+                max_per_user: 1,
+                allowed_networks: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+            }),
+        };
+        let name = reqwest::dns::Name::from_str("localhost").unwrap();
+        assert!(allowing.resolve(name).await.is_ok());
+    }
 }

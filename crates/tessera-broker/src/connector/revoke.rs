@@ -77,7 +77,7 @@ impl Connector {
         probe.token_endpoint = None;
         match self
             .discovery
-            .endpoints(&self.http, self.timeout, &probe, false)
+            .endpoints(self.http_for(server), self.timeout, &probe, false)
             .await
         {
             Ok(endpoints) => endpoints.revocation.ok_or("no_revocation_endpoint"),
@@ -136,7 +136,7 @@ impl Connector {
             (form.finish(), basic)
         };
         let mut request = self
-            .http
+            .http_for(server)
             .post(endpoint.clone())
             .header(
                 http::header::CONTENT_TYPE,

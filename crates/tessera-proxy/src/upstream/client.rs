@@ -159,7 +159,10 @@ mod tests {
         };
         let e = guarded.call(name("localhost")).await.unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
-        assert!(e.to_string().contains("user_server_allowed_networks"), "{e}");
+        assert!(
+            e.to_string().contains("user_server_allowed_networks"),
+            "{e}"
+        );
         // …unless an admin allowed the network.
         let mut allowed = CheckedResolver {
             policy: Some(Arc::new(UserServersConfig {
