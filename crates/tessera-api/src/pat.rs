@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tessera_identity::{AgentScope, Permission};
+use tessera_identity::{AgentScope, Identity, Permission, TokenKind, UserKey};
 use tessera_store::{
     PAT_PREFIX, PatRejection, PersonalAccessToken, Role, Store, StoreError, UnixTime,
 };
@@ -88,6 +88,9 @@ pub enum PatError {
 
 struct Cached {
     identity: UserIdentity,
+    /// The MCP caller this token proves, built once per cache entry: a cached `/mcp` check is an
+    /// `Arc` clone, not a new `Identity` per request.
+    mcp: Arc<Identity>,
     until: Instant,
 }
 
@@ -109,13 +112,27 @@ fn lock() -> std::sync::MutexGuard<'static, HashMap<[u8; 32], Cached>> {
 /// past the token's expiry) so that `/mcp` does not hit the database on every call. Rejections
 /// are not cached.
 pub async fn verify(store: &Store, token: &str) -> Result<UserIdentity, PatError> {
+    verified(store, token, |c| c.identity.clone()).await
+}
+
+/// [`verify`] for the MCP front ends: the token's MCP [`Identity`] (its user, the token's
+/// [`AgentScope`]), shared by every request of the cache entry.
+pub async fn verify_for_mcp(store: &Store, token: &str) -> Result<Arc<Identity>, PatError> {
+    verified(store, token, |c| c.mcp.clone()).await
+}
+
+async fn verified<T>(
+    store: &Store,
+    token: &str,
+    pick: impl Fn(&Cached) -> T,
+) -> Result<T, PatError> {
     if !token.starts_with(PAT_PREFIX) {
         return Err(PatError::Rejected(PatRejection::Unknown));
     }
     let key = cache_key(token);
     let now = Instant::now();
     if let Some(hit) = lock().get(&key).filter(|c| c.until > now) {
-        return Ok(hit.identity.clone());
+        return Ok(pick(hit));
     }
     let verified = store.verify_pat(token).await.map_err(|e| match e {
         StoreError::PatRejected(why) => PatError::Rejected(why),
@@ -138,6 +155,12 @@ pub async fn verify(store: &Store, token: &str) -> Result<UserIdentity, PatError
         let left = u64::try_from(at - tessera_store::now_unix()).unwrap_or(0);
         ttl = ttl.min(Duration::from_secs(left));
     }
+    let entry = Cached {
+        mcp: Arc::new(mcp_identity(&identity, token)),
+        identity,
+        until: now + ttl,
+    };
+    let out = pick(&entry);
     let mut cache = lock();
     if cache.len() >= CACHE_MAX {
         cache.retain(|_, c| c.until > now);
@@ -145,14 +168,39 @@ pub async fn verify(store: &Store, token: &str) -> Result<UserIdentity, PatError
             cache.clear();
         }
     }
-    cache.insert(
-        key,
-        Cached {
-            identity: identity.clone(),
-            until: now + ttl,
+    cache.insert(key, entry);
+    Ok(out)
+}
+
+/// The MCP caller a personal access token proves: its user, the token's scope, the token itself
+/// (a `SecretString`, never logged).
+fn mcp_identity(user: &UserIdentity, token: &str) -> Identity {
+    Identity {
+        user: UserKey {
+            issuer: user.issuer.clone(),
+            subject: user.subject.clone(),
         },
-    );
-    Ok(identity)
+        display_name: user
+            .display_name
+            .clone()
+            .or_else(|| user.email.clone())
+            .unwrap_or_else(|| user.subject.clone()),
+        email: user.email.clone(),
+        role: match user.role {
+            Role::Admin => tessera_identity::Role::Admin,
+            Role::User => tessera_identity::Role::User,
+        },
+        token_kind: TokenKind::PersonalAccessToken,
+        client_id: None,
+        scopes: Vec::new(),
+        groups: Vec::new(),
+        expires_at: user
+            .expires_at
+            .and_then(|s| u64::try_from(s).ok())
+            .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
+        token: secrecy::SecretString::from(token.to_owned()),
+        agent: user.agent.clone(),
+    }
 }
 
 /// Drops the cached verification of the token with this id (after revocation).

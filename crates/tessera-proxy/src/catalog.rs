@@ -12,9 +12,8 @@ pub const RESOURCE_SCHEME: &str = "tessera://";
 #[derive(Debug, Default)]
 pub struct ServerCatalog {
     pub tools: Vec<Box<RawValue>>,
-    /// Each tool's original name and what calling it may do (from its annotations), in
-    /// `tools` order.
-    pub tool_names: crate::FastMap<String, Permission>,
+    /// Each tool's original name → its position in `tools`.
+    pub tool_names: crate::FastMap<String, usize>,
     /// `tools[i]`'s permission class (scoped tokens filter lists with it).
     pub tool_permissions: Vec<Permission>,
     /// The server's name as clients see it (the prefix of its tools' names).
@@ -89,6 +88,14 @@ impl ListKind {
 }
 
 impl ServerCatalog {
+    /// What calling the tool of this original name may do, if the upstream listed it.
+    pub fn tool_permission(&self, name: &str) -> Option<Permission> {
+        self.tool_names
+            .get(name)
+            .and_then(|&i| self.tool_permissions.get(i))
+            .copied()
+    }
+
     /// Whether the upstream listed a tool (`what` = "tool") or prompt of this original name.
     pub fn knows(&self, what: &str, name: &str) -> bool {
         if what == "tool" {
@@ -148,9 +155,8 @@ impl ServerCatalog {
             };
             obj.set_str(key, &exposed);
             if kind == ListKind::Tools {
-                let permission = tool_permission(&obj);
-                permissions.push(permission);
-                tool_names.insert(original, permission);
+                tool_names.insert(original, out.len());
+                permissions.push(tool_permission(&obj));
             } else {
                 names.insert(original);
             }

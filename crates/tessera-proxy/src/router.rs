@@ -592,7 +592,7 @@ fn check_permission(
         Some(entry.catalog())
     };
     let needed = catalog
-        .and_then(|c| c.tool_names.get(name).copied())
+        .and_then(|c| c.tool_permission(name))
         .unwrap_or(Permission::Destructive);
     if scope.allows(needed) {
         return None;

@@ -5,13 +5,11 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
-use secrecy::SecretString;
 use tessera_api::ApiState;
 use tessera_api::authz::AccessTokenError;
 use tessera_api::pat::{self, PatError};
-use tessera_identity::{AuthError, Identity, InvalidToken, Role, TokenKind, UserKey};
+use tessera_identity::{AuthError, Identity, InvalidToken};
 use tessera_proxy::caller::PatVerifier;
 use tessera_store::{ACCESS_TOKEN_PREFIX, OauthTokenRejection, PatRejection, Store};
 
@@ -46,33 +44,8 @@ impl PatVerifier for StorePatVerifier {
                     }
                 };
             }
-            match pat::verify(&self.store, token).await {
-                Ok(user) => Ok(Arc::new(Identity {
-                    user: UserKey {
-                        issuer: user.issuer,
-                        subject: user.subject.clone(),
-                    },
-                    display_name: user
-                        .display_name
-                        .clone()
-                        .or_else(|| user.email.clone())
-                        .unwrap_or(user.subject),
-                    email: user.email,
-                    role: match user.role {
-                        tessera_store::Role::Admin => Role::Admin,
-                        tessera_store::Role::User => Role::User,
-                    },
-                    token_kind: TokenKind::PersonalAccessToken,
-                    client_id: None,
-                    scopes: Vec::new(),
-                    groups: Vec::new(),
-                    expires_at: user
-                        .expires_at
-                        .and_then(|s| u64::try_from(s).ok())
-                        .map(|s| UNIX_EPOCH + Duration::from_secs(s)),
-                    token: SecretString::from(token.to_owned()),
-                    agent: user.agent,
-                })),
+            match pat::verify_for_mcp(&self.store, token).await {
+                Ok(identity) => Ok(identity),
                 Err(PatError::Rejected(PatRejection::Expired)) => {
                     Err(AuthError::InvalidToken(InvalidToken::Expired))
                 }
