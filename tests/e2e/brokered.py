@@ -399,6 +399,33 @@ def sign_in_browser(gw: Gateway, user: str) -> httpx.Client:
     return c
 
 
+class SignedInUsers:
+    """Browsers signed in to Tessera, and personal access tokens made through them, one per
+    user (and scope), for a test environment with `gw`, `browsers` and `pats` attributes."""
+
+    gw: Gateway
+    browsers: dict[str, httpx.Client]
+    pats: dict[str, str]
+
+    def browser(self, user: str) -> httpx.Client:
+        if user not in self.browsers:
+            self.browsers[user] = sign_in_browser(self.gw, user)
+        return self.browsers[user]
+
+    def pat(self, user: str, **scope: Any) -> str:
+        """A personal access token of `user` (full, or scoped by `scope`), made through REST."""
+        key = user + json.dumps(scope, sort_keys=True)
+        if key not in self.pats:
+            r = self.browser(user).post(f"{self.gw.base}/api/v1/user/tokens", json={"name": f"e2e {len(self.pats)}", **scope})
+            assert r.status_code == 201, f"token create: {r.status_code} {r.text}"
+            self.pats[key] = inbound(r.json()["token"])
+        return self.pats[key]
+
+    def rest(self, user: str) -> httpx.Client:
+        """A REST client of `user` with their (full) personal access token."""
+        return httpx.Client(base_url=self.gw.base, headers={"Authorization": f"Bearer {self.pat(user)}"}, timeout=30)
+
+
 @dataclass
 class Elicitation:
     id: str

@@ -31,6 +31,7 @@ import httpx
 import pytest
 
 from brokered import (
+    SignedInUsers,
     Upstream,
     activity,
     call,
@@ -55,7 +56,7 @@ SERVER = "crm"
 
 
 @dataclass
-class Env:
+class Env(SignedInUsers):
     idp: IdP
     gw: Gateway
     protected: Upstream
@@ -63,21 +64,6 @@ class Env:
     data_dir: Path
     browsers: dict[str, httpx.Client] = field(default_factory=dict)
     pats: dict[str, str] = field(default_factory=dict)
-
-    def browser(self, user: str) -> httpx.Client:
-        if user not in self.browsers:
-            self.browsers[user] = sign_in_browser(self.gw, user)
-        return self.browsers[user]
-
-    def pat(self, user: str) -> str:
-        if user not in self.pats:
-            r = self.browser(user).post(f"{self.gw.base}/api/v1/user/tokens", json={"name": f"e2e-personal-broker-{user}"})
-            assert r.status_code == 201, f"token create: {r.status_code} {r.text}"
-            self.pats[user] = inbound(r.json()["token"])
-        return self.pats[user]
-
-    def rest(self, user: str) -> httpx.Client:
-        return httpx.Client(base_url=self.gw.base, headers={"Authorization": f"Bearer {self.pat(user)}"}, timeout=30)
 
     def block(self, **override: Any) -> dict[str, Any]:
         """An oauth_connect block for the protected upstream at the test provider."""

@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from brokered import (
+    SignedInUsers,
     Upstream,
     caller_token,
     gateway_auth,
@@ -64,7 +65,7 @@ MAX_USER_SERVERS = 2
 
 
 @dataclass
-class Env:
+class Env(SignedInUsers):
     idp: IdP
     gw: Gateway
     reg: ProcessRegistry
@@ -74,24 +75,6 @@ class Env:
     signin_secret: str
     browsers: dict[str, httpx.Client] = field(default_factory=dict)
     pats: dict[str, str] = field(default_factory=dict)
-
-    def browser(self, user: str) -> httpx.Client:
-        if user not in self.browsers:
-            self.browsers[user] = sign_in_browser(self.gw, user)
-        return self.browsers[user]
-
-    def pat(self, user: str, **scope: Any) -> str:
-        """A personal access token of `user` (full, or scoped by `scope`), made through REST."""
-        key = user + json.dumps(scope, sort_keys=True)
-        if key not in self.pats:
-            r = self.browser(user).post(f"{self.gw.base}/api/v1/user/tokens", json={"name": f"e2e {len(self.pats)}", **scope})
-            assert r.status_code == 201, f"token create: {r.status_code} {r.text}"
-            self.pats[key] = inbound(r.json()["token"])
-        return self.pats[key]
-
-    def rest(self, user: str) -> httpx.Client:
-        """A REST client of `user` with their (full) personal access token."""
-        return httpx.Client(base_url=self.gw.base, headers={"Authorization": f"Bearer {self.pat(user)}"}, timeout=30)
 
 
 @pytest.fixture(scope="module")
