@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -66,6 +65,7 @@ from brokered import (
 )
 from conftest import (
     INBOUND_CREDENTIALS,
+    JWT_LIKE,
     SEP,
     USED_SECRETS,
     Gateway,
@@ -352,9 +352,6 @@ def test_admin_users_and_servers(env: Env) -> None:
     assert servers[CONNECT]["brokered"] == "oauth_connect" and servers[CONNECT]["url"] == env.ups[CONNECT].url
     carol = {s["name"] for s in env.api("carol", "GET", "/api/v1/user/servers").json()["shared"]}
     assert carol == {CONNECT}, f"carol may not use {TX}: {carol}"
-
-
-JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.")
 
 
 def test_no_response_body_carried_a_secret(env: Env) -> None:
