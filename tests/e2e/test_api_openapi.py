@@ -41,6 +41,8 @@ EXPECTED = {
     ("post", "/api/v1/admin/users/{id}/enable"),
     ("get", "/api/v1/admin/sessions"),
     ("delete", "/api/v1/admin/sessions/{id}"),
+    ("get", "/api/v1/admin/mcp-sessions"),
+    ("delete", "/api/v1/admin/mcp-sessions/{handle}"),
     ("get", "/api/v1/admin/dashboard"),
     ("get", "/api/v1/activity"),
     ("get", "/api/v1/activity/stream"),

@@ -61,6 +61,7 @@ with `-s` or `-rP` to see them).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -586,6 +587,37 @@ async def test_user_changes_on_a_reach_b(env: Env) -> None:
             frank_browser.delete(f"{env.a.base}/api/v1/user/servers/franks", headers={"origin": env.front})
             admin_browser.close()
             frank_browser.close()
+
+
+async def test_an_admin_on_a_ends_an_mcp_session_that_lives_on_b(env: Env) -> None:
+    """A lists only its own MCP sessions; ending one on A that lives on B (202) makes B drop it
+    within the bound, and neither replica resumes it from its sealed id."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        bob = RawMcp(http, env.token("bob"))
+        sid = await bob.initialize(env.b.base)
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": f"{TX}{SEP}whoami", "arguments": {}}}
+        r = await bob.post(env.b.base, sid, call)
+        assert r.status_code == 200 and '"isError":true' not in r.text, r.text[:300]
+        handle = hashlib.sha256(sid.encode()).hexdigest()
+        admin = await anyio.to_thread.run_sync(sign_in_on, env, env.a, ADMIN)
+        try:
+            listed = admin.get(f"{env.a.base}/api/v1/admin/mcp-sessions").json()
+            assert listed["replica"], listed
+            assert handle not in {s["handle"] for s in listed["sessions"]}, "A listed a session that lives on B"
+            started = time.monotonic()
+            r = admin.delete(f"{env.a.base}/api/v1/admin/mcp-sessions/{handle}", headers={"origin": env.front})
+            assert r.status_code == 202, r.text
+
+            async def ended_on_b() -> bool:
+                return (await bob.post(env.b.base, sid, call)).status_code == 404
+            await await_until(ended_on_b, PROPAGATION_BOUND, "B to end the session an admin ended on A")
+            print(f"\nended on A → gone on B after {(time.monotonic() - started) * 1000:.0f} ms")
+            r = await bob.post(env.a.base, sid, call)
+            assert r.status_code == 404, f"A resumed the ended session: {r.status_code} {r.text[:200]}"
+            r = await bob.post(env.b.base, sid, call)
+            assert r.status_code == 404, f"B resumed the ended session: {r.status_code} {r.text[:200]}"
+        finally:
+            admin.close()
 
 
 @dataclass

@@ -16,6 +16,7 @@ auth.admin_emails). Tests share one gateway; each uses its own users or undoes w
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -372,8 +373,8 @@ class RawSession:
         headers = {"Mcp-Session-Id": self.session_id} if self.session_id else {}
         return self.http.post("/mcp", json=body, headers=headers)
 
-    def open(self) -> httpx.Response:
-        r = self.post("initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}})
+    def open(self, client: str = "raw") -> httpx.Response:
+        r = self.post("initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": client, "version": "1"}})
         if r.status_code == 200:
             self.session_id = r.headers["mcp-session-id"]
             self.post("notifications/initialized", notify=True)
@@ -431,6 +432,48 @@ def test_admin_routes_are_admin_only_and_the_dashboard_has_real_figures(env: Env
         r = env.browser("erin").get(f"{env.gw.base}/api/v1/me")
         assert r.status_code == 401, r.text
         env.browsers.pop("erin").close()
+
+
+def test_an_admin_lists_live_mcp_sessions_and_ends_one(env: Env) -> None:
+    """The admin sees alice's two open MCP sessions (client, upstreams, never a session id)
+    and ends one: its next request gets 404 and it is not resumed from its sealed id; her
+    other session goes on; bob may do neither."""
+    alice_jwt = caller_token(env.idp, env.gw, "alice", env.signin_secret)
+    tool = corpus_tool("jira", read_only=True)
+    kick, keep = RawSession(env.gw, alice_jwt), RawSession(env.gw, alice_jwt)
+    assert kick.open("e2e-kick").status_code == 200 and keep.open("e2e-keep").status_code == 200
+    assert kick.session_id and "." in kick.session_id, "a sealed (resumable) session id was expected"
+    r = kick.call_tool(tool)
+    assert r.status_code == 200 and "jira." in r.text, r.text
+
+    admin = env.rest("dave")
+    r = admin.get("/api/v1/admin/mcp-sessions")
+    assert r.status_code == 200, r.text
+    assert kick.session_id not in r.text and keep.session_id not in r.text
+    listed = {s["client_name"]: s for s in r.json()["sessions"]}
+    mine = listed["e2e-kick"]
+    assert mine["handle"] == hashlib.sha256(kick.session_id.encode()).hexdigest()
+    assert mine["user_email"] == "alice@example.com" and mine["user_id"], mine
+    assert mine["via"] == "jwt" and mine["agent"] is False, mine
+    assert mine["front_end"] == "streamable_http" and mine["protocol_version"] == "2025-06-18", mine
+    assert mine["upstreams"] == ["jira"], mine
+    assert "e2e-keep" in listed
+
+    bob = env.rest("bob")
+    assert bob.get("/api/v1/admin/mcp-sessions").status_code == 403
+    assert bob.delete(f"/api/v1/admin/mcp-sessions/{mine['handle']}").status_code == 403
+    assert kick.call_tool(tool).status_code == 200, "bob's refused request ended the session"
+
+    r = admin.delete(f"/api/v1/admin/mcp-sessions/{mine['handle']}")
+    assert r.status_code == 200 and r.json()["message"] == "MCP session ended", r.text
+    r = kick.call_tool(tool)
+    assert r.status_code == 404, f"the ended session answered (resumed?): {r.status_code} {r.text[:200]}"
+    r = keep.call_tool(tool)
+    assert r.status_code == 200 and "jira." in r.text, r.text
+    after = {s["handle"] for s in admin.get("/api/v1/admin/mcp-sessions").json()["sessions"]}
+    assert mine["handle"] not in after and listed["e2e-keep"]["handle"] in after
+    assert admin.delete(f"/api/v1/admin/mcp-sessions/{mine['handle']}").status_code == 404
+    assert admin.delete(f"/api/v1/admin/mcp-sessions/{kick.session_id}").status_code == 400
 
 
 # ------------------------------------------------------------------ tool search

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from brokered import (
@@ -528,7 +529,8 @@ def test_a_non_admin_sees_no_admin_data(browser: Any, env: Env, make_browser: An
 def test_an_admin_sees_users_servers_and_everyones_activity(browser: Any, env: Env, make_browser: Any) -> None:
     """carol (admin_emails) sees the Users page with alice, bob and herself, server health and
     the gateway's session count, and everyone's activity (a User column naming alice by email),
-    filterable by user (alice: only her rows; carol: none)."""
+    filterable by user (alice: only her rows; carol: none); on the Admin page she ends bob's live
+    MCP session."""
     b = make_browser()
     page, expect = b.page, b.expect
     b.sign_in("carol")
@@ -560,6 +562,29 @@ def test_an_admin_sees_users_servers_and_everyones_activity(browser: Any, env: E
     expect(page.locator("#activity")).to_have_attribute("data-loaded", "1")
     expect(page.locator("#activity-empty")).to_be_visible()
     b.snapshot("admin-activity")
+
+    # Admin: the dashboard, and bob's live MCP session (its client named), ended with its button.
+    bob_token = caller_token(env.idp, env.gw, "bob", env.signin_secret)
+    mcp_headers = {"Authorization": f"Bearer {bob_token}", "Accept": "application/json, text/event-stream"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "ui-kick", "version": "7"}}}
+    r = httpx.post(env.gw.mcp_url, json=init, headers=mcp_headers, timeout=30)
+    assert r.status_code == 200, r.text
+    sid = r.headers["mcp-session-id"]
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    assert httpx.post(env.gw.mcp_url, json=ping, headers={**mcp_headers, "Mcp-Session-Id": sid}, timeout=30).status_code == 200
+    b.goto_section("Admin")
+    expect(page.locator("#dashboard")).to_contain_text("MCP sessions")
+    live = page.locator("#mcp-sessions-table tbody tr", has_text="ui-kick 7")
+    expect(live).to_contain_text("bob@example.com")
+    assert sid not in page.content(), "a session id reached the admin page"
+    b.snapshot("admin-page")
+    with page.expect_response(lambda r: "/api/v1/admin/mcp-sessions/" in r.url and r.request.method == "DELETE") as ended:
+        live.get_by_role("button", name="End").click()
+    assert ended.value.status == 200, ended.value.text()
+    expect(live).to_have_count(0)
+    r = httpx.post(env.gw.mcp_url, json=ping, headers={**mcp_headers, "Mcp-Session-Id": sid}, timeout=30)
+    assert r.status_code == 404, f"the ended session still answers: {r.status_code}"
 
     assert not b.console_errors, f"browser console errors: {b.console_errors}"
     failures = b.unexpected_failures({(401, "/api/v1/me")})

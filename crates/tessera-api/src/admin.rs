@@ -8,6 +8,10 @@
 //!   their MCP sessions.
 //! - `GET /api/v1/admin/sessions`, `DELETE /api/v1/admin/sessions/{id}`: every user's browser
 //!   sessions; `id` is the stored id (the cookie's SHA-256), never a cookie.
+//! - `GET /api/v1/admin/mcp-sessions`, `DELETE /api/v1/admin/mcp-sessions/{handle}`: the live MCP
+//!   client sessions of the replica that answers, and ending one (on every replica). A session
+//!   is named by its handle, the SHA-256 of its id: the id is what a client presents and is
+//!   never shown.
 //! - `GET /api/v1/admin/dashboard`: figures from the store (last 24 hours) and the gateway.
 
 use std::sync::Arc;
@@ -158,6 +162,98 @@ pub(crate) async fn revoke_session(
     }
     tracing::info!(admin = %caller.user_id, "browser session revoked by an admin");
     Ok(Json(serde_json::json!({ "message": "Session revoked" })))
+}
+
+/// `GET /api/v1/admin/mcp-sessions` → `{"replica": id or null, "sessions": [{handle, user_id,
+/// user_email, display_name, via, agent, client_id, client_name, client_version,
+/// protocol_version, front_end, routing, opened_at, last_active_at, upstreams,
+/// calls_in_flight}…]}`: this replica's sessions, most recently active first. `user_id` is the
+/// store's id of the session's user (`null` for an anonymous session or a user not in the store).
+pub(crate) async fn mcp_sessions(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&caller)?;
+    let live = state.events().mcp_sessions();
+    let users = state
+        .store
+        .list_users()
+        .await
+        .map_err(|e| ApiError::internal("Failed to list users", &e))?;
+    let by_subject: std::collections::HashMap<(&str, &str), &tessera_store::User> = users
+        .iter()
+        .map(|u| ((u.issuer.as_str(), u.subject.as_str()), u))
+        .collect();
+    let sessions: Vec<serde_json::Value> = live
+        .into_iter()
+        .map(|mut s| {
+            let user = match (s["issuer"].as_str(), s["subject"].as_str()) {
+                (Some(iss), Some(sub)) => by_subject.get(&(iss, sub)).copied(),
+                _ => None,
+            };
+            if let Some(o) = s.as_object_mut() {
+                o.remove("issuer");
+                o.remove("subject");
+                let email = o.remove("email").unwrap_or(serde_json::Value::Null);
+                o.insert("user_id".into(), user.map(|u| u.id.clone()).into());
+                o.insert(
+                    "user_email".into(),
+                    user.and_then(|u| u.email.clone()).map_or(email, Into::into),
+                );
+                o.insert(
+                    "display_name".into(),
+                    user.and_then(|u| u.display_name.clone()).into(),
+                );
+            }
+            s
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "replica": state.store.replica_id(),
+        "sessions": sessions,
+    })))
+}
+
+/// `DELETE /api/v1/admin/mcp-sessions/{handle}` → 200 `{"message": "MCP session ended"}` when it
+/// was open on this replica; with replicas (PostgreSQL), 202 when it was not (the others are
+/// told to end it); 404 on a single replica that does not hold it; 400 for a malformed handle.
+/// Either way no replica resumes it afterwards: its client's next request gets 404 and the
+/// client starts a new session, as MCP prescribes.
+pub(crate) async fn end_mcp_session(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(handle): Path<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    require_admin(&caller)?;
+    if handle.len() != 64
+        || !handle
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(ApiError::bad_request(
+            "A session handle is 64 lowercase hex characters, as GET /api/v1/admin/mcp-sessions lists it",
+        ));
+    }
+    let here = state.events().end_mcp_session(&handle).await;
+    tracing::info!(admin = %caller.user_id, session = %handle, here, "MCP session ended by an admin");
+    if here {
+        Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({ "message": "MCP session ended" })),
+        ))
+    } else if state.store.replica_id().is_some() {
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({
+                "message": "The session is not open on this replica; the other replicas were told to end it",
+            })),
+        ))
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "MCP session not found",
+        ))
+    }
 }
 
 /// `GET /api/v1/admin/dashboard` → `{total_users, active_users_24h, disabled_users,

@@ -4,7 +4,7 @@
 //! until then [`NoEvents`] ignores everything.
 
 /// What a hook returns: the REST answer waits for it, so "done" means applied on this replica.
-pub type EventFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+pub type EventFuture<'a, T = ()> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +20,13 @@ pub trait UserEvents: Send + Sync {
     /// Live gateway figures for the dashboard:
     /// `{"mcp_sessions": n, "upstreams": [{"name", "state", "error", "tools"}…]}`.
     fn gateway_status(&self) -> serde_json::Value;
+    /// The MCP client sessions open on this replica, most recently active first: objects with
+    /// `handle` (the SHA-256 of the session id, never the id), `issuer`, `subject`, `email`,
+    /// `via`, `client_name`, `opened_at`, `last_active_at`, `upstreams`, …
+    fn mcp_sessions(&self) -> Vec<serde_json::Value>;
+    /// Ends the MCP client session with this handle here, and tells the other replicas to end
+    /// it too and never resume it. Whether it was open on this replica.
+    fn end_mcp_session<'a>(&'a self, handle: &'a str) -> EventFuture<'a, bool>;
 }
 
 /// The hook before the binary sets one: nothing to tell, no live figures.
@@ -35,5 +42,11 @@ impl UserEvents for NoEvents {
     }
     fn gateway_status(&self) -> serde_json::Value {
         serde_json::json!({})
+    }
+    fn mcp_sessions(&self) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
+    fn end_mcp_session<'a>(&'a self, _handle: &'a str) -> EventFuture<'a, bool> {
+        Box::pin(async { false })
     }
 }

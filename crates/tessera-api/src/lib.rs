@@ -17,7 +17,8 @@
 //!   `GET/PUT/DELETE /api/v1/user/servers/{name}`, `POST …/{name}/enable`.
 //!   [`servers`]: the configured servers' secret-free view.
 //! - [`admin`] (admins only): `GET /api/v1/admin/users`, `POST …/users/{id}/disable|enable`,
-//!   `GET /api/v1/admin/sessions`, `DELETE …/sessions/{id}`, `GET /api/v1/admin/dashboard`.
+//!   `GET /api/v1/admin/sessions`, `DELETE …/sessions/{id}`, `GET /api/v1/admin/mcp-sessions`,
+//!   `DELETE …/mcp-sessions/{handle}`, `GET /api/v1/admin/dashboard`.
 //! - [`events`]: [`UserEvents`], the gateway's hook ([`ApiState::set_user_events`]): told when a
 //!   user's servers change or an admin disables a user, asked for the dashboard's live figures.
 //! - [`activity`]: `GET /api/v1/activity` (filters, cursor pagination), `…/stream` (SSE),
@@ -327,6 +328,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/admin/users/{id}/enable", post(admin::enable))
         .route("/api/v1/admin/sessions", get(admin::sessions))
         .route("/api/v1/admin/sessions/{id}", delete(admin::revoke_session))
+        .route("/api/v1/admin/mcp-sessions", get(admin::mcp_sessions))
+        .route(
+            "/api/v1/admin/mcp-sessions/{handle}",
+            delete(admin::end_mcp_session),
+        )
         .route("/api/v1/admin/dashboard", get(admin::dashboard))
         .route("/api/v1/activity", get(activity::list))
         .route("/api/v1/activity/stream", get(activity::stream))

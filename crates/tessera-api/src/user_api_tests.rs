@@ -53,6 +53,24 @@ impl UserEvents for Recorder {
             "upstreams": [{"name": "github", "state": "ready", "error": null, "tools": 12}],
         })
     }
+    fn mcp_sessions(&self) -> Vec<serde_json::Value> {
+        vec![serde_json::json!({
+            "handle": "ab".repeat(32),
+            "issuer": "https://idp.example.test",
+            "subject": "alice",
+            "email": "token-email@example.test",
+            "via": "jwt",
+            "client_name": "inspector",
+        })]
+    }
+    fn end_mcp_session<'a>(&'a self, handle: &'a str) -> crate::events::EventFuture<'a, bool> {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("end-mcp:{handle}"));
+        let here = handle == "ab".repeat(32);
+        Box::pin(async move { here })
+    }
 }
 
 struct Fixture {
@@ -854,6 +872,8 @@ async fn admin_routes_are_for_admins_only() {
         (Method::GET, "/api/v1/admin/sessions"),
         (Method::DELETE, "/api/v1/admin/sessions/x"),
         (Method::GET, "/api/v1/admin/dashboard"),
+        (Method::GET, "/api/v1/admin/mcp-sessions"),
+        (Method::DELETE, "/api/v1/admin/mcp-sessions/x"),
     ] {
         let (s, _, _) = f.call(method.clone(), uri, Some(&f.alice), None).await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{method} {uri}");
@@ -1018,4 +1038,63 @@ async fn an_admin_lists_and_revokes_sessions_and_reads_the_dashboard() {
             .unwrap()
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn an_admin_lists_and_ends_mcp_sessions_by_handle() {
+    let f = fixture().await;
+    let (s, list, text) = f
+        .call(
+            Method::GET,
+            "/api/v1/admin/mcp-sessions",
+            Some(&f.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    assert_eq!(
+        list["replica"],
+        serde_json::Value::Null,
+        "SQLite: one replica"
+    );
+    let sessions = list["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1);
+    let one = &sessions[0];
+    // Joined with the store: the user's id and stored email, not the token's issuer/subject.
+    assert_eq!(one["user_id"], f.alice.0.as_str());
+    assert_eq!(one["user_email"], "alice@example.test");
+    assert_eq!(one["client_name"], "inspector");
+    assert!(one.get("issuer").is_none() && one.get("subject").is_none());
+
+    let handle = "ab".repeat(32);
+    let uri = format!("/api/v1/admin/mcp-sessions/{handle}");
+    let (s, body, _) = f.call(Method::DELETE, &uri, Some(&f.admin), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["message"], "MCP session ended");
+    assert_eq!(f.events.take(), [format!("end-mcp:{handle}")]);
+
+    // Not open here, and no other replica to tell: 404.
+    let other = format!("/api/v1/admin/mcp-sessions/{}", "cd".repeat(32));
+    let (s, body, _) = f.call(Method::DELETE, &other, Some(&f.admin), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(body["message"], "MCP session not found");
+    f.events.take();
+
+    // A session id (or anything but a handle) is refused before the gateway is asked.
+    for bad in [
+        "0123456789abcdef0123456789abcdef",
+        &"AB".repeat(32),
+        &"zz".repeat(32),
+    ] {
+        let uri = format!("/api/v1/admin/mcp-sessions/{bad}");
+        let (s, body, _) = f.call(Method::DELETE, &uri, Some(&f.admin), None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("64 lowercase hex")
+        );
+    }
+    assert!(f.events.take().is_empty());
 }

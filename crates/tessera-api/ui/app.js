@@ -561,15 +561,16 @@
   // ------------------------------------------------------------------ admin
 
   async function loadAdmin() {
-    let dash, sessions;
+    let dash, sessions, mcp;
     try {
-      [dash, sessions] = await Promise.all([api("/api/v1/admin/dashboard"), api("/api/v1/admin/sessions")]);
+      [dash, sessions, mcp] = await Promise.all([api("/api/v1/admin/dashboard"), api("/api/v1/admin/sessions"), api("/api/v1/admin/mcp-sessions")]);
       showError("admin-error", null);
     } catch (e) {
       if (e.status === 401) return signedOut();
       showError("admin-error", e);
       $("dashboard").replaceChildren();
       $("sessions-table").querySelector("tbody").replaceChildren();
+      $("mcp-sessions-table").querySelector("tbody").replaceChildren();
       $("admin").dataset.loaded = "1";
       return;
     }
@@ -605,7 +606,36 @@
         onclick: () => revokeSession(x),
       }, "Revoke")))));
     show("sessions-empty", list.length === 0);
+    const VIA = { jwt: "provider token", introspected: "provider token", personal_access_token: "access token", oauth_access_token: "OAuth sign-in", session: "browser", anonymous: "anonymous" };
+    const live = listOf(mcp, "sessions");
+    $("mcp-sessions-table").querySelector("tbody").replaceChildren(...live.map((x) => {
+      const who = x.user_email || x.user_id || "anonymous";
+      const client = [x.client_name, x.client_version].filter(Boolean).join(" ") || "—";
+      return el("tr", { "data-mcp-session": x.handle },
+        el("th", { scope: "row" }, who),
+        el("td", {}, client, x.protocol_version ? ` (${x.protocol_version})` : null),
+        el("td", {}, VIA[x.via] || x.via || "—", x.agent ? " " : null, x.agent ? badge("agent") : null),
+        el("td", {}, time(x.opened_at)),
+        el("td", {}, time(x.last_active_at)),
+        el("td", {}, Array.isArray(x.upstreams) && x.upstreams.length ? x.upstreams.join(", ") : "—"),
+        el("td", { class: "actions" }, el("button", {
+          type: "button", class: "danger", "aria-label": `End MCP session of ${who} (${client})`,
+          onclick: () => endMcpSession(x, who),
+        }, "End")));
+    }));
+    show("mcp-sessions-empty", live.length === 0);
     $("admin").dataset.loaded = "1";
+  }
+
+  async function endMcpSession(x, who) {
+    try {
+      const r = await api(`/api/v1/admin/mcp-sessions/${encodeURIComponent(x.handle)}`, { method: "DELETE" });
+      banner(r && r.message ? `${r.message} (${who}).` : `Ended an MCP session of ${who}.`, "success");
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      banner(`Could not end the MCP session: ${e.message}`, "error");
+    }
+    await loadAdmin();
   }
 
   async function revokeSession(x) {

@@ -251,8 +251,9 @@ pub struct Gateway {
     pat_verifier: std::sync::OnceLock<Arc<dyn crate::caller::PatVerifier>>,
     /// Seals session state into session ids so another replica can resume a session.
     session_sealer: std::sync::OnceLock<Arc<dyn crate::resume::SessionSealer>>,
-    /// Sessions their clients ended here (DELETE), which must not be resumed here: id → when.
-    deleted_sessions: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Sessions ended here (their client's DELETE, an admin), which must not be resumed here:
+    /// [`crate::live::session_handle`] → when.
+    pub(crate) ended_sessions: std::sync::Mutex<HashMap<String, Instant>>,
     /// MCP requests refused by authentication (for `/metrics`).
     pub auth_rejections: std::sync::atomic::AtomicU64,
     /// The one pooled HTTP client for every HTTP upstream.
@@ -262,7 +263,7 @@ pub struct Gateway {
     pub personal_http: crate::upstream::client::HttpClient,
     pub servers: Vec<Arc<ServerEntry>>,
     by_name: HashMap<String, usize>,
-    sessions: RwLock<HashMap<String, Arc<ClientSession>>>,
+    pub(crate) sessions: RwLock<HashMap<String, Arc<ClientSession>>>,
     pub shutdown: CancellationToken,
     pub started: Instant,
     /// Obtains per-user credentials for brokered servers (set once at start-up).
@@ -344,7 +345,7 @@ impl Gateway {
             auth,
             pat_verifier: std::sync::OnceLock::new(),
             session_sealer: std::sync::OnceLock::new(),
-            deleted_sessions: std::sync::Mutex::new(HashMap::default()),
+            ended_sessions: std::sync::Mutex::new(HashMap::default()),
             auth_rejections: std::sync::atomic::AtomicU64::new(0),
             http,
             personal_http,
@@ -721,11 +722,7 @@ impl Gateway {
         if let Some(session) = self.session(id, caller) {
             return Some(session);
         }
-        if self
-            .deleted_sessions
-            .lock()
-            .is_ok_and(|deleted| deleted.contains_key(id))
-        {
+        if self.was_ended(id) {
             return None;
         }
         let params = crate::resume::resumable_params(id, self.session_sealer(), caller)?;
@@ -776,19 +773,34 @@ impl Gateway {
     /// Ends a session its client deleted: also remembered (for `session_idle_timeout`, at most
     /// 10 000) so that this replica does not resume it from its sealed id.
     pub async fn delete_session(&self, id: &str) -> bool {
-        if id.contains('.')
-            && let Ok(mut deleted) = self.deleted_sessions.lock()
-        {
-            let keep = self.config.session_idle_timeout;
-            if deleted.len() >= 10_000 {
-                deleted.retain(|_, at| at.elapsed() < keep);
-                if deleted.len() >= 10_000 {
-                    deleted.clear();
-                }
-            }
-            deleted.insert(id.to_owned(), Instant::now());
+        if id.contains('.') {
+            self.remember_ended(crate::live::session_handle(id));
         }
         self.end_session(id).await
+    }
+
+    /// Remembers that the session with this handle ended here and must not be resumed (for
+    /// `session_idle_timeout`, at most 10 000 at a time).
+    pub(crate) fn remember_ended(&self, handle: String) {
+        let Ok(mut ended) = self.ended_sessions.lock() else {
+            return;
+        };
+        let keep = self.config.session_idle_timeout;
+        if ended.len() >= 10_000 {
+            ended.retain(|_, at| at.elapsed() < keep);
+            if ended.len() >= 10_000 {
+                ended.clear();
+            }
+        }
+        ended.insert(handle, Instant::now());
+    }
+
+    /// Whether the session `id` ended here (so it is not resumed from its sealed id). Hashes
+    /// the id only when something ended: this is on the resume path, not the call path.
+    fn was_ended(&self, id: &str) -> bool {
+        self.ended_sessions.lock().is_ok_and(|ended| {
+            !ended.is_empty() && ended.contains_key(&crate::live::session_handle(id))
+        })
     }
 
     /// Ends a client session and its upstream sessions.

@@ -12,6 +12,7 @@ pub mod error;
 pub mod frontend;
 pub mod gateway;
 pub mod jsonrpc;
+pub mod live;
 pub mod observe;
 pub mod resume;
 pub mod router;

@@ -75,6 +75,8 @@ pub struct ClientSession {
     identity: Option<IdentityCell>,
     /// URL-mode elicitations sent to this client, waiting for a connection: (server, id).
     elicitations: Mutex<Vec<(String, String)>>,
+    /// When the session was opened (or resumed) here, for the admin's list.
+    pub opened_at: std::time::SystemTime,
     me: Weak<ClientSession>,
 }
 
@@ -118,6 +120,7 @@ impl ClientSession {
             log_level: Mutex::new(None),
             last_active: AtomicU64::new(0),
             elicitations: Mutex::new(Vec::new()),
+            opened_at: std::time::SystemTime::now(),
             me: me.clone(),
         })
     }
@@ -125,6 +128,16 @@ impl ClientSession {
     /// Records client activity at `now_ms` (milliseconds since the gateway started).
     pub fn touch(&self, now_ms: u64) {
         self.last_active.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the gateway started, at the last message from the client.
+    pub fn last_active_ms(&self) -> u64 {
+        self.last_active.load(Ordering::Relaxed)
+    }
+
+    /// Client requests being served now.
+    pub fn calls_in_flight(&self) -> usize {
+        self.calls_in_flight.load(Ordering::Relaxed)
     }
 
     /// Whether the session has been idle since before `cutoff_ms`: no message, no open stream,

@@ -202,6 +202,9 @@ pub(crate) async fn follow_replicas(
                     tessera_api::pat::forget_user(user_id);
                     crate::settings::reload(&gateway, api.store(), user_id).await;
                 }
+                (Change::McpSessionEnded { handle }, _) => {
+                    gateway.end_session_by_handle(handle).await;
+                }
                 (Change::Resync, broker) => {
                     // Messages were lost while the listener was away: drop every cache built
                     // from the store.

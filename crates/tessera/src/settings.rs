@@ -204,6 +204,36 @@ impl tessera_api::UserEvents for GatewayUserEvents {
             .unwrap_or_default();
         serde_json::json!({ "mcp_sessions": gateway.session_count(), "upstreams": upstreams })
     }
+
+    fn mcp_sessions(&self) -> Vec<serde_json::Value> {
+        let Some(gateway) = self.gateway.upgrade() else {
+            return Vec::new();
+        };
+        gateway
+            .live_sessions()
+            .iter()
+            .filter_map(|s| serde_json::to_value(s).ok())
+            .collect()
+    }
+
+    fn end_mcp_session<'a>(
+        &'a self,
+        handle: &'a str,
+    ) -> tessera_api::events::EventFuture<'a, bool> {
+        Box::pin(async move {
+            let here = match self.gateway.upgrade() {
+                Some(gateway) => gateway.end_session_by_handle(handle).await,
+                None => false,
+            };
+            let change = Change::McpSessionEnded {
+                handle: handle.to_owned(),
+            };
+            if let Err(e) = self.store.publish(&change).await {
+                tracing::warn!(error = %e, "publishing an ended MCP session to the other replicas failed");
+            }
+            here
+        })
+    }
 }
 
 /// Wires the REST API's user changes to `gateway` (personal servers, switches, disabling).

@@ -165,7 +165,7 @@ pub fn apply_change(state: &ApiState, change: &Change) {
         }
         Change::OauthRevokedUnknown | Change::Resync => server.verified.forget_all(),
         Change::UserChanged { user_id } => server.verified.forget_user(user_id),
-        Change::Credential { .. } => {}
+        Change::Credential { .. } | Change::McpSessionEnded { .. } => {}
     }
 }
 

@@ -156,6 +156,12 @@ pub enum Change {
         /// The store's user id.
         user_id: String,
     },
+    /// An admin ended an MCP client session: the replica holding it ends it, and none resumes
+    /// it from its sealed id afterwards.
+    McpSessionEnded {
+        /// SHA-256 (lowercase hex) of the session id; never the id.
+        handle: String,
+    },
     /// Never published: a subscriber's listener reconnected (or read a message it does not
     /// understand), so changes may have been missed. Drop every cache.
     Resync,

@@ -1,6 +1,7 @@
-//! `tessera admin users|disable|enable|sessions|revoke-session|dashboard`: a running gateway's
-//! admin routes (`/api/v1/admin/…`, admins only). Session ids are the gateway's stored ids (a
-//! hash of the cookie), never a cookie.
+//! `tessera admin users|disable|enable|sessions|revoke-session|mcp-sessions|end-mcp-session|
+//! dashboard`: a running gateway's admin routes (`/api/v1/admin/…`, admins only). Browser
+//! session ids are the gateway's stored ids (a hash of the cookie), never a cookie; MCP sessions
+//! are named by their handle (a hash of the session id), never the id.
 
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
@@ -34,10 +35,37 @@ pub(crate) enum AdminCommand {
     /// End one browser session (its id from `sessions`).
     #[command(after_help = super::EXIT_CODES)]
     RevokeSession { id: String },
+    /// The live MCP client sessions of the gateway replica that answers, most recently active
+    /// first.
+    #[command(after_help = super::EXIT_CODES)]
+    McpSessions,
+    /// End one MCP client session and its upstream sessions, on every replica (its handle from
+    /// `mcp-sessions`). Its client's next request gets 404 and it starts a new session.
+    #[command(after_help = super::EXIT_CODES)]
+    EndMcpSession { handle: String },
     /// Figures of the last 24 hours and the upstreams' state.
     #[command(after_help = super::EXIT_CODES)]
     Dashboard,
 }
+
+const MCP_SESSION_FIELDS: &[&str] = &[
+    "handle",
+    "user_id",
+    "user_email",
+    "display_name",
+    "via",
+    "agent",
+    "client_id",
+    "client_name",
+    "client_version",
+    "protocol_version",
+    "front_end",
+    "routing",
+    "opened_at",
+    "last_active_at",
+    "upstreams",
+    "calls_in_flight",
+];
 
 const SESSION_FIELDS: &[&str] = &[
     "id",
@@ -113,6 +141,63 @@ pub(crate) fn render_sessions(list: &[Value]) -> String {
                 }
                 .to_owned(),
                 table::cell(&s["ip"]),
+            ]
+        })
+        .collect();
+    table::render(&columns, &rows)
+}
+
+pub(crate) fn mcp_sessions(body: &Value) -> Vec<Value> {
+    body["sessions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| pick(s, MCP_SESSION_FIELDS))
+        .collect()
+}
+
+pub(crate) fn render_mcp_sessions(list: &[Value]) -> String {
+    if list.is_empty() {
+        return "No MCP sessions on this replica.\n".to_owned();
+    }
+    let columns = [
+        col("HANDLE", 64),
+        col("USER", 32),
+        col("CLIENT", 24),
+        col("VIA", 22),
+        col("LAST ACTIVE", 25),
+        col("UPSTREAMS", 32),
+    ];
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            let user = if s["user_email"].is_null() {
+                &s["user_id"]
+            } else {
+                &s["user_email"]
+            };
+            let client = match (s["client_name"].as_str(), s["client_version"].as_str()) {
+                (Some(name), Some(version)) => format!("{name} {version}"),
+                (Some(name), None) => name.to_owned(),
+                _ => "-".to_owned(),
+            };
+            let upstreams: Vec<&str> = s["upstreams"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            vec![
+                table::cell(&s["handle"]),
+                table::cell(user),
+                client,
+                table::cell(&s["via"]),
+                table::cell(&s["last_active_at"]),
+                if upstreams.is_empty() {
+                    "-".to_owned()
+                } else {
+                    upstreams.join(",")
+                },
             ]
         })
         .collect();
@@ -225,6 +310,29 @@ pub(crate) async fn run(args: AdminArgs) -> Outcome {
                 println!("{}", table::cell(&body["message"]));
             }
         }
+        AdminCommand::McpSessions => {
+            let body = api
+                .get("/api/v1/admin/mcp-sessions")
+                .await
+                .map_err(admin_only)?;
+            let list = mcp_sessions(&body);
+            if json_out {
+                print_json(&json!({ "replica": body["replica"], "sessions": list }));
+            } else {
+                print!("{}", render_mcp_sessions(&list));
+            }
+        }
+        AdminCommand::EndMcpSession { handle } => {
+            let body = api
+                .delete(&format!("/api/v1/admin/mcp-sessions/{}", segment(handle)))
+                .await
+                .map_err(admin_only)?;
+            if json_out {
+                print_json(&json!({ "message": body["message"] }));
+            } else {
+                println!("{}", table::cell(&body["message"]));
+            }
+        }
         AdminCommand::Dashboard => {
             let body = api
                 .get("/api/v1/admin/dashboard")
@@ -264,6 +372,30 @@ mod tests {
                 "active",
                 "192.0.2.1"
             ]
+        );
+        let body = json!({"replica": null, "sessions": [{"handle": "ab12", "user_id": "u1",
+            "user_email": "a@example.com", "client_name": "claude-code", "client_version": "2.1",
+            "via": "oauth_access_token", "last_active_at": "2025-01-01T00:00:00Z",
+            "upstreams": ["github", "slack"], "id": "SESSION-ID"}]});
+        let list = mcp_sessions(&body);
+        assert!(!serde_json::to_string(&list).unwrap().contains("SESSION-ID"));
+        let text = render_mcp_sessions(&list);
+        let row: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                "ab12",
+                "a@example.com",
+                "claude-code",
+                "2.1",
+                "oauth_access_token",
+                "2025-01-01T00:00:00Z",
+                "github,slack"
+            ]
+        );
+        assert_eq!(
+            render_mcp_sessions(&[]),
+            "No MCP sessions on this replica.\n"
         );
         let dash = json!({"total_users": 3, "error_rate_24h": 0.25, "tool_calls_24h": 8,
             "upstreams": [{"name": "github", "state": "ready", "tools": 12, "error": null}]});
