@@ -526,3 +526,44 @@ async def test_a_search_never_reveals_a_tool_the_caller_cannot_call(env: Env) ->
         for t in tools:
             assert t["name"].split(SEP)[0] in ("github", "slack"), t["name"]
             assert (t.get("annotations") or {}).get("readOnlyHint") is True, t
+
+
+async def test_the_search_index_follows_list_changed_and_connection_changes(env: Env) -> None:
+    """A tool an upstream adds (tools/list_changed) is found by the next search and called
+    through call_tool; once removed, or once its server is gone, no search shows it."""
+    alice = env.rest("alice")
+    r = alice.post("/api/v1/user/servers", json={"name": "finder", "url": env.personal_url})
+    assert r.status_code == 201, r.text
+    tool = f"quokka_{os.urandom(4).hex()}"
+    exposed = f"finder{SEP}{tool}"
+
+    async def found(a: Client, query: str) -> list[str]:
+        kind, text = await call(a, "retrieve_tools", {"query": query, "limit": 5})
+        assert kind == "ok", text
+        return [t["name"] for t in json.loads(text)["tools"]]
+
+    def list_changed(a: Client) -> int:
+        return sum(1 for n in a.notifications if getattr(n, "method", "") == "notifications/tools/list_changed")
+
+    try:
+        async with mcp(env.gw, env.pat("alice"), path="/mcp/call") as a:
+            assert exposed not in await found(a, "quokka")
+            assert f"finder{SEP}whoami" in await found(a, "whoami"), "the personal server's tools are not searched"
+            seen = list_changed(a)
+            kind, text = await call(a, "call_tool", {"name": f"finder{SEP}add_dynamic_tool", "arguments": {"name": tool}})
+            assert kind == "ok", text
+            await await_until(lambda: list_changed(a) > seen, 10, "tools/list_changed after the upstream added a tool")
+            hits = await found(a, "quokka")
+            assert hits[:1] == [exposed], f"the added tool is not the top hit: {hits}"
+            kind, text = await call(a, "call_tool", {"name": exposed, "arguments": {}})
+            assert kind == "ok" and text == f"dynamic {tool}", (kind, text)
+
+            seen = list_changed(a)
+            kind, text = await call(a, "call_tool", {"name": f"finder{SEP}remove_dynamic_tool", "arguments": {"name": tool}})
+            assert kind == "ok", text
+            await await_until(lambda: list_changed(a) > seen, 10, "tools/list_changed after the upstream removed it")
+            assert exposed not in await found(a, "quokka"), "a removed tool is still found"
+    finally:
+        assert alice.delete("/api/v1/user/servers/finder").status_code == 200
+    async with mcp(env.gw, env.pat("alice"), path="/mcp/call") as a:
+        assert not any(n.startswith(f"finder{SEP}") for n in await found(a, "whoami")), "a deleted server's tools are still found"
