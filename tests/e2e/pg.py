@@ -1,5 +1,5 @@
 """A throwaway PostgreSQL cluster for the end-to-end tests (issue #9: several replicas on one
-database), mirroring the choices of `crates/tessera-store/src/test_pg.rs`:
+database), mirroring the choices of `crates/tessera-test-pg/src/lib.rs`:
 
 - binaries from `TESSERA_TEST_PG_BIN`, else the newest `/usr/lib/postgresql/<major>/bin` (Debian's
   `postgresql` package, which scripts/test-all installs when absent), else `initdb`/`pg_ctl` on PATH;

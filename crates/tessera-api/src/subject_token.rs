@@ -567,7 +567,7 @@ mod tests {
         use wiremock::matchers::{method, path};
         use wiremock::{Mock, MockServer, ResponseTemplate};
 
-        let cluster = tokio::task::spawn_blocking(tessera_store::test_pg::Cluster::shared)
+        let cluster = tokio::task::spawn_blocking(tessera_test_pg::Cluster::shared)
             .await
             .unwrap();
         let url = cluster.database().await;

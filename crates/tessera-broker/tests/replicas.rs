@@ -12,8 +12,8 @@ use tessera_broker::{
     StoreCredentials, StoredCredential, SubjectTokenError, SubjectTokenSource, TokenExchanger,
 };
 use tessera_config::{AuthBrokerConfig, BrokerMode, ClientAuth, SubjectTokenType};
-use tessera_store::test_pg::Cluster;
 use tessera_store::{Keyring, Role, SealingKey, Store, UserLogin};
+use tessera_test_pg::Cluster;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -26,8 +26,6 @@
 mod error;
 pub mod seal;
 mod store;
-#[cfg(all(feature = "postgres", any(test, feature = "test-pg")))]
-pub mod test_pg;
 
 pub use error::{PatRejection, StoreError};
 pub use seal::{Aad, IdpTokenKind, KeyError, Keyring, SealError, SealingKey};

@@ -464,7 +464,7 @@ mod tests {
     /// refused by B as soon as B's listener delivers A's messages, not after B's cache TTL.
     #[tokio::test]
     async fn a_revocation_on_one_replica_reaches_the_others_cache() {
-        let cluster = tokio::task::spawn_blocking(tessera_store::test_pg::Cluster::shared)
+        let cluster = tokio::task::spawn_blocking(tessera_test_pg::Cluster::shared)
             .await
             .unwrap();
         let url = cluster.database().await;

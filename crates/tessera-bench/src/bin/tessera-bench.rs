@@ -15,7 +15,7 @@
 //!
 //! `--brokered-storage sqlite,postgres` runs that brokered part once per store, one after the other, each
 //! with its own gateway and mini IdP: `sqlite` in the gateway's data directory (the default), `postgres` on a
-//! throwaway cluster started for the run ([`tessera_store::test_pg::Cluster`]; its server processes' CPU is
+//! throwaway cluster started for the run ([`tessera_test_pg::Cluster`]; its server processes' CPU is
 //! sampled beside the gateway's). The report then compares the stores.
 
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ use tessera_bench::gateway::{GatewaySetup, TempDir, sibling_binary, start_tesser
 use tessera_bench::idp::MiniIdp;
 use tessera_bench::load::{self, LoadConfig, LoadReport, Session};
 use tessera_bench::{parse_duration, procfs};
-use tessera_store::test_pg::Cluster;
+use tessera_test_pg::Cluster;
 use tokio::process::Command;
 
 const START_TIMEOUT: Duration = Duration::from_secs(15);

@@ -1,7 +1,7 @@
 //! The store's tests run against both backends: each test is an `async fn(TestDb)`, and
 //! [`both_backends!`] makes a `sqlite` and a `postgres` test of it (a module named after the
 //! function). The PostgreSQL one uses the process's throwaway cluster
-//! ([`crate::test_pg::Cluster::shared`]) with a fresh database per test.
+//! ([`tessera_test_pg::Cluster::shared`]) with a fresh database per test.
 
 use std::path::PathBuf;
 
@@ -13,7 +13,7 @@ pub(crate) struct TestDb {
     url: String,
     dir: Option<tempfile::TempDir>,
     #[cfg(feature = "postgres")]
-    _cluster: Option<std::sync::Arc<crate::test_pg::Cluster>>,
+    _cluster: Option<std::sync::Arc<tessera_test_pg::Cluster>>,
 }
 
 impl TestDb {
@@ -29,7 +29,7 @@ impl TestDb {
 
     #[cfg(feature = "postgres")]
     pub(crate) async fn postgres() -> TestDb {
-        let cluster = tokio::task::spawn_blocking(crate::test_pg::Cluster::shared)
+        let cluster = tokio::task::spawn_blocking(tessera_test_pg::Cluster::shared)
             .await
             .unwrap();
         TestDb {

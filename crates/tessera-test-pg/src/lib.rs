@@ -1,4 +1,6 @@
-//! A throwaway PostgreSQL cluster for tests (feature `test-pg`, and this crate's own tests).
+//! A throwaway PostgreSQL cluster for tests and benchmarks (the store's PostgreSQL tests, the
+//! two-replica tests, `tessera-bench --brokered-storage postgres`). A crate of its own so that
+//! the gateway binary never links it.
 //!
 //! [`Cluster::start`] finds PostgreSQL's server binaries (`TESSERA_TEST_PG_BIN`, else `initdb` on
 //! `PATH`, else the newest `/usr/lib/postgresql/<version>/bin`), runs `initdb` into a fresh
