@@ -50,7 +50,7 @@ pub use oauth::{
 pub use pats::{ALL_PERMISSIONS, NewPat, PAT_PREFIX, PersonalAccessToken, VerifiedPat};
 pub use reseal::{ResealReport, UnreadableRow};
 pub use sessions::{NewSession, Session, SessionInfo};
-pub use user_servers::{NewUserServer, UserServer, UserServerUpdate};
+pub use user_servers::{NewUserServer, OpenedUserServer, UserServer, UserServerUpdate};
 pub use users::{DashboardCounts, Role, User, UserLogin};
 
 /// Seconds since the Unix epoch, UTC. Every timestamp in the store is one.

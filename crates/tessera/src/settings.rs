@@ -54,18 +54,22 @@ async fn load(directory: &UserDirectory, user: &UserKey) -> Result<UserSettings,
         .filter(|(_, enabled)| !enabled)
         .map(|(server, _)| server)
         .collect();
-    for server in store
-        .list_user_servers(&row.id)
+    // One query for every enabled server with its secrets opened.
+    for opened in store
+        .open_user_servers(&row.id)
         .await
         .map_err(|e| e.to_string())?
     {
-        if !server.enabled {
-            continue;
-        }
-        let headers = store
-            .user_server_headers(&server)
-            .await
-            .map_err(|e| e.to_string())?;
+        let server = opened.server;
+        let headers = match opened.headers {
+            Ok(headers) => headers,
+            Err(e) => {
+                // Its headers do not open (e.g. the sealing key was removed): this server is
+                // not routed rather than called without them; the others are unaffected.
+                tracing::warn!(server = %server.name, error = %e, "a personal server's headers cannot be opened; skipped");
+                continue;
+            }
+        };
         let Ok(url) = url::Url::parse(&server.url) else {
             tracing::warn!(server = %server.name, "a personal server's stored URL does not parse; skipped");
             continue;
@@ -77,7 +81,7 @@ async fn load(directory: &UserDirectory, user: &UserKey) -> Result<UserSettings,
         };
         // A brokered one: its block opened and checked by the same rules as when it was added,
         // and kept for the broker (by name, for this user only).
-        let block = match store.user_server_auth_broker(&server).await {
+        let block = match opened.auth_broker {
             Ok(block) => block,
             Err(e) => {
                 // E.g. the sealing key was removed: this server is unusable, the others are not.

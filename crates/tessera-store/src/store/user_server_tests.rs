@@ -620,7 +620,98 @@ async fn dashboard_counts_add_up(db: TestDb) {
     );
 }
 
+async fn enabled_user_servers_open_in_one_query(db: TestDb) {
+    let store = open_store(&db).await;
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let block = SecretString::from(r#"{"mode":"oauth_connect","client_id":"c"}"#);
+    let h = headers(&[("X-B", "b-value"), ("X-A", "a-value")]);
+    let crm = store
+        .create_user_server(
+            &alice.id,
+            &NewUserServer {
+                auth_broker: Some(&block),
+                ..new("crm", &h)
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    store
+        .create_user_server(
+            &alice.id,
+            &NewUserServer {
+                enabled: false,
+                ..new("off", &h)
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    let plain = store
+        .create_user_server(&alice.id, &new("plain", &[]), 10)
+        .await
+        .unwrap();
+    let broken = store
+        .create_user_server(&alice.id, &new("zz-broken", &h), 10)
+        .await
+        .unwrap();
+    store
+        .create_user_server(&bob.id, &new("bobs", &h), 10)
+        .await
+        .unwrap();
+    // A value copied from another row does not open there: only that part is an error.
+    sqlx::query(
+        "UPDATE user_servers SET headers_sealed = \
+           (SELECT headers_sealed FROM user_servers WHERE id = $1) WHERE id = $2",
+    )
+    .bind(&crm.id)
+    .bind(&broken.id)
+    .execute(&store.pool)
+    .await
+    .unwrap();
+
+    let opened = store.open_user_servers(&alice.id).await.unwrap();
+    let names: Vec<&str> = opened.iter().map(|o| o.server.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["crm", "plain", "zz-broken"],
+        "enabled ones, by name, alice's only"
+    );
+    assert_eq!(opened[0].server, crm);
+    let crm_headers = opened[0].headers.as_ref().unwrap();
+    assert_eq!(
+        crm_headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.expose_secret()))
+            .collect::<Vec<_>>(),
+        [("X-B", "b-value"), ("X-A", "a-value")],
+        "in the order of header_names"
+    );
+    assert_eq!(
+        opened[0]
+            .auth_broker
+            .as_ref()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
+        block.expose_secret()
+    );
+    assert_eq!(opened[1].server, plain);
+    assert!(opened[1].headers.as_ref().unwrap().is_empty());
+    assert!(opened[1].auth_broker.as_ref().unwrap().is_none());
+    assert!(matches!(opened[2].headers, Err(StoreError::Seal(_))));
+    assert!(opened[2].auth_broker.as_ref().unwrap().is_none());
+    // The same values as the one-server openers.
+    assert_eq!(
+        store.user_server_headers(&crm).await.unwrap().len(),
+        crm_headers.len()
+    );
+}
+
 both_backends!(
+    enabled_user_servers_open_in_one_query,
     user_servers_crud,
     user_server_auth_broker_is_sealed_to_its_row,
     user_server_quota_is_exact,

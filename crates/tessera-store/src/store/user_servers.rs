@@ -2,12 +2,13 @@
 //!
 //! A personal server's headers are one JSON object (`{"<name>": "<value>", …}`) sealed with AAD
 //! `user_server|<user_id>|<id>`, so a value copied to another row does not open. Only
-//! [`Store::user_server_headers`] opens them; everything else sees the header *names*.
+//! [`Store::user_server_headers`] and [`Store::open_user_servers`] open them; everything else
+//! sees the header *names*.
 //!
 //! A personal server's `auth_broker` block (JSON as its owner gave it, possibly with a
 //! `client_secret`) is sealed with AAD `user_server_broker|<user_id>|<id>`; only
-//! [`Store::user_server_auth_broker`] opens it, and [`UserServer::brokered`] says whether there
-//! is one.
+//! [`Store::user_server_auth_broker`] and [`Store::open_user_servers`] open it, and
+//! [`UserServer::brokered`] says whether there is one.
 
 use secrecy::{ExposeSecret as _, SecretString};
 use sqlx::Row as _;
@@ -16,6 +17,18 @@ use sqlx::any::AnyRow;
 use super::{Store, UnixTime, new_id, now_unix};
 use crate::error::StoreError;
 use crate::seal::Aad;
+
+/// An enabled personal server with its secrets opened ([`Store::open_user_servers`]). Each
+/// secret is opened on its own, so one that does not open (the sealing key was removed, a
+/// value copied from another row) makes only that part an error.
+#[derive(Debug)]
+pub struct OpenedUserServer {
+    pub server: UserServer,
+    /// The headers, in the order of `header_names`.
+    pub headers: Result<Vec<(String, SecretString)>, StoreError>,
+    /// The `auth_broker` block (JSON text), `None` when it has none.
+    pub auth_broker: Result<Option<SecretString>, StoreError>,
+}
 
 /// A personal server as stored, without its header values.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +90,10 @@ pub struct UserServerUpdate<'a> {
 const SELECT_ONE: &str = "SELECT id, user_id, name, url, protocol, header_names, enabled, \
        CASE WHEN auth_broker_sealed IS NULL THEN 0 ELSE 1 END AS brokered, \
        created_at, updated_at FROM user_servers WHERE user_id = $1 AND name = $2";
+const SELECT_ENABLED_SEALED: &str = "SELECT id, user_id, name, url, protocol, header_names, \
+       enabled, CASE WHEN auth_broker_sealed IS NULL THEN 0 ELSE 1 END AS brokered, \
+       created_at, updated_at, headers_sealed, auth_broker_sealed FROM user_servers \
+       WHERE user_id = $1 AND enabled = 1 ORDER BY name";
 const SELECT_ALL: &str = "SELECT id, user_id, name, url, protocol, header_names, enabled, \
        CASE WHEN auth_broker_sealed IS NULL THEN 0 ELSE 1 END AS brokered, \
        created_at, updated_at FROM user_servers WHERE user_id = $1 ORDER BY name";
@@ -320,8 +337,8 @@ impl Store {
             .collect()
     }
 
-    /// Opens a personal server's headers (in the order of `header_names`). The only place
-    /// they are unsealed. A value that does not open for this row is an error.
+    /// Opens a personal server's headers (in the order of `header_names`). A value that does
+    /// not open for this row is an error.
     pub async fn user_server_headers(
         &self,
         server: &UserServer,
@@ -333,7 +350,15 @@ impl Store {
         .bind(&server.user_id)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(Some(sealed)) = sealed else {
+        self.open_headers(server, sealed.flatten())
+    }
+
+    fn open_headers(
+        &self,
+        server: &UserServer,
+        sealed: Option<String>,
+    ) -> Result<Vec<(String, SecretString)>, StoreError> {
+        let Some(sealed) = sealed else {
             return Ok(Vec::new());
         };
         let json = self
@@ -357,8 +382,8 @@ impl Store {
         Ok(headers)
     }
 
-    /// Opens a personal server's `auth_broker` block (JSON text), `None` when it has none. The
-    /// only place it is unsealed. A value that does not open for this row is an error.
+    /// Opens a personal server's `auth_broker` block (JSON text), `None` when it has none. A
+    /// value that does not open for this row is an error.
     pub async fn user_server_auth_broker(
         &self,
         server: &UserServer,
@@ -370,13 +395,46 @@ impl Store {
         .bind(&server.user_id)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(Some(sealed)) = sealed else {
+        self.open_auth_broker(server, sealed.flatten())
+    }
+
+    fn open_auth_broker(
+        &self,
+        server: &UserServer,
+        sealed: Option<String>,
+    ) -> Result<Option<SecretString>, StoreError> {
+        let Some(sealed) = sealed else {
             return Ok(None);
         };
         Ok(Some(self.keyring()?.open_string(
             &sealed,
             &Aad::user_server_broker(&server.user_id, &server.id),
         )?))
+    }
+
+    /// Every enabled personal server of `user_id` (by name) with its headers and `auth_broker`
+    /// block opened, in one query: what the gateway loads on a user's first request and after
+    /// each change to their servers.
+    pub async fn open_user_servers(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<OpenedUserServer>, StoreError> {
+        let rows = sqlx::query(SELECT_ENABLED_SEALED)
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let server = server_from_row(row)?;
+            let headers: Option<String> = row.try_get("headers_sealed")?;
+            let broker: Option<String> = row.try_get("auth_broker_sealed")?;
+            out.push(OpenedUserServer {
+                headers: self.open_headers(&server, headers),
+                auth_broker: self.open_auth_broker(&server, broker),
+                server,
+            });
+        }
+        Ok(out)
     }
 
     /// Switches a shared server on or off for one user (insert or update).
