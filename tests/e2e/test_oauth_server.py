@@ -109,7 +109,13 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             with IdP(config=provider_config(port, signin_secret, broker_secrets, []), log_dir=logs) as idp:
                 up = start_protected_upstream(reg, idp.issuer, logs, TX)
                 auth = gateway_auth(idp, port, signin_secret)  # store_idp_tokens: true
-                auth["authorization_server"] = {"access_token_ttl": "10m", "refresh_token_ttl": "1d"}
+                auth["authorization_server"] = {
+                    "access_token_ttl": "10m",
+                    "refresh_token_ttl": "1d",
+                    # This module registers more clients from 127.0.0.1, in less than a minute,
+                    # than the default burst (20); the limit has a test and a gateway of its own.
+                    "registration_rate_limit": False,
+                }
                 servers = {
                     TX: tx_server(idp, up, broker_secrets["broker-tx"], [f"{u}@example.com" for u in USERS]),
                     DEMO: stdio_lossless(),
@@ -200,6 +206,39 @@ def test_registration_answers_per_rfc_7591(env: Env) -> None:
         assert r.status_code == 400, f"{why}: {r.status_code} {r.text[:300]}"
         assert r.json().get("error") in ("invalid_redirect_uri", "invalid_client_metadata"), f"{why}: {r.text[:300]}"
         assert "client_id" not in r.json(), f"{why}: {r.text[:300]}"
+
+
+def test_registration_is_limited_per_address(env: Env, registry: ProcessRegistry, tmp_path: Path) -> None:
+    """Open registration lets anyone add a row to the store, so each client address has a token
+    bucket (`registration_rate_limit`): with a burst of 3, the 4th registration in a row from
+    127.0.0.1 is refused with 429, a Retry-After and no new client. A gateway of its own, since
+    the module's registers more clients than that (it only has to start: nobody signs in)."""
+    port = free_port()
+    _, _, sealing_key = new_secrets()
+    auth = gateway_auth(env.idp, port, "unused: nobody signs in at this gateway")
+    auth["authorization_server"] = {"registration_rate_limit": {"per_minute": 1, "burst": 3}}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TESSERA_SEALING_KEY", sealing_key)
+        gw = start_gateway(
+            registry,
+            tmp_path / "gw",
+            {DEMO: stdio_lossless()},
+            extra={"auth": auth, "public_url": f"http://127.0.0.1:{port}"},
+            wait_ready=False,
+            port=port,
+        )
+    wait_gateway_listening(gw, [DEMO])
+    for i in range(3):
+        register_client(gw, f"within the burst {i}")
+    r = register(gw, {"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "none", "client_name": "one too many"})
+    assert r.status_code == 429, f"{r.status_code} {r.text[:400]}"
+    retry = int(r.headers["retry-after"])
+    assert 1 <= retry <= 60, retry  # one registration a minute: the next is at most a minute away
+    assert r.headers["cache-control"] == "no-store"
+    body = r.json()
+    assert body["error"] == "temporarily_unavailable", body
+    assert f"retry after {retry} s" in body["error_description"], body
+    assert "client_id" not in body
 
 
 # ------------------------------------------------------------ the Python SDK

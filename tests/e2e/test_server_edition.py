@@ -425,6 +425,9 @@ def test_admin_routes_are_admin_only_and_the_dashboard_has_real_figures(env: Env
     assert states.get("github") == "ready", states
     sessions = admin.get("/api/v1/admin/sessions").json()["sessions"]
     assert any(s["user_email"] == "alice@example.com" for s in sessions), sessions
+    # Every session here began with a browser sign-in over loopback: each records the TCP peer's
+    # address (X-Forwarded-For is never trusted).
+    assert all(s["ip"] == "127.0.0.1" for s in sessions), sessions
     # Revoking alice's browser session ends it.
     mine = [s for s in sessions if s["user_email"] == "erin@example.com"]
     if mine:

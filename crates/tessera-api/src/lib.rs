@@ -51,6 +51,7 @@ pub mod github;
 pub mod oidc;
 pub mod openapi;
 pub mod pat;
+pub mod peer;
 mod pending;
 pub mod return_to;
 mod sealed_state;
@@ -77,6 +78,7 @@ pub use credentials::BrokerRoutes;
 pub use error::ApiError;
 pub use events::{NoEvents, UserEvents};
 pub use pat::{PatError, UserIdentity};
+pub use peer::PeerAddr;
 
 /// Why the API could not be set up (start-up fails with this message).
 #[derive(Debug, thiserror::Error)]

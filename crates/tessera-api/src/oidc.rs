@@ -8,6 +8,7 @@
 //! `nonce`). Provider errors are reduced to their RFC 6749 error code; no provider body, token
 //! or secret reaches a response or a log line.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,7 @@ use crate::ApiState;
 use crate::cookies::CookiePolicy;
 use crate::error::ApiError;
 use crate::github::{self, GithubEndpoints};
+use crate::peer::PeerAddr;
 use crate::pending::{LOGIN_TTL, PendingLogin};
 use crate::return_to;
 
@@ -335,10 +337,11 @@ async fn authorization_request(
 /// `GET /auth/callback?code&state`: finishes the sign-in this browser started.
 pub(crate) async fn callback(
     State(state): State<Arc<ApiState>>,
+    PeerAddr(peer): PeerAddr,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let mut response = match finish_login(&state, &headers, query.as_deref()).await {
+    let mut response = match finish_login(&state, &headers, peer, query.as_deref()).await {
         Ok((session_cookie, target)) => {
             let mut r = redirect(&target);
             if let Some(c) = state.cookies.set(
@@ -364,6 +367,7 @@ pub(crate) async fn callback(
 async fn finish_login(
     state: &ApiState,
     headers: &HeaderMap,
+    peer: Option<IpAddr>,
     query: Option<&str>,
 ) -> Result<(SecretString, String), ApiError> {
     let login_id = CookiePolicy::get(headers, state.cookies.login_name()).ok_or_else(|| {
@@ -392,7 +396,7 @@ async fn finish_login(
         .filter(|c| !c.is_empty())
         .ok_or_else(|| ApiError::bad_request("missing code parameter"))?;
     if state.provider.config.provider == AuthProvider::Github {
-        let cookie = finish_github_login(state, headers, &code).await?;
+        let cookie = finish_github_login(state, headers, peer, &code).await?;
         return Ok((cookie, pending.return_to));
     }
 
@@ -495,7 +499,7 @@ async fn finish_login(
         display_name: name.as_deref(),
         admin_by_claim,
     };
-    let cookie = complete_sign_in(state, headers, &account, tokens).await?;
+    let cookie = complete_sign_in(state, headers, peer, &account, tokens).await?;
     Ok((cookie, pending.return_to))
 }
 
@@ -510,6 +514,7 @@ fn expiry(expires_in: Option<u64>) -> Option<tessera_store::UnixTime> {
 async fn finish_github_login(
     state: &ApiState,
     headers: &HeaderMap,
+    peer: Option<IpAddr>,
     code: &str,
 ) -> Result<SecretString, ApiError> {
     let provider = &state.provider;
@@ -538,7 +543,7 @@ async fn finish_github_login(
         display_name: user.display_name.as_deref(),
         admin_by_claim: false,
     };
-    complete_sign_in(state, headers, &account, tokens).await
+    complete_sign_in(state, headers, peer, &account, tokens).await
 }
 
 /// Who the provider says signed in.
@@ -553,10 +558,12 @@ struct Account<'a> {
 }
 
 /// The provider-independent end of a sign-in: allowed domains, role, the user row, the
-/// provider tokens (sealed) and a new session, whose cookie value is returned.
+/// provider tokens (sealed) and a new session, whose cookie value is returned. The session
+/// records `peer`, the TCP peer's address (never `X-Forwarded-For`: see [`crate::peer`]).
 async fn complete_sign_in(
     state: &ApiState,
     headers: &HeaderMap,
+    peer: Option<IpAddr>,
     account: &Account<'_>,
     tokens: Option<IdpTokens>,
 ) -> Result<SecretString, ApiError> {
@@ -627,8 +634,14 @@ async fn complete_sign_in(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(256).collect::<String>());
+    let ip = peer.map(|ip| ip.to_string());
     let session = store
-        .create_session(&user.id, state.session_ttl, user_agent.as_deref(), None)
+        .create_session(
+            &user.id,
+            state.session_ttl,
+            user_agent.as_deref(),
+            ip.as_deref(),
+        )
         .await
         .map_err(|e| ApiError::internal("Failed to create session", &e))?;
     tracing::info!(user = %user.id, role = %user.role, "signed in");

@@ -195,7 +195,11 @@ pub(crate) const AUTHORIZATION_SERVER: &[&str] = &[
     "code_ttl",
     "dynamic_registration",
     "client_metadata_documents",
+    "registration_rate_limit",
 ];
+
+/// Keys of `auth.authorization_server.registration_rate_limit`.
+pub(crate) const RATE_LIMIT: &[&str] = &["per_minute", "burst"];
 
 /// Keys of `auth.admin_claim`.
 pub(crate) const ADMIN_CLAIM: &[&str] = &["claim", "value"];

@@ -104,6 +104,10 @@ pub mod defaults {
     pub const AS_DYNAMIC_REGISTRATION: bool = true;
     /// `auth.authorization_server.client_metadata_documents`
     pub const AS_CLIENT_METADATA_DOCUMENTS: bool = true;
+    /// `auth.authorization_server.registration_rate_limit.per_minute`
+    pub const AS_REGISTRATION_PER_MINUTE: u32 = 10;
+    /// `auth.authorization_server.registration_rate_limit.burst`
+    pub const AS_REGISTRATION_BURST: u32 = 20;
 }
 
 /// The `storage` key: which database the gateway keeps users, sessions, tokens, credentials,
@@ -516,6 +520,27 @@ pub struct AuthorizationServerConfig {
     pub dynamic_registration: bool,
     /// Client ID metadata documents (an https URL as `client_id`).
     pub client_metadata_documents: bool,
+    /// How many `/oauth/register` requests one client address may make (`None`: no limit).
+    /// Registration is open to anyone, and each one adds a row to the store.
+    pub registration_rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_minute`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests allowed per minute, sustained (at least 1).
+    pub per_minute: u32,
+    /// Requests allowed at once before the per-minute rate applies (at least 1).
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            per_minute: defaults::AS_REGISTRATION_PER_MINUTE,
+            burst: defaults::AS_REGISTRATION_BURST,
+        }
+    }
 }
 
 impl Default for AuthorizationServerConfig {
@@ -526,6 +551,7 @@ impl Default for AuthorizationServerConfig {
             code_ttl: defaults::AS_CODE_TTL,
             dynamic_registration: defaults::AS_DYNAMIC_REGISTRATION,
             client_metadata_documents: defaults::AS_CLIENT_METADATA_DOCUMENTS,
+            registration_rate_limit: Some(RateLimit::default()),
         }
     }
 }

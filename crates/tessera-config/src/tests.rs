@@ -1020,6 +1020,101 @@ fn authorization_server_problems_name_the_key_and_the_fix() {
 }
 
 #[test]
+fn registration_rate_limit_defaults_on_and_can_be_set_or_turned_off() {
+    let limit = |text: &str| {
+        ok(text)
+            .auth
+            .oidc()
+            .unwrap()
+            .authorization_server
+            .clone()
+            .unwrap()
+            .registration_rate_limit
+    };
+    let base = |v: &str| {
+        format!(
+            r#"{{"auth": {{"issuer": "https://idp.example.com", "client_id": "tessera",
+            "authorization_server": {v}}}}}"#
+        )
+    };
+    let defaults = Some(crate::RateLimit {
+        per_minute: 10,
+        burst: 20,
+    });
+    assert_eq!(limit(&base("{}")), defaults);
+    assert_eq!(limit(&base("true")), defaults);
+    assert_eq!(
+        limit(&base(r#"{"registration_rate_limit": true}"#)),
+        defaults
+    );
+    assert_eq!(
+        limit(&base(
+            r#"{"registration_rate_limit": {"per_minute": 2, "burst": 3}}"#
+        )),
+        Some(crate::RateLimit {
+            per_minute: 2,
+            burst: 3
+        })
+    );
+    // A key left out keeps its default.
+    assert_eq!(
+        limit(&base(r#"{"registration_rate_limit": {"burst": 5}}"#)),
+        Some(crate::RateLimit {
+            per_minute: 10,
+            burst: 5
+        })
+    );
+    assert_eq!(limit(&base(r#"{"registration_rate_limit": false}"#)), None);
+}
+
+#[test]
+fn registration_rate_limit_problems_name_the_key_and_the_fix() {
+    let text = |v: &str| {
+        error_text(&format!(
+            r#"{{"auth": {{"issuer": "https://idp.example.com", "client_id": "tessera",
+            "authorization_server": {{"registration_rate_limit": {v}}}}}}}"#
+        ))
+    };
+    let t = text(r#"{"per_minute": 0}"#);
+    assert!(
+        t.contains(
+            "auth.authorization_server.registration_rate_limit.per_minute: must be at least 1 \
+             (e.g. 10; registration_rate_limit: false for no limit)"
+        ),
+        "{t}"
+    );
+    let t = text(r#"{"burst": -3}"#);
+    assert!(
+        t.contains("auth.authorization_server.registration_rate_limit.burst: must not be negative"),
+        "{t}"
+    );
+    let t = text(r#"{"per_minute": "10/min"}"#);
+    assert!(
+        t.contains(
+            "auth.authorization_server.registration_rate_limit.per_minute: must be a number, not a string"
+        ),
+        "{t}"
+    );
+    let t = text(r#"{"per_minute": 99999999999}"#);
+    assert!(
+        t.contains("registration_rate_limit.per_minute: is too large"),
+        "{t}"
+    );
+    let t = text(r#"{"per_second": 1}"#);
+    assert!(
+        t.contains("auth.authorization_server.registration_rate_limit.per_second: unknown key"),
+        "{t}"
+    );
+    let t = text("10");
+    assert!(
+        t.contains(
+            "auth.authorization_server.registration_rate_limit: must be an object, true or false, not a number"
+        ),
+        "{t}"
+    );
+}
+
+#[test]
 fn microsoft_keeping_tokens_asks_for_tessera_s_own_api_not_graph() {
     let config = ok(
         r#"{"auth": {"provider": "microsoft", "tenant_id": "contoso.onmicrosoft.com",

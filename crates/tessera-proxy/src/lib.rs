@@ -48,6 +48,9 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
     });
     let stopping = gateway.shutdown.clone();
+    // With the peer's address in each request's extensions (`ConnectInfo<SocketAddr>`): the
+    // API limits open client registration per address and records it on browser sessions.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         // Long-lived streams (GET /mcp, /sse) would hold graceful shutdown open forever.

@@ -60,6 +60,8 @@ pub struct AuthorizationServer {
     pub(crate) clients: clients::Clients,
     pub(crate) pending: authorize::PendingAuthorizations,
     pub(crate) verified: verify::VerifyCache,
+    /// Per-address limit on `/oauth/register` (`registration_rate_limit`).
+    pub(crate) registrations: register::RegistrationLimiter,
 }
 
 impl AuthorizationServer {
@@ -80,6 +82,7 @@ impl AuthorizationServer {
             clients: clients::Clients::new(config.client_metadata_documents)?,
             pending: authorize::PendingAuthorizations::new(keyring),
             verified: verify::VerifyCache::default(),
+            registrations: register::RegistrationLimiter::new(config.registration_rate_limit),
         }))
     }
 
@@ -136,10 +139,11 @@ pub(crate) fn audit(
     }
 }
 
-/// Removes expired consent pages in progress; returns how many.
+/// Removes expired consent pages in progress (returns how many) and the registration limit's
+/// buckets that have filled up again.
 pub(crate) fn purge(state: &ApiState) -> usize {
-    state
-        .authz
-        .as_ref()
-        .map_or(0, |a| a.pending.purge_expired())
+    state.authz.as_ref().map_or(0, |a| {
+        a.registrations.purge();
+        a.pending.purge_expired()
+    })
 }

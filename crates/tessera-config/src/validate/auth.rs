@@ -11,7 +11,7 @@ use crate::json::Node;
 use crate::path::{self, quote};
 use crate::{
     AdminClaim, AuthConfig, AuthMode, AuthProvider, AuthorizationServerConfig, JwtAlgorithm,
-    defaults, keys,
+    RateLimit, defaults, keys,
 };
 
 const PROVIDERS: &[&str] = &["oidc", "google", "github", "microsoft"];
@@ -548,6 +548,10 @@ impl Cx<'_> {
             "client_metadata_documents",
             defaults.client_metadata_documents,
         );
+        let registration_rate_limit = match f.get("registration_rate_limit") {
+            Some(n) => self.rate_limit(&at("registration_rate_limit"), n),
+            None => Some(defaults.registration_rate_limit),
+        };
         if let (Some(access), Some(refresh)) = (access_token_ttl, refresh_token_ttl)
             && refresh < access
         {
@@ -565,6 +569,58 @@ impl Cx<'_> {
             code_ttl: code_ttl?,
             dynamic_registration: dynamic_registration?,
             client_metadata_documents: client_metadata_documents?,
+            registration_rate_limit: registration_rate_limit?,
+        }))
+    }
+
+    /// A token bucket: `{"per_minute": 10, "burst": 20}` (either key may be left to its
+    /// default), `true` for the defaults, or `false` for no limit.
+    fn rate_limit(&mut self, p: &str, node: &Node) -> Option<Option<RateLimit>> {
+        const EXAMPLE: &str = "{\"per_minute\": 10, \"burst\": 20}, or false for no limit";
+        let entries = match node {
+            Node::Bool(true) => return Some(Some(RateLimit::default())),
+            Node::Bool(false) => return Some(None),
+            Node::Object(entries) => entries,
+            other => {
+                self.wrong_type(p, other, "an object, true or false", EXAMPLE);
+                return None;
+            }
+        };
+        let f = self.object(
+            p,
+            entries,
+            &Schema {
+                known: keys::RATE_LIMIT,
+                silent: &[],
+                reference: &[],
+                reference_prefixes: &[],
+            },
+        );
+        let defaults = RateLimit::default();
+        let count = |cx: &mut Self, key: &str, default: u32| {
+            let Some(n) = f.get(key) else {
+                return Some(default);
+            };
+            let at = path::key(p, key);
+            let hint = format!("e.g. {default}; registration_rate_limit: false for no limit");
+            let n = cx.whole_number(&at, n, &hint)?;
+            match u32::try_from(n) {
+                Ok(0) => {
+                    cx.err(&at, format!("must be at least 1 ({hint})"));
+                    None
+                }
+                Ok(n) => Some(n),
+                Err(_) => {
+                    cx.err(&at, format!("is too large ({hint})"));
+                    None
+                }
+            }
+        };
+        let per_minute = count(self, "per_minute", defaults.per_minute);
+        let burst = count(self, "burst", defaults.burst);
+        Some(Some(RateLimit {
+            per_minute: per_minute?,
+            burst: burst?,
         }))
     }
 
