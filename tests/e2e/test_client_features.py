@@ -42,6 +42,14 @@ async def tool_names(session: Any) -> set[str]:
     raise AssertionError("tools/list pagination does not terminate")
 
 
+async def listed(session: Any, name: str) -> bool:
+    return name in await tool_names(session)
+
+
+async def unlisted(session: Any, name: str) -> bool:
+    return name not in await tool_names(session)
+
+
 class Inbox:
     """A message_handler that keeps every server notification a client receives."""
 
@@ -117,16 +125,24 @@ async def test_tools_list_changed_reaches_every_client(gateway: Gateway, upstrea
         assert tool(py, name) not in await tool_names(a)
         assert tool(py, name) not in await tool_names(b)
 
+        # The notification and the new list are awaited separately: a list_changed the shared
+        # gateway sends for another reason (another server's re-listing, a previous case's
+        # removal) may arrive first, and must not be taken for the one under test.
+        seen = [len(inbox.of(types.ToolListChangedNotification)) for inbox in (inbox_a, inbox_b)]
         res = await a.call_tool(tool(py, "add_dynamic_tool"), {"name": name})
         assert not res.isError, text_of(res)
-        for who, inbox in (("caller", inbox_a), ("other client", inbox_b)):
+        for who, inbox, before in (("caller", inbox_a, seen[0]), ("other client", inbox_b, seen[1])):
             await await_until(
-                lambda inbox=inbox: inbox.of(types.ToolListChangedNotification),
+                lambda inbox=inbox, before=before: len(inbox.of(types.ToolListChangedNotification)) > before,
                 NOTIFY_TIMEOUT,
                 f"notifications/tools/list_changed at the {who}",
             )
-        assert tool(py, name) in await tool_names(a), "the new tool is not listed after list_changed"
-        assert tool(py, name) in await tool_names(b), "the new tool is not listed to the other client"
+        for who, session in (("the caller", a), ("the other client", b)):
+            await await_until(
+                lambda session=session: listed(session, tool(py, name)),
+                NOTIFY_TIMEOUT,
+                f"the new tool listed to {who} after list_changed",
+            )
         res = await b.call_tool(tool(py, name), {})
         assert text_of(res) == f"dynamic {name}", res
 
@@ -138,7 +154,11 @@ async def test_tools_list_changed_reaches_every_client(gateway: Gateway, upstrea
             NOTIFY_TIMEOUT,
             "notifications/tools/list_changed after the removal",
         )
-        assert tool(py, name) not in await tool_names(a), "the removed tool is still listed"
+        await await_until(
+            lambda: unlisted(a, tool(py, name)),
+            NOTIFY_TIMEOUT,
+            "the removed tool gone from tools/list",
+        )
 
 
 # ------------------------------------------------------------------------ logging
