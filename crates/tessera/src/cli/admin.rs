@@ -100,13 +100,27 @@ fn pick(v: &Value, fields: &[&str]) -> Value {
     Value::Object(out)
 }
 
-pub(crate) fn sessions(body: &Value) -> Vec<Value> {
-    body["sessions"]
+/// `body[key]`'s objects, each cut down to `fields`.
+fn pick_each(body: &Value, key: &str, fields: &[&str]) -> Vec<Value> {
+    body[key]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|s| pick(s, SESSION_FIELDS))
+        .map(|s| pick(s, fields))
         .collect()
+}
+
+/// How a row names its user: the email, else the store's id.
+fn user_of(row: &Value) -> &Value {
+    if row["user_email"].is_null() {
+        &row["user_id"]
+    } else {
+        &row["user_email"]
+    }
+}
+
+pub(crate) fn sessions(body: &Value) -> Vec<Value> {
+    pick_each(body, "sessions", SESSION_FIELDS)
 }
 
 pub(crate) fn render_sessions(list: &[Value]) -> String {
@@ -124,14 +138,9 @@ pub(crate) fn render_sessions(list: &[Value]) -> String {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|s| {
-            let user = if s["user_email"].is_null() {
-                &s["user_id"]
-            } else {
-                &s["user_email"]
-            };
             vec![
                 table::cell(&s["id"]),
-                table::cell(user),
+                table::cell(user_of(s)),
                 table::cell(&s["created_at"]),
                 table::cell(&s["expires_at"]),
                 if s["expired"].as_bool() == Some(true) {
@@ -148,12 +157,7 @@ pub(crate) fn render_sessions(list: &[Value]) -> String {
 }
 
 pub(crate) fn mcp_sessions(body: &Value) -> Vec<Value> {
-    body["sessions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| pick(s, MCP_SESSION_FIELDS))
-        .collect()
+    pick_each(body, "sessions", MCP_SESSION_FIELDS)
 }
 
 pub(crate) fn render_mcp_sessions(list: &[Value]) -> String {
@@ -171,11 +175,6 @@ pub(crate) fn render_mcp_sessions(list: &[Value]) -> String {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|s| {
-            let user = if s["user_email"].is_null() {
-                &s["user_id"]
-            } else {
-                &s["user_email"]
-            };
             let client = match (s["client_name"].as_str(), s["client_version"].as_str()) {
                 (Some(name), Some(version)) => format!("{name} {version}"),
                 (Some(name), None) => name.to_owned(),
@@ -189,7 +188,7 @@ pub(crate) fn render_mcp_sessions(list: &[Value]) -> String {
                 .collect();
             vec![
                 table::cell(&s["handle"]),
-                table::cell(user),
+                table::cell(user_of(s)),
                 client,
                 table::cell(&s["via"]),
                 table::cell(&s["last_active_at"]),
