@@ -42,6 +42,7 @@ EXPECTED = {
     ("get", "/api/v1/admin/sessions"),
     ("delete", "/api/v1/admin/sessions/{id}"),
     ("get", "/api/v1/admin/mcp-sessions"),
+    ("get", "/api/v1/user/diagnostics"),
     ("delete", "/api/v1/admin/mcp-sessions/{handle}"),
     ("get", "/api/v1/admin/dashboard"),
     ("get", "/api/v1/activity"),

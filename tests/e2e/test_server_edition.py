@@ -214,6 +214,38 @@ async def test_personal_upstream_is_routed_for_its_owner_only(env: Env) -> None:
         assert not any(n.startswith(f"mine{SEP}") for n in await tool_names(a))
 
 
+async def test_diagnostics_show_live_state_per_user(env: Env) -> None:
+    """GET /api/v1/user/diagnostics: alice's personal server is ready with its tool count and
+    her open upstream session while she uses it; a shared server shows the corpus' tool count;
+    the server bob switched off is `switched_off` for him and `ready` for alice."""
+    alice, bob = env.rest("alice"), env.rest("bob")
+    r = alice.post("/api/v1/user/servers", json={"name": "diag", "url": env.personal_url})
+    assert r.status_code == 201, r.text
+    assert bob.post("/api/v1/user/servers/sentry/enable", json={"enabled": False}).status_code == 200
+    try:
+        before = {s["name"]: s for s in alice.get("/api/v1/user/diagnostics").json()["servers"]}
+        assert before["diag"]["ownership"] == "personal" and before["diag"]["connected"] is False, before["diag"]
+        async with mcp(env.gw, env.pat("alice")) as a:
+            kind, text = await call(a, f"diag{SEP}whoami")
+            assert kind == "ok", text
+            r = alice.get("/api/v1/user/diagnostics")
+            assert r.status_code == 200, r.text
+            live = {s["name"]: s for s in r.json()["servers"]}
+            diag = live["diag"]
+            assert diag["state"] == "ready" and diag["connected"] is True, diag
+            assert diag["tool_count"] and diag["tool_count"] > 3, diag
+            assert diag["upstream_sessions"] >= 1, diag
+            jira = live["jira"]
+            assert (jira["state"], jira["tool_count"]) == ("ready", len(CORPUS["servers"]["jira"])), jira
+            assert live["sentry"]["state"] == "ready", live["sentry"]
+        bobs = {s["name"]: s for s in bob.get("/api/v1/user/diagnostics").json()["servers"]}
+        assert bobs["sentry"]["state"] == "switched_off" and bobs["sentry"]["connected"] is False, bobs["sentry"]
+        assert "diag" not in bobs, "bob sees alice's personal server"
+    finally:
+        bob.post("/api/v1/user/servers/sentry/enable", json={"enabled": True})
+        assert alice.delete("/api/v1/user/servers/diag").status_code == 200
+
+
 def per_user_upstream_sessions(env: Env) -> int:
     text = httpx.get(f"{env.gw.base}/metrics", timeout=5).text
     line = next(l for l in text.splitlines() if l.startswith("tessera_brokered_upstream_sessions "))

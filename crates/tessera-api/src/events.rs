@@ -27,6 +27,10 @@ pub trait UserEvents: Send + Sync {
     /// Ends the MCP client session with this handle here, and tells the other replicas to end
     /// it too and never resume it. Whether it was open on this replica.
     fn end_mcp_session<'a>(&'a self, handle: &'a str) -> EventFuture<'a, bool>;
+    /// How each server looks to the user (`issuer`, `subject`) on this replica now: objects
+    /// with `name`, `state`, `error`, `tool_count` and `upstream_sessions`, for the shared
+    /// servers and the user's personal servers the gateway has loaded.
+    fn user_diagnostics(&self, issuer: &str, subject: &str) -> Vec<serde_json::Value>;
 }
 
 /// The hook before the binary sets one: nothing to tell, no live figures.
@@ -48,5 +52,8 @@ impl UserEvents for NoEvents {
     }
     fn end_mcp_session<'a>(&'a self, _handle: &'a str) -> EventFuture<'a, bool> {
         Box::pin(async { false })
+    }
+    fn user_diagnostics(&self, _issuer: &str, _subject: &str) -> Vec<serde_json::Value> {
+        Vec::new()
     }
 }

@@ -320,6 +320,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/api/v1/user/servers/{name}/enable",
             post(user_servers::enable),
         )
+        .route("/api/v1/user/diagnostics", get(user_servers::diagnostics))
         .route("/api/v1/user/credentials", get(credentials::list))
         .route(
             "/api/v1/user/credentials/{server}",

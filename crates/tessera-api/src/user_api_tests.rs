@@ -63,6 +63,20 @@ impl UserEvents for Recorder {
             "client_name": "inspector",
         })]
     }
+    fn user_diagnostics(&self, issuer: &str, subject: &str) -> Vec<serde_json::Value> {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("diagnostics:{issuer}:{subject}"));
+        vec![
+            serde_json::json!({"name": "GitHub", "state": "ready", "error": null,
+                "tool_count": 12, "upstream_sessions": 1}),
+            serde_json::json!({"name": "atlassian", "state": "down",
+                "error": "connection refused", "tool_count": null, "upstream_sessions": 0}),
+            serde_json::json!({"name": "notes", "state": "ready", "error": null,
+                "tool_count": 4, "upstream_sessions": 2}),
+        ]
+    }
     fn end_mcp_session<'a>(&'a self, handle: &'a str) -> crate::events::EventFuture<'a, bool> {
         self.events
             .lock()
@@ -1097,4 +1111,91 @@ async fn an_admin_lists_and_ends_mcp_sessions_by_handle() {
         );
     }
     assert!(f.events.take().is_empty());
+}
+
+#[tokio::test]
+async fn diagnostics_show_each_server_as_the_caller_sees_it_now() {
+    let f = fixture().await;
+    let (s, _, text) = f
+        .add(
+            &f.alice,
+            serde_json::json!({"name": "notes", "url": PUBLIC}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{text}");
+    let (s, _, text) = f
+        .add(
+            &f.alice,
+            serde_json::json!({"name": "idle", "url": PUBLIC, "enabled": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{text}");
+    let (s, _, _) = f
+        .call(
+            Method::POST,
+            "/api/v1/user/servers/atlassian/enable",
+            Some(&f.alice),
+            Some(serde_json::json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    f.events.take();
+
+    let (s, body, text) = f
+        .call(
+            Method::GET,
+            "/api/v1/user/diagnostics",
+            Some(&f.alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    assert_eq!(
+        f.events.take(),
+        ["diagnostics:https://idp.example.test:alice"],
+        "asked the gateway for this caller's view"
+    );
+    let servers = body["servers"].as_array().unwrap();
+    let by_name = |n: &str| servers.iter().find(|s| s["name"] == n).unwrap().clone();
+    let github = by_name("GitHub");
+    assert_eq!(github["ownership"], "shared");
+    assert_eq!(github["state"], "ready");
+    assert_eq!(github["connected"], true);
+    assert_eq!(github["tool_count"], 12);
+    assert_eq!(github["upstream_sessions"], 1);
+    // Switched off by alice: not its live state, and no figures.
+    let atlassian = by_name("atlassian");
+    assert_eq!(atlassian["state"], "switched_off");
+    assert_eq!(atlassian["enabled"], false);
+    assert_eq!(atlassian["connected"], false);
+    assert_eq!(atlassian["error"], serde_json::Value::Null);
+    let notes = by_name("notes");
+    assert_eq!(notes["ownership"], "personal");
+    assert_eq!(
+        (notes["state"].as_str(), notes["tool_count"].as_u64()),
+        (Some("ready"), Some(4))
+    );
+    let idle = by_name("idle");
+    assert_eq!(
+        (idle["state"].as_str(), idle["connected"].as_bool()),
+        (Some("disabled"), Some(false))
+    );
+    assert_eq!(servers.len(), 4);
+    assert!(!text.contains("shared-secret"));
+
+    // Bob has no personal servers; the shared ones are live for him too.
+    let (_, body, _) = f
+        .call(Method::GET, "/api/v1/user/diagnostics", Some(&f.bob), None)
+        .await;
+    let names: Vec<&str> = body["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["GitHub", "atlassian"]);
+    let (s, _, _) = f
+        .call(Method::GET, "/api/v1/user/diagnostics", None, None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
 }

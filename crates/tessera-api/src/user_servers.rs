@@ -498,6 +498,89 @@ pub(crate) async fn list(
     ))
 }
 
+/// `GET /api/v1/user/diagnostics` → `{"servers": [{name, ownership, enabled, protocol,
+/// brokered, connected, state, error, tool_count, upstream_sessions}…]}`: the caller's servers
+/// (as `GET /api/v1/user/servers` lists them) with their live state on the replica that
+/// answers (the reference's were always "not connected, 0 tools"). `enabled` is the caller's
+/// own switch; a server switched off is `state: "switched_off"`. A personal server the gateway
+/// has not loaded yet (no MCP request of the caller here) is `not_connected`.
+pub(crate) async fn diagnostics(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = state
+        .store
+        .get_user(&caller.user_id)
+        .await
+        .map_err(|e| ApiError::internal("Failed to read the user", &e))?
+        .ok_or_else(ApiError::unauthorized)?;
+    let live = state.events().user_diagnostics(&user.issuer, &user.subject);
+    let live_of = |name: &str| live.iter().find(|d| d["name"] == name);
+    // `off`: why a server that is not enabled for the caller is not (`switched_off` by the
+    // caller, `disabled` in the configuration or by its owner).
+    let row = |name: &str, ownership: &str, off: Option<&str>, protocol: &str, brokered: bool| {
+        let live = live_of(name);
+        let field = |key: &str| live.map_or(serde_json::Value::Null, |d| d[key].clone());
+        let enabled = off.is_none();
+        let state = if let Some(off) = off {
+            off.into()
+        } else {
+            live.map_or_else(|| "not_connected".into(), |d| d["state"].clone())
+        };
+        let upstream_sessions = live
+            .and_then(|d| d["upstream_sessions"].as_u64())
+            .unwrap_or(0);
+        serde_json::json!({
+            "name": name,
+            "ownership": ownership,
+            "enabled": enabled,
+            "protocol": protocol,
+            "brokered": brokered,
+            "connected": enabled && (state == "ready" || upstream_sessions > 0),
+            "state": state,
+            "error": if enabled { field("error") } else { serde_json::Value::Null },
+            "tool_count": if enabled { field("tool_count") } else { serde_json::Value::Null },
+            "upstream_sessions": upstream_sessions,
+        })
+    };
+    let prefs = state
+        .store
+        .server_preferences(&caller.user_id)
+        .await
+        .map_err(|e| ApiError::internal("Failed to read preferences", &e))?;
+    let mut servers: Vec<serde_json::Value> = visible(&state, &caller)
+        .await?
+        .iter()
+        .map(|s| {
+            let on = prefs
+                .iter()
+                .find(|(n, _)| *n == s.name)
+                .is_none_or(|(_, on)| *on);
+            let off = if !s.enabled {
+                Some("disabled")
+            } else if !on {
+                Some("switched_off")
+            } else {
+                None
+            };
+            row(&s.name, "shared", off, s.transport, s.brokered.is_some())
+        })
+        .collect();
+    servers.extend(
+        state
+            .store
+            .list_user_servers(&caller.user_id)
+            .await
+            .map_err(|e| ApiError::internal("Failed to list servers", &e))?
+            .iter()
+            .map(|s| {
+                let off = (!s.enabled).then_some("disabled");
+                row(&s.name, "personal", off, &s.protocol, s.brokered)
+            }),
+    );
+    Ok(Json(serde_json::json!({ "servers": servers })))
+}
+
 #[derive(Deserialize)]
 pub(crate) struct CreateRequest {
     #[serde(default)]

@@ -1,4 +1,6 @@
-//! The live client sessions of this replica as an admin sees them, and ending one.
+//! The live state of this replica as an admin or a user asks for it: the client sessions and
+//! ending one ([`Gateway::live_sessions`], [`Gateway::end_session_by_handle`]), and how each
+//! server looks to one user now ([`Gateway::diagnostics_for`]).
 //!
 //! A session is named by its **handle**, the SHA-256 of its id (lowercase hex), never by the id:
 //! the id is what a client presents, and an admin's list must not hand it to anyone. The handle
@@ -13,8 +15,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tessera_identity::TokenKind;
 
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Health, ServerEntry};
 use crate::session::{ClientSession, FrontEnd};
+use tessera_identity::UserKey;
 
 /// The handle of the session `id`: lowercase hex SHA-256.
 pub fn session_handle(id: &str) -> String {
@@ -121,7 +124,44 @@ impl SessionInfo {
     }
 }
 
+/// How one server looks to one user on this replica now.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerDiagnostics {
+    pub name: String,
+    /// A shared server the gateway discovers: `ready`, `connecting`, `down` or `disabled`. A
+    /// server discovered through each user's own session (brokered, personal): `ready` once this
+    /// user's catalogue was discovered here, else `not_connected`.
+    pub state: &'static str,
+    /// Why a shared server is down (never a secret: the upstream's error as the gateway logs it).
+    pub error: Option<String>,
+    /// Tools listed, for this user; `None` while not discovered.
+    pub tool_count: Option<usize>,
+    /// This user's upstream sessions open to it here (one per client session that used it).
+    pub upstream_sessions: usize,
+}
+
 impl Gateway {
+    /// Every server `user` may reach here — the shared ones (whatever their switches: the caller
+    /// says which are off) and the personal ones of their loaded settings — with its live state.
+    pub fn diagnostics_for(&self, user: &UserKey) -> Vec<ServerDiagnostics> {
+        let mut open: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for session in self.sessions_of(user) {
+            for upstream in session.open_upstreams() {
+                *open.entry(upstream.server.name.clone()).or_default() += 1;
+            }
+        }
+        let view = self.user_view(user);
+        let personal = view
+            .as_ref()
+            .map(|v| v.personal_servers().to_vec())
+            .unwrap_or_default();
+        self.servers
+            .iter()
+            .chain(personal.iter())
+            .map(|entry| diagnose(entry, user, &open))
+            .collect()
+    }
+
     /// Every client session open here, most recently active first.
     pub fn live_sessions(&self) -> Vec<SessionInfo> {
         let sessions: Vec<Arc<ClientSession>> = self
@@ -156,6 +196,33 @@ impl Gateway {
             tracing::info!(session = %handle, "client session ended by an admin");
         }
         ended
+    }
+}
+
+fn diagnose(
+    entry: &ServerEntry,
+    user: &UserKey,
+    open: &std::collections::HashMap<String, usize>,
+) -> ServerDiagnostics {
+    let name = entry.config.name.clone();
+    let upstream_sessions = open.get(&name).copied().unwrap_or(0);
+    let (health, error) = entry.health();
+    let (state, error, tool_count) = match health {
+        Health::PerUser => match entry.user_catalog(user) {
+            Some(catalog) => ("ready", None, Some(catalog.tools.len())),
+            None => ("not_connected", None, None),
+        },
+        Health::Ready => ("ready", None, Some(entry.catalog().tools.len())),
+        Health::Connecting => ("connecting", error, None),
+        Health::Down => ("down", error, None),
+        Health::Disabled => ("disabled", None, None),
+    };
+    ServerDiagnostics {
+        name,
+        state,
+        error,
+        tool_count,
+        upstream_sessions,
     }
 }
 

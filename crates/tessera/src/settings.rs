@@ -220,6 +220,21 @@ impl tessera_api::UserEvents for GatewayUserEvents {
             .collect()
     }
 
+    fn user_diagnostics(&self, issuer: &str, subject: &str) -> Vec<serde_json::Value> {
+        let Some(gateway) = self.gateway.upgrade() else {
+            return Vec::new();
+        };
+        let user = UserKey {
+            issuer: issuer.to_owned(),
+            subject: subject.to_owned(),
+        };
+        gateway
+            .diagnostics_for(&user)
+            .iter()
+            .filter_map(|d| serde_json::to_value(d).ok())
+            .collect()
+    }
+
     fn end_mcp_session<'a>(
         &'a self,
         handle: &'a str,

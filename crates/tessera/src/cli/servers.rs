@@ -114,6 +114,69 @@ pub(crate) enum ServerCommand {
     /// Switch a server off for you.
     #[command(after_help = super::EXIT_CODES)]
     Disable { name: String },
+    /// Your servers' live state on the gateway: ready, down (and why), switched off, how many
+    /// tools you see and your upstream sessions open to each.
+    #[command(after_help = super::EXIT_CODES)]
+    Status,
+}
+
+const STATUS_FIELDS: &[&str] = &[
+    "name",
+    "ownership",
+    "enabled",
+    "protocol",
+    "brokered",
+    "connected",
+    "state",
+    "error",
+    "tool_count",
+    "upstream_sessions",
+];
+
+/// `GET /api/v1/user/diagnostics`'s rows, cut down to [`STATUS_FIELDS`].
+pub(crate) fn status_rows(body: &Value) -> Vec<Value> {
+    body["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let mut out = Map::new();
+            for key in STATUS_FIELDS {
+                if let Some(v) = s.get(*key) {
+                    out.insert((*key).to_owned(), v.clone());
+                }
+            }
+            Value::Object(out)
+        })
+        .collect()
+}
+
+pub(crate) fn render_status(list: &[Value]) -> String {
+    if list.is_empty() {
+        return "No servers.\n".to_owned();
+    }
+    let columns = [
+        col("NAME", 24),
+        col("OWNER", 9),
+        col("STATE", 14),
+        col("TOOLS", 6),
+        col("SESSIONS", 8),
+        col("ERROR", 48),
+    ];
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                table::cell(&s["name"]),
+                table::cell(&s["ownership"]),
+                table::cell(&s["state"]),
+                table::cell(&s["tool_count"]),
+                table::cell(&s["upstream_sessions"]),
+                table::cell(&s["error"]),
+            ]
+        })
+        .collect();
+    table::render(&columns, &rows)
 }
 
 const PATH: &str = "/api/v1/user/servers";
@@ -252,6 +315,14 @@ pub(crate) async fn run(args: ServerArgs) -> Outcome {
     let api = Api::new(&remote)?;
     let one = |name: &str| format!("{PATH}/{}", segment(name));
     let body = match &args.command {
+        ServerCommand::Status => {
+            let list = status_rows(&api.get("/api/v1/user/diagnostics").await?);
+            match remote.output {
+                OutputFormat::Json => print_json(&json!({ "servers": list })),
+                OutputFormat::Table => print!("{}", render_status(&list)),
+            }
+            return Ok(());
+        }
         ServerCommand::List => api.get(PATH).await?,
         ServerCommand::Add {
             name,
@@ -329,6 +400,28 @@ pub(crate) async fn run(args: ServerArgs) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_shows_state_tools_sessions_and_the_error() {
+        let body = json!({"servers": [
+            {"name": "github", "ownership": "shared", "state": "ready", "tool_count": 12,
+             "upstream_sessions": 1, "error": null, "secret": "NO"},
+            {"name": "jira", "ownership": "shared", "state": "down", "tool_count": null,
+             "upstream_sessions": 0, "error": "connection refused"}]});
+        let list = status_rows(&body);
+        assert!(!serde_json::to_string(&list).unwrap().contains("NO"));
+        let text = render_status(&list);
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0], ["github", "shared", "ready", "12", "1", "-"]);
+        assert_eq!(
+            rows[1],
+            ["jira", "shared", "down", "-", "0", "connection", "refused"]
+        );
+    }
 
     #[test]
     fn an_auth_broker_file_must_be_a_json_object() {
