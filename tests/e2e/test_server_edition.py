@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ from conftest import (
     PYTHON,
     REPO,
     SEP,
+    TESSERA_BIN,
     Gateway,
     ProcessRegistry,
     await_until,
@@ -414,6 +416,39 @@ class RawSession:
 
     def call_tool(self, name: str) -> httpx.Response:
         return self.post("tools/call", {"name": name, "arguments": {}})
+
+
+def test_regenerating_a_scoped_token_rotates_it_on_the_mcp_path(env: Env) -> None:
+    """`tessera token regenerate ID`: the new token has the old one's servers and permissions
+    (a read tool works, a destructive one is refused) and the old one is refused on /mcp at
+    once — in a new session and in the session it had open."""
+    r = env.rest("alice").post("/api/v1/user/tokens", json={
+        "name": "rotate-me", "allowed_servers": ["github"], "permissions": ["read"]})
+    assert r.status_code == 201, r.text
+    old, token_id = inbound(r.json()["token"]), r.json()["id"]
+    read_tool = corpus_tool("github", read_only=True)
+    open_session = RawSession(env.gw, old)
+    assert open_session.open().status_code == 200
+    r = open_session.call_tool(read_tool)
+    assert r.status_code == 200 and "github." in r.text, r.text
+
+    cli_env = {**os.environ, "TESSERA_URL": env.gw.base, "TESSERA_TOKEN": env.pat("alice")}
+    out = subprocess.run([str(TESSERA_BIN), "token", "regenerate", token_id, "--output", "json"],
+                         env=cli_env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    new = inbound(body["token"])
+    assert new != old and body["replaces"] == token_id and body["name"] == "rotate-me", body
+    assert (body["allowed_servers"], body["permissions"]) == (["github"], ["read"]), body
+
+    assert open_session.call_tool(read_tool).status_code == 401, "the old token's open session still works"
+    assert RawSession(env.gw, old).open().status_code == 401, "the old token opens new sessions"
+    rotated = RawSession(env.gw, new)
+    assert rotated.open().status_code == 200
+    r = rotated.call_tool(read_tool)
+    assert r.status_code == 200 and "github." in r.text, r.text
+    r = rotated.call_tool(corpus_tool("github", destructive=True))
+    assert r.status_code == 200 and "destructive" in r.text and '"isError":true' in r.text, r.text
 
 
 def test_disabling_a_user_ends_their_session_within_one_request(env: Env) -> None:

@@ -414,7 +414,8 @@ def test_alice_connects_disconnects_and_reads_her_activity(browser: Any, env: En
 def test_tokens_are_shown_once_and_revocable(browser: Any, env: Env, make_browser: Any) -> None:
     """Create a personal access token in the Tokens section: the token is shown once (in the
     response that created it and in the one-time box), the list shows only its prefix, Done and a
-    reload leave no trace of it, and Revoke marks it revoked."""
+    reload leave no trace of it, Regenerate shows a new one once and revokes the old one, and
+    Revoke marks it revoked."""
     b = make_browser()
     page, expect = b.page, b.expect
     b.sign_in("bob")
@@ -446,8 +447,25 @@ def test_tokens_are_shown_once_and_revocable(browser: Any, env: Env, make_browse
     page.reload()
     expect(page.locator("#tokens")).to_have_attribute("data-loaded", "1")
     assert token not in page.content()
-    listed.get_by_role("button", name="Revoke ui laptop").click()
-    expect(listed).to_have_attribute("data-status", "revoked")
+
+    # Regenerate: a new token, shown once like a created one; the old row is revoked.
+    with page.expect_response(lambda r: r.url.endswith("/regenerate") and r.request.method == "POST") as regenerated:
+        listed.get_by_role("button", name="Regenerate ui laptop").click()
+    assert regenerated.value.status == 201, regenerated.value.status
+    new_token = regenerated.value.json()["token"]
+    inbound(new_token)
+    assert new_token != token
+    b.seen.allowed[new_token] = {regenerated.value.url, "token regenerated"}
+    expect(page.locator("#token-value")).to_have_value(new_token)
+    b.seen.pages.append(("token regenerated", page.content()))
+    page.get_by_role("button", name="Done").click()
+    expect(page.locator("#token-value")).to_have_value("")
+    rows = page.locator("#tokens-table tbody tr", has_text="ui laptop")
+    expect(rows).to_have_count(2)
+    expect(rows.and_(page.locator("[data-status='revoked']"))).to_have_count(1)
+    rows.and_(page.locator("[data-status='active']")).get_by_role("button", name="Revoke ui laptop").click()
+    expect(rows.and_(page.locator("[data-status='revoked']"))).to_have_count(2)
+    assert new_token not in page.content()
     b.snapshot("tokens-revoked")
 
     # Keyboard only: the first Tab reaches the skip link; Enter on a nav link opens the section

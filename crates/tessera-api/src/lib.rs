@@ -305,6 +305,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/me", get(me))
         .route("/api/v1/user/tokens", post(pat::create).get(pat::list))
         .route("/api/v1/user/tokens/{id}", delete(pat::revoke))
+        .route("/api/v1/user/tokens/{id}/regenerate", post(pat::regenerate))
         .route("/api/v1/user/idp-token", get(subject_token::status))
         .route(
             "/api/v1/user/servers",

@@ -410,6 +410,84 @@ async fn check_servers(
     Ok(Some(out))
 }
 
+/// `POST /api/v1/user/tokens/{id}/regenerate` → 201 with a new token (shown once) of the same
+/// name, servers, permissions and lifetime; the old one is revoked in the same transaction
+/// (rotating a token that may have leaked, without re-entering its limits). 404 for a token
+/// that is not the caller's or is already revoked. A scoped agent token may only regenerate a
+/// token no broader than itself, and the new one does not outlive it.
+pub(crate) async fn regenerate(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("Token {id:?} not found"));
+    let old = state
+        .store
+        .list_pats(&caller.user_id)
+        .await
+        .map_err(|e| ApiError::internal("Failed to list tokens", &e))?
+        .into_iter()
+        .find(|p| p.id == id && p.revoked_at.is_none())
+        .ok_or_else(not_found)?;
+    let (parent, parent_expiry) = match &caller.kind {
+        CallerKind::PersonalAccessToken {
+            agent, expires_at, ..
+        } => (agent.clone(), *expires_at),
+        CallerKind::Session => (None, None),
+    };
+    if let Some(parent) = parent.as_deref() {
+        let broader_permissions = old
+            .permissions
+            .iter()
+            .any(|p| Permission::parse(p).is_none_or(|p| !parent.allows(p)));
+        let broader_servers = match (&parent.servers, &old.allowed_servers) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(limit), Some(servers)) => servers.iter().any(|s| !limit.contains(s)),
+        };
+        if broader_permissions || broader_servers {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "This token may not regenerate a token broader than itself",
+            ));
+        }
+    }
+    let lifetime = old
+        .expires_at
+        .map(|at| at.saturating_sub(old.created_at))
+        .and_then(|secs| u64::try_from(secs).ok())
+        .map_or(DEFAULT_EXPIRY, Duration::from_secs)
+        .clamp(Duration::from_secs(1), MAX_EXPIRY);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut expires_at = i64::try_from(now.saturating_add(lifetime.as_secs())).unwrap_or(i64::MAX);
+    if let Some(parent) = parent_expiry {
+        expires_at = expires_at.min(parent);
+    }
+    let (created, old) = match state
+        .store
+        .regenerate_pat(&caller.user_id, &id, Some(expires_at))
+        .await
+    {
+        Ok(done) => done,
+        Err(StoreError::PatNotFound { .. }) => return Err(not_found()),
+        Err(e) => return Err(ApiError::internal("Failed to regenerate token", &e)),
+    };
+    forget(&old.id);
+    tracing::info!(user = %caller.user_id, old = %old.id, pat = %created.pat.id, "personal access token regenerated");
+    let mut body = token_json(&created.pat);
+    body["token"] = created.token.expose_secret().into();
+    body["replaces"] = old.id.into();
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}
+
 /// `GET /api/v1/user/tokens` → `{"tokens": [...]}` without the tokens themselves.
 pub(crate) async fn list(
     State(state): State<Arc<ApiState>>,

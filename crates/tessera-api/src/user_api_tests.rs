@@ -1199,3 +1199,86 @@ async fn diagnostics_show_each_server_as_the_caller_sees_it_now() {
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn regenerating_a_token_rotates_it_with_the_same_limits() {
+    let f = fixture().await;
+    let (s, created, text) = f
+        .call(
+            Method::POST,
+            "/api/v1/user/tokens",
+            Some(&f.alice),
+            Some(
+                serde_json::json!({"name": "ci", "allowed_servers": ["GitHub"],
+                "permissions": ["read"], "expires_in": "2h"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{text}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let scoped = (
+        f.alice.0.clone(),
+        created["token"].as_str().unwrap().to_owned(),
+    );
+    // Used once, so its check is cached: regenerating must drop it.
+    let (s, _, _) = f.call(Method::GET, "/api/v1/me", Some(&scoped), None).await;
+    assert_eq!(s, StatusCode::OK);
+
+    let uri = format!("/api/v1/user/tokens/{id}/regenerate");
+    let (s, _, _) = f.call(Method::POST, &uri, Some(&f.bob), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "bob regenerated alice's token");
+    let (s, new, text) = f.call(Method::POST, &uri, Some(&f.alice), None).await;
+    assert_eq!(s, StatusCode::CREATED, "{text}");
+    assert_eq!(new["replaces"], id.as_str());
+    assert_eq!(new["name"], "ci");
+    assert_eq!(new["allowed_servers"], serde_json::json!(["GitHub"]));
+    assert_eq!(new["permissions"], serde_json::json!(["read"]));
+    let new_token = new["token"].as_str().unwrap().to_owned();
+    assert_ne!(new_token, scoped.1);
+    let (s, _, _) = f.call(Method::GET, "/api/v1/me", Some(&scoped), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "the old token still works");
+    let rotated = (f.alice.0.clone(), new_token);
+    let (s, _, _) = f
+        .call(Method::GET, "/api/v1/me", Some(&rotated), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = f.call(Method::POST, &uri, Some(&f.alice), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "a revoked token was regenerated");
+
+    // The scoped token may not regenerate alice's full token, only one no broader than itself.
+    let (_, listed, _) = f
+        .call(Method::GET, "/api/v1/user/tokens", Some(&f.alice), None)
+        .await;
+    let full_id = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "test")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, body, _) = f
+        .call(
+            Method::POST,
+            &format!("/api/v1/user/tokens/{full_id}/regenerate"),
+            Some(&rotated),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(body["message"].as_str().unwrap().contains("broader"));
+    let (s, again, _) = f
+        .call(
+            Method::POST,
+            &format!(
+                "/api/v1/user/tokens/{}/regenerate",
+                new["id"].as_str().unwrap()
+            ),
+            Some(&rotated),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(again["permissions"], serde_json::json!(["read"]));
+}

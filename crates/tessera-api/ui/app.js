@@ -301,9 +301,10 @@
         el("td", {}, time(t.expires_at, "never")),
         el("td", {}, time(t.last_used_at, "never")),
         el("td", {}, badge(status)),
-        el("td", { class: "actions" }, status === "active"
-          ? el("button", { type: "button", class: "danger", "aria-label": `Revoke ${t.name}`, onclick: () => revokeToken(t) }, "Revoke")
-          : null));
+        el("td", { class: "actions" }, ...(status === "active"
+          ? [el("button", { type: "button", "aria-label": `Regenerate ${t.name}`, onclick: () => regenerateToken(t) }, "Regenerate"), " ",
+             el("button", { type: "button", class: "danger", "aria-label": `Revoke ${t.name}`, onclick: () => revokeToken(t) }, "Revoke")]
+          : [])));
     }));
     show("tokens-empty", tokens.length === 0);
     await tokenServerChoices();
@@ -358,6 +359,24 @@
     $("token-value").value = "";
     show("token-created", false);
     $("t-name").focus();
+  }
+
+  // A new token with the same name, servers, permissions and lifetime; the old one stops
+  // working at once. The new one is shown once, like a created one.
+  async function regenerateToken(t) {
+    try {
+      const n = await api(`/api/v1/user/tokens/${encodeURIComponent(t.id)}/regenerate`, { method: "POST" });
+      $("token-created-name").textContent = `“${n.name || t.name}” (replaces the old one, now revoked)`;
+      $("token-value").value = n.token || "";
+      show("token-created", true);
+      $("token-value").focus();
+      $("token-value").select();
+      showError("tokens-error", null);
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      banner(`Could not regenerate ${t.name}: ${e.message}`, "error");
+    }
+    await loadTokens();
   }
 
   async function revokeToken(t) {

@@ -1,4 +1,4 @@
-//! `tessera token create|list|revoke`: personal access tokens over the REST API
+//! `tessera token create|list|revoke|regenerate`: personal access tokens over the REST API
 //! (`/api/v1/user/tokens`), through the shared remote client ([`crate::cli`]).
 
 use clap::{Args, Subcommand};
@@ -37,6 +37,9 @@ enum TokenCommand {
     List,
     /// Revoke a token by id.
     Revoke { id: String },
+    /// Replace a token by a new one with the same name, servers, permissions and lifetime (the
+    /// old one stops working at once); the new one is printed once.
+    Regenerate { id: String },
 }
 
 const PATH: &str = "/api/v1/user/tokens";
@@ -65,6 +68,10 @@ pub(crate) async fn run(args: TokenArgs) -> Outcome {
         }
         TokenCommand::List => api.get(PATH).await?,
         TokenCommand::Revoke { id } => api.delete(&format!("{PATH}/{}", segment(id))).await?,
+        TokenCommand::Regenerate { id } => {
+            let path = format!("{PATH}/{}/regenerate", segment(id));
+            api.json(api.request(reqwest::Method::POST, &path)).await?
+        }
     };
     if args.remote.output == OutputFormat::Json {
         print_json(&body);
@@ -72,7 +79,10 @@ pub(crate) async fn run(args: TokenArgs) -> Outcome {
     }
     let text = |v: &Value| table::cell(v);
     match args.command {
-        TokenCommand::Create { .. } => {
+        TokenCommand::Create { .. } | TokenCommand::Regenerate { .. } => {
+            if let Some(old) = body["replaces"].as_str() {
+                println!("replaces:   {old} (revoked)");
+            }
             println!("id:         {}", text(&body["id"]));
             println!("name:       {}", text(&body["name"]));
             println!("expires_at: {}", text(&body["expires_at"]));

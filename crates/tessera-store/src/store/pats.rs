@@ -107,6 +107,77 @@ fn pat_from_row(row: &AnyRow) -> Result<PersonalAccessToken, StoreError> {
     })
 }
 
+/// A token about to be inserted: its record, plaintext and the stored forms of its lists.
+struct NewRow {
+    pat: NewPat,
+    hash: String,
+    scopes: String,
+    allowed: Option<String>,
+    permissions: String,
+}
+
+impl NewRow {
+    fn build<S: AsRef<str>>(
+        user_id: &str,
+        name: &str,
+        scopes: &[S],
+        allowed_servers: Option<&[String]>,
+        permissions: &[&str],
+        expires_at: Option<UnixTime>,
+    ) -> Result<Self, StoreError> {
+        let scopes_text = join_scopes(scopes)?;
+        let allowed_text = allowed_servers.map(join_list).transpose()?;
+        let permissions_text = join_list(permissions)?;
+        let token = SecretString::from(format!("{PAT_PREFIX}{}", random_secret()?.expose_secret()));
+        let plain = token.expose_secret();
+        let pat = PersonalAccessToken {
+            id: new_id(),
+            user_id: user_id.to_owned(),
+            name: name.trim().to_owned(),
+            prefix: plain[..DISPLAY_LEN].to_owned(),
+            scopes: split_scopes(&scopes_text),
+            created_at: now_unix(),
+            expires_at,
+            last_used_at: None,
+            revoked_at: None,
+            allowed_servers: allowed_text.as_deref().map(split_list),
+            permissions: split_list(&permissions_text),
+        };
+        Ok(NewRow {
+            hash: hash_secret(plain),
+            pat: NewPat { token, pat },
+            scopes: scopes_text,
+            allowed: allowed_text,
+            permissions: permissions_text,
+        })
+    }
+
+    async fn insert<'e, E>(&self, executor: E) -> Result<(), sqlx::Error>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
+        let pat = &self.pat.pat;
+        sqlx::query(
+            "INSERT INTO personal_access_tokens (id, user_id, name, token_hash, prefix, scopes, \
+               created_at, expires_at, allowed_servers, permissions) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&pat.id)
+        .bind(&pat.user_id)
+        .bind(&pat.name)
+        .bind(&self.hash)
+        .bind(&pat.prefix)
+        .bind(&self.scopes)
+        .bind(pat.created_at)
+        .bind(pat.expires_at)
+        .bind(&self.allowed)
+        .bind(&self.permissions)
+        .execute(executor)
+        .await
+        .map(|_| ())
+    }
+}
+
 impl Store {
     /// Creates a token for `user_id` with every permission on every server. The plaintext is
     /// in the result and nowhere else.
@@ -152,43 +223,69 @@ impl Store {
         permissions: &[&str],
         expires_at: Option<UnixTime>,
     ) -> Result<NewPat, StoreError> {
-        let scopes_text = join_scopes(scopes)?;
-        let allowed_text = allowed_servers.map(join_list).transpose()?;
-        let permissions_text = join_list(permissions)?;
-        let token = SecretString::from(format!("{PAT_PREFIX}{}", random_secret()?.expose_secret()));
-        let plain = token.expose_secret();
-        let pat = PersonalAccessToken {
-            id: new_id(),
-            user_id: user_id.to_owned(),
-            name: name.trim().to_owned(),
-            prefix: plain[..DISPLAY_LEN].to_owned(),
-            scopes: split_scopes(&scopes_text),
-            created_at: now_unix(),
+        let new = NewRow::build(
+            user_id,
+            name,
+            scopes,
+            allowed_servers,
+            permissions,
             expires_at,
-            last_used_at: None,
-            revoked_at: None,
-            allowed_servers: allowed_text.as_deref().map(split_list),
-            permissions: split_list(&permissions_text),
+        )?;
+        new.insert(&self.pool).await.map_err(user_fk(user_id))?;
+        Ok(new.pat)
+    }
+
+    /// Replaces one of `user_id`'s live tokens with a new one of the same name, servers,
+    /// permissions and scopes that expires at `expires_at`, in one transaction: the old token
+    /// is revoked exactly when the new one exists, and of two concurrent regenerations one
+    /// wins and the other finds the token revoked ([`StoreError::PatNotFound`], as for a token
+    /// that is not the user's). Returns the new token (its plaintext, once) and the old record.
+    pub async fn regenerate_pat(
+        &self,
+        user_id: &str,
+        pat_id: &str,
+        expires_at: Option<UnixTime>,
+    ) -> Result<(NewPat, PersonalAccessToken), StoreError> {
+        let not_found = || StoreError::PatNotFound {
+            id: pat_id.to_owned(),
+            user_id: user_id.to_owned(),
         };
-        sqlx::query(
-            "INSERT INTO personal_access_tokens (id, user_id, name, token_hash, prefix, scopes, \
-               created_at, expires_at, allowed_servers, permissions) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        let mut tx = self.pool.begin().await?;
+        let revoked = sqlx::query(
+            "UPDATE personal_access_tokens SET revoked_at = $1 \
+             WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
         )
-        .bind(&pat.id)
-        .bind(&pat.user_id)
-        .bind(&pat.name)
-        .bind(hash_secret(plain))
-        .bind(&pat.prefix)
-        .bind(&scopes_text)
-        .bind(pat.created_at)
-        .bind(pat.expires_at)
-        .bind(&allowed_text)
-        .bind(&permissions_text)
-        .execute(&self.pool)
-        .await
-        .map_err(user_fk(user_id))?;
-        Ok(NewPat { token, pat })
+        .bind(now_unix())
+        .bind(pat_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        if revoked.rows_affected() == 0 {
+            return Err(not_found());
+        }
+        let row = sqlx::query(
+            "SELECT id, user_id, name, prefix, scopes, created_at, expires_at, last_used_at, \
+               revoked_at, allowed_servers, permissions \
+             FROM personal_access_tokens WHERE id = $1 AND user_id = $2",
+        )
+        .bind(pat_id)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(not_found)?;
+        let old = pat_from_row(&row)?;
+        let permissions: Vec<&str> = old.permissions.iter().map(String::as_str).collect();
+        let new = NewRow::build(
+            user_id,
+            &old.name,
+            &old.scopes,
+            old.allowed_servers.as_deref(),
+            &permissions,
+            expires_at,
+        )?;
+        new.insert(&mut *tx).await?;
+        tx.commit().await?;
+        Ok((new.pat, old))
     }
 
     /// Checks a presented token: known, not revoked, not expired, owner not disabled. Records

@@ -710,7 +710,58 @@ async fn enabled_user_servers_open_in_one_query(db: TestDb) {
     );
 }
 
+async fn regenerating_a_pat_revokes_it_and_keeps_its_limits(db: TestDb) {
+    let store = open_store(&db).await;
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let servers = vec!["github".to_owned()];
+    let old = store
+        .create_agent_pat(
+            &alice.id,
+            "ci",
+            Some(&servers),
+            &["read"],
+            Some(now_unix() + 60),
+        )
+        .await
+        .unwrap();
+    let later = now_unix() + 3600;
+    // Not bob's to regenerate.
+    assert!(matches!(
+        store
+            .regenerate_pat(&bob.id, &old.pat.id, Some(later))
+            .await,
+        Err(StoreError::PatNotFound { .. })
+    ));
+    let (new, replaced) = store
+        .regenerate_pat(&alice.id, &old.pat.id, Some(later))
+        .await
+        .unwrap();
+    assert_eq!(replaced.id, old.pat.id);
+    assert_ne!(new.pat.id, old.pat.id);
+    assert_ne!(new.token.expose_secret(), old.token.expose_secret());
+    assert_eq!(new.pat.name, "ci");
+    assert_eq!(new.pat.allowed_servers.as_deref(), Some(&servers[..]));
+    assert_eq!(new.pat.permissions, ["read"]);
+    assert_eq!(new.pat.expires_at, Some(later));
+    assert!(matches!(
+        store.verify_pat(old.token.expose_secret()).await,
+        Err(StoreError::PatRejected(_))
+    ));
+    let verified = store.verify_pat(new.token.expose_secret()).await.unwrap();
+    assert_eq!(verified.pat.allowed_servers.as_deref(), Some(&servers[..]));
+    // Once revoked, it cannot be regenerated again (a second, concurrent attempt loses).
+    assert!(matches!(
+        store
+            .regenerate_pat(&alice.id, &old.pat.id, Some(later))
+            .await,
+        Err(StoreError::PatNotFound { .. })
+    ));
+    assert_eq!(store.list_pats(&alice.id).await.unwrap().len(), 2);
+}
+
 both_backends!(
+    regenerating_a_pat_revokes_it_and_keeps_its_limits,
     enabled_user_servers_open_in_one_query,
     user_servers_crud,
     user_server_auth_broker_is_sealed_to_its_row,
