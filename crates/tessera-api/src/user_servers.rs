@@ -246,6 +246,14 @@ fn personal_json(server: &UserServer) -> serde_json::Value {
     })
 }
 
+/// The user's own switch for shared server `name` (on unless they switched it off).
+fn switched_on(prefs: &[(String, bool)], name: &str) -> bool {
+    prefs
+        .iter()
+        .find(|(n, _)| n == name)
+        .is_none_or(|(_, on)| *on)
+}
+
 fn shared_json(view: &ServerView, user_enabled: bool) -> serde_json::Value {
     let mut value = serde_json::to_value(view).unwrap_or_default();
     if let Some(object) = value.as_object_mut() {
@@ -478,10 +486,7 @@ pub(crate) async fn list(
     let shared: Vec<serde_json::Value> = shared
         .iter()
         .map(|s| {
-            let on = prefs
-                .iter()
-                .find(|(n, _)| *n == s.name)
-                .is_none_or(|(_, on)| *on);
+            let on = switched_on(&prefs, &s.name);
             shared_json(s, on)
         })
         .collect();
@@ -552,10 +557,7 @@ pub(crate) async fn diagnostics(
         .await?
         .iter()
         .map(|s| {
-            let on = prefs
-                .iter()
-                .find(|(n, _)| *n == s.name)
-                .is_none_or(|(_, on)| *on);
+            let on = switched_on(&prefs, &s.name);
             let off = if !s.enabled {
                 Some("disabled")
             } else if !on {

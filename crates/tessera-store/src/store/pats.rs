@@ -88,6 +88,17 @@ pub struct VerifiedPat {
     pub user: User,
 }
 
+/// `SELECT <the columns pat_from_row reads> FROM personal_access_tokens <rest>`.
+macro_rules! select_pats {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, user_id, name, prefix, scopes, created_at, expires_at, last_used_at, ",
+            "revoked_at, allowed_servers, permissions FROM personal_access_tokens ",
+            $rest
+        )
+    };
+}
+
 fn pat_from_row(row: &AnyRow) -> Result<PersonalAccessToken, StoreError> {
     let scopes: String = row.try_get("scopes")?;
     let allowed: Option<String> = row.try_get("allowed_servers")?;
@@ -263,16 +274,12 @@ impl Store {
         if revoked.rows_affected() == 0 {
             return Err(not_found());
         }
-        let row = sqlx::query(
-            "SELECT id, user_id, name, prefix, scopes, created_at, expires_at, last_used_at, \
-               revoked_at, allowed_servers, permissions \
-             FROM personal_access_tokens WHERE id = $1 AND user_id = $2",
-        )
-        .bind(pat_id)
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(not_found)?;
+        let row = sqlx::query(select_pats!("WHERE id = $1 AND user_id = $2"))
+            .bind(pat_id)
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(not_found)?;
         let old = pat_from_row(&row)?;
         let permissions: Vec<&str> = old.permissions.iter().map(String::as_str).collect();
         let new = NewRow::build(
@@ -341,11 +348,9 @@ impl Store {
 
     /// A user's tokens, newest first, including revoked and expired ones.
     pub async fn list_pats(&self, user_id: &str) -> Result<Vec<PersonalAccessToken>, StoreError> {
-        sqlx::query(
-            "SELECT id, user_id, name, prefix, scopes, created_at, expires_at, last_used_at, \
-               revoked_at, allowed_servers, permissions \
-             FROM personal_access_tokens WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
-        )
+        sqlx::query(select_pats!(
+            "WHERE user_id = $1 ORDER BY created_at DESC, id DESC"
+        ))
         .bind(user_id)
         .fetch_all(&self.pool)
         .await?

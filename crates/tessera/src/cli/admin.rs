@@ -4,9 +4,9 @@
 //! are named by their handle (a hash of the session id), never the id.
 
 use clap::{Args, Subcommand};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::table::{self, col};
+use super::table::{self, col, pick, pick_each};
 use super::{Api, Failure, Outcome, OutputFormat, Remote, print_json, segment};
 
 #[derive(Args, Debug)]
@@ -89,26 +89,6 @@ const DASHBOARD_FIELDS: &[&str] = &[
     "upstreams",
     "recent_users",
 ];
-
-fn pick(v: &Value, fields: &[&str]) -> Value {
-    let mut out = Map::new();
-    for key in fields {
-        if let Some(x) = v.get(*key) {
-            out.insert((*key).to_owned(), x.clone());
-        }
-    }
-    Value::Object(out)
-}
-
-/// `body[key]`'s objects, each cut down to `fields`.
-fn pick_each(body: &Value, key: &str, fields: &[&str]) -> Vec<Value> {
-    body[key]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| pick(s, fields))
-        .collect()
-}
 
 /// How a row names its user: the email, else the store's id.
 fn user_of(row: &Value) -> &Value {

@@ -135,20 +135,7 @@ const STATUS_FIELDS: &[&str] = &[
 
 /// `GET /api/v1/user/diagnostics`'s rows, cut down to [`STATUS_FIELDS`].
 pub(crate) fn status_rows(body: &Value) -> Vec<Value> {
-    body["servers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            let mut out = Map::new();
-            for key in STATUS_FIELDS {
-                if let Some(v) = s.get(*key) {
-                    out.insert((*key).to_owned(), v.clone());
-                }
-            }
-            Value::Object(out)
-        })
-        .collect()
+    table::pick_each(body, "servers", STATUS_FIELDS)
 }
 
 pub(crate) fn render_status(list: &[Value]) -> String {

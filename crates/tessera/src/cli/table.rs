@@ -1,5 +1,31 @@
 //! Plain aligned tables: a header row, fixed maximum widths, long cells cut with `...`.
 
+/// The allow-listed `fields` of the object `v` (`null`s kept): command output is built from
+/// named fields only, so it never carries one the command does not name (a token, a secret).
+pub(crate) fn pick(v: &serde_json::Value, fields: &[&str]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for key in fields {
+        if let Some(x) = v.get(*key) {
+            out.insert((*key).to_owned(), x.clone());
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
+/// `body[key]`'s objects, each cut down to `fields` by [`pick`].
+pub(crate) fn pick_each(
+    body: &serde_json::Value,
+    key: &str,
+    fields: &[&str],
+) -> Vec<serde_json::Value> {
+    body[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| pick(v, fields))
+        .collect()
+}
+
 /// One column: its header and the widest a cell may be (the last column is never padded).
 pub(crate) struct Column {
     pub(crate) header: &'static str,
