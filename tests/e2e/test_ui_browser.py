@@ -644,18 +644,24 @@ def test_servers_personal_form_and_my_switch(browser: Any, env: Env, make_browse
     page.reload()
     expect(page.locator("#personal-table tbody tr", has_text="bobs-own")).to_be_visible()
     assert header_value not in page.content()
+    # Its live state: bob never used it over MCP, so it is not connected (from diagnostics).
+    expect(page.locator("#personal-table tbody tr", has_text="bobs-own").locator("td.state")).to_have_text("not connected")
     b.snapshot("servers-personal-added")
 
-    # My switch for the shared server: off, then on again.
+    # My switch for the shared server: off, then on again; its state for me follows.
+    shared_state = page.locator(f"#servers-table tbody tr[data-server='{CONNECT}'] td.state")
+    expect(shared_state).not_to_have_text("switched off")
     switch = page.get_by_role("button", name=f"{CONNECT} on for me")
     expect(switch).to_have_attribute("aria-pressed", "true")
     switch.click()
     expect(switch).to_have_attribute("aria-pressed", "false")
+    expect(shared_state).to_have_text("switched off")
     listed = page.evaluate("fetch('/api/v1/user/servers').then(r => r.json())")
     mine = {s["name"]: s for s in listed["shared"]}
     assert mine[CONNECT]["user_enabled"] is False, listed
     switch.click()
     expect(switch).to_have_attribute("aria-pressed", "true")
+    expect(shared_state).not_to_have_text("switched off")
 
     # The OAuth connect settings must be JSON: checked in the page, nothing sent, nothing echoed.
     page.locator("#p-broker summary").click()

@@ -414,6 +414,15 @@
         ? `Gateway ${ready.ready ? "ready" : "not ready"} · ${ready.sessions} client session${ready.sessions === 1 ? "" : "s"}`
         : "Gateway health is unavailable.";
     }
+    // Each server's live state as this user sees it (ready, down, switched off, not connected
+    // yet) and the tools they get; the page still works without it.
+    const live = new Map();
+    try {
+      for (const d of listOf(await api("/api/v1/user/diagnostics"), "servers")) live.set(`${d.ownership}/${d.name}`, d);
+    } catch (e) { /* shown as "—" */ }
+    const stateCell = (d) => el("td", { class: "state" }, d ? badge(String(d.state)) : "—",
+      d && typeof d.tool_count === "number" ? el("span", { class: "reason" }, ` ${d.tool_count} tool${d.tool_count === 1 ? "" : "s"}`) : null,
+      d && d.error ? el("span", { class: "reason" }, ` ${d.error}`) : null);
     const servers = listOf(body, "shared", "servers");
     tbody.replaceChildren(...servers.map((s) => {
       const name = s.name || s.server;
@@ -426,6 +435,7 @@
         el("td", {}, mode ? mode.replace(/_/g, " ") : "gateway's own"),
         el("td", {}, status ? badge(String(status)) : "—"),
         el("td", {}, switchButton(name, s.user_enabled !== false, (on) => setServerEnabled(name, on))),
+        stateCell(live.get(`shared/${name}`)),
       ];
       if (state.admin) {
         cells.push(
@@ -436,7 +446,7 @@
     }));
     show("servers-empty", servers.length === 0);
     const personal = listOf(body, "personal");
-    $("personal-table").querySelector("tbody").replaceChildren(...personal.map(personalRow));
+    $("personal-table").querySelector("tbody").replaceChildren(...personal.map((p) => personalRow(p, stateCell(live.get(`personal/${p.name}`)))));
     show("personal-empty", personal.length === 0);
     $("servers").dataset.loaded = "1";
   }
@@ -449,7 +459,7 @@
     }, on ? "On" : "Off");
   }
 
-  function personalRow(p) {
+  function personalRow(p, stateCell) {
     const headers = Array.isArray(p.header_names) && p.header_names.length ? p.header_names.join(", ") : "—";
     return el("tr", { "data-server": p.name, "data-enabled": p.enabled ? "1" : "0" },
       el("th", { scope: "row" }, p.name),
@@ -457,6 +467,7 @@
       el("td", {}, p.protocol || "—"),
       el("td", {}, headers),
       el("td", {}, switchButton(p.name, p.enabled, (on) => setServerEnabled(p.name, on))),
+      stateCell,
       el("td", { class: "actions" }, el("button", {
         type: "button", class: "danger", "aria-label": `Delete ${p.name}`, onclick: () => deletePersonal(p.name),
       }, "Delete")));
