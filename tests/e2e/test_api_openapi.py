@@ -43,6 +43,7 @@ EXPECTED = {
     ("delete", "/api/v1/admin/sessions/{id}"),
     ("get", "/api/v1/admin/mcp-sessions"),
     ("get", "/api/v1/user/diagnostics"),
+    ("post", "/api/v1/admin/servers/{name}/restart"),
     ("post", "/api/v1/user/tokens/{id}/regenerate"),
     ("delete", "/api/v1/admin/mcp-sessions/{handle}"),
     ("get", "/api/v1/admin/dashboard"),

@@ -546,6 +546,45 @@ def test_an_admin_lists_live_mcp_sessions_and_ends_one(env: Env) -> None:
     assert admin.delete(f"/api/v1/admin/mcp-sessions/{kick.session_id}").status_code == 400
 
 
+def discovery_connects(env: Env, server: str) -> int:
+    text = httpx.get(f"{env.gw.base}/metrics", timeout=5).text
+    prefix = f'tessera_upstream_discovery_connects_total{{server="{server}"}} '
+    return int(next(l for l in text.splitlines() if l.startswith(prefix)).split()[1])
+
+
+def test_an_admin_restarts_a_shared_server(env: Env) -> None:
+    """POST /api/v1/admin/servers/jira/restart: the gateway opens a new discovery session to
+    jira, alice's open session loses its jira upstream session (the admin's list shows it) and
+    her next call opens a new one; an unknown server is 404, bob is refused."""
+    tool = corpus_tool("jira", read_only=True)
+    alice = RawSession(env.gw, caller_token(env.idp, env.gw, "alice", env.signin_secret))
+    assert alice.open("e2e-restart").status_code == 200
+    r = alice.call_tool(tool)
+    assert r.status_code == 200 and "jira." in r.text, r.text
+    admin = env.rest("dave")
+
+    def upstreams_of_alices_session() -> list[str]:
+        listed = admin.get("/api/v1/admin/mcp-sessions").json()["sessions"]
+        return next(s["upstreams"] for s in listed if s["client_name"] == "e2e-restart")
+
+    assert upstreams_of_alices_session() == ["jira"]
+    before = discovery_connects(env, "jira")
+    assert env.rest("bob").post("/api/v1/admin/servers/jira/restart").status_code == 403
+    r = admin.post("/api/v1/admin/servers/jira/restart")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["server"], body["action"], body["success"]) == ("jira", "restart", True), body
+    assert body["upstream_sessions_ended"] >= 1, body
+    assert upstreams_of_alices_session() == [], "alice's jira upstream session outlived the restart"
+    wait_until(lambda: discovery_connects(env, "jira") > before, 10, "a new discovery session to jira")
+    wait_until(lambda: httpx.get(f"{env.gw.base}/readyz", timeout=5).json()["upstreams"]["jira"]["state"] == "ready",
+               10, "jira ready again")
+    r = alice.call_tool(tool)
+    assert r.status_code == 200 and "jira." in r.text, r.text
+    assert upstreams_of_alices_session() == ["jira"]
+    assert admin.post("/api/v1/admin/servers/nope/restart").status_code == 404
+
+
 # ------------------------------------------------------------------ tool search
 
 

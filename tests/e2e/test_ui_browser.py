@@ -604,6 +604,13 @@ def test_an_admin_sees_users_servers_and_everyones_activity(browser: Any, env: E
     r = httpx.post(env.gw.mcp_url, json=ping, headers={**mcp_headers, "Mcp-Session-Id": sid}, timeout=30)
     assert r.status_code == 404, f"the ended session still answers: {r.status_code}"
 
+    # Restart an upstream from the Admin page's upstream table.
+    with page.expect_response(lambda r: r.url.endswith(f"/api/v1/admin/servers/{CONNECT}/restart")) as restarted:
+        page.get_by_role("button", name=f"Restart {CONNECT}").click()
+    assert restarted.value.status == 200, restarted.value.text()
+    assert restarted.value.json()["success"] is True
+    expect(page.locator("#banner-text")).to_contain_text(f"Restarted {CONNECT}")
+
     assert not b.console_errors, f"browser console errors: {b.console_errors}"
     failures = b.unexpected_failures({(401, "/api/v1/me")})
     assert not failures, f"unexpected failed requests: {failures}"

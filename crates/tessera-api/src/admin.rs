@@ -12,6 +12,8 @@
 //!   client sessions of the replica that answers, and ending one (on every replica). A session
 //!   is named by its handle, the SHA-256 of its id: the id is what a client presents and is
 //!   never shown.
+//! - `POST /api/v1/admin/servers/{name}/restart`: a shared upstream server reconnected (its
+//!   discovery session and every client's upstream session to it), on every replica.
 //! - `GET /api/v1/admin/dashboard`: figures from the store (last 24 hours) and the gateway.
 
 use std::sync::Arc;
@@ -254,6 +256,31 @@ pub(crate) async fn end_mcp_session(
             "MCP session not found",
         ))
     }
+}
+
+/// `POST /api/v1/admin/servers/{name}/restart` → `{"server", "action": "restart", "success":
+/// true, "upstream_sessions_ended"}` (the reference's shape): a shared upstream server's
+/// discovery session is replaced at once and every client's upstream session to it ends (the
+/// next call opens a new one), on this replica and the others; 404 for no such server.
+pub(crate) async fn restart_server(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&caller)?;
+    let Some(ended) = state.events().restart_server(&name).await else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Server {name:?} not found"),
+        ));
+    };
+    tracing::info!(admin = %caller.user_id, server = %name, "upstream server restarted by an admin");
+    Ok(Json(serde_json::json!({
+        "server": name,
+        "action": "restart",
+        "success": true,
+        "upstream_sessions_ended": ended,
+    })))
 }
 
 /// `GET /api/v1/admin/dashboard` → `{total_users, active_users_24h, disabled_users,

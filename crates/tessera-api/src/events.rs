@@ -31,6 +31,10 @@ pub trait UserEvents: Send + Sync {
     /// with `name`, `state`, `error`, `tool_count` and `upstream_sessions`, for the shared
     /// servers and the user's personal servers the gateway has loaded.
     fn user_diagnostics(&self, issuer: &str, subject: &str) -> Vec<serde_json::Value>;
+    /// Restarts the shared upstream server `name` here (a new discovery session, every client's
+    /// upstream session to it ended) and tells the other replicas to do the same. The number
+    /// of client upstream sessions ended here; `None` when there is no such server.
+    fn restart_server<'a>(&'a self, name: &'a str) -> EventFuture<'a, Option<usize>>;
 }
 
 /// The hook before the binary sets one: nothing to tell, no live figures.
@@ -55,5 +59,8 @@ impl UserEvents for NoEvents {
     }
     fn user_diagnostics(&self, _issuer: &str, _subject: &str) -> Vec<serde_json::Value> {
         Vec::new()
+    }
+    fn restart_server<'a>(&'a self, _name: &'a str) -> EventFuture<'a, Option<usize>> {
+        Box::pin(async { None })
     }
 }

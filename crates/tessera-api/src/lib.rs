@@ -18,7 +18,8 @@
 //!   [`servers`]: the configured servers' secret-free view.
 //! - [`admin`] (admins only): `GET /api/v1/admin/users`, `POST …/users/{id}/disable|enable`,
 //!   `GET /api/v1/admin/sessions`, `DELETE …/sessions/{id}`, `GET /api/v1/admin/mcp-sessions`,
-//!   `DELETE …/mcp-sessions/{handle}`, `GET /api/v1/admin/dashboard`.
+//!   `DELETE …/mcp-sessions/{handle}`, `POST /api/v1/admin/servers/{name}/restart`,
+//!   `GET /api/v1/admin/dashboard`.
 //! - [`events`]: [`UserEvents`], the gateway's hook ([`ApiState::set_user_events`]): told when a
 //!   user's servers change or an admin disables a user, asked for the dashboard's live figures.
 //! - [`activity`]: `GET /api/v1/activity` (filters, cursor pagination), `…/stream` (SSE),
@@ -336,6 +337,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route(
             "/api/v1/admin/mcp-sessions/{handle}",
             delete(admin::end_mcp_session),
+        )
+        .route(
+            "/api/v1/admin/servers/{name}/restart",
+            post(admin::restart_server),
         )
         .route("/api/v1/admin/dashboard", get(admin::dashboard))
         .route("/api/v1/activity", get(activity::list))

@@ -77,6 +77,14 @@ impl UserEvents for Recorder {
                 "tool_count": 4, "upstream_sessions": 2}),
         ]
     }
+    fn restart_server<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> crate::events::EventFuture<'a, Option<usize>> {
+        self.events.lock().unwrap().push(format!("restart:{name}"));
+        let ended = (name == "GitHub").then_some(2);
+        Box::pin(async move { ended })
+    }
     fn end_mcp_session<'a>(&'a self, handle: &'a str) -> crate::events::EventFuture<'a, bool> {
         self.events
             .lock()
@@ -1281,4 +1289,47 @@ async fn regenerating_a_token_rotates_it_with_the_same_limits() {
         .await;
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(again["permissions"], serde_json::json!(["read"]));
+}
+
+#[tokio::test]
+async fn an_admin_restarts_a_shared_server() {
+    let f = fixture().await;
+    let (s, _, _) = f
+        .call(
+            Method::POST,
+            "/api/v1/admin/servers/GitHub/restart",
+            Some(&f.alice),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(
+        f.events.take().is_empty(),
+        "a non-admin's restart reached the gateway"
+    );
+    let (s, body, text) = f
+        .call(
+            Method::POST,
+            "/api/v1/admin/servers/GitHub/restart",
+            Some(&f.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    assert_eq!(
+        body,
+        serde_json::json!({"server": "GitHub", "action": "restart", "success": true,
+            "upstream_sessions_ended": 2})
+    );
+    assert_eq!(f.events.take(), ["restart:GitHub"]);
+    let (s, body, _) = f
+        .call(
+            Method::POST,
+            "/api/v1/admin/servers/nope/restart",
+            Some(&f.admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(body["message"], "Server \"nope\" not found");
 }

@@ -620,7 +620,10 @@
       el("th", { scope: "row" }, u.name || "—"),
       el("td", {}, u.state ? badge(String(u.state)) : "—"),
       el("td", {}, num(u.tools)),
-      el("td", {}, u.error || "—"))));
+      el("td", {}, u.error || "—"),
+      el("td", { class: "actions" }, el("button", {
+        type: "button", "aria-label": `Restart ${u.name}`, onclick: () => restartServer(u.name),
+      }, "Restart")))));
     show("upstreams-table", ups.length > 0);
     const recent = Array.isArray(dash.recent_users) ? dash.recent_users : [];
     $("recent-users").replaceChildren(...recent.map((u) => el("li", {}, u.email || u.id, " · ", time(u.last_login_at, "never"))));
@@ -655,6 +658,20 @@
     }));
     show("mcp-sessions-empty", live.length === 0);
     $("admin").dataset.loaded = "1";
+  }
+
+  // Reconnects a shared upstream on every replica: a new discovery session, and every client's
+  // upstream session to it ended (their next call opens a new one).
+  async function restartServer(name) {
+    try {
+      const r = await api(`/api/v1/admin/servers/${encodeURIComponent(name)}/restart`, { method: "POST" });
+      const ended = r && typeof r.upstream_sessions_ended === "number" ? r.upstream_sessions_ended : 0;
+      banner(`Restarted ${name} (${ended} client upstream session${ended === 1 ? "" : "s"} ended).`, "success");
+    } catch (e) {
+      if (e.status === 401) return signedOut();
+      banner(`Could not restart ${name}: ${e.message}`, "error");
+    }
+    await loadAdmin();
   }
 
   async function endMcpSession(x, who) {

@@ -43,6 +43,9 @@ pub struct ServerEntry {
     state: RwLock<ServerState>,
     /// Poked when any session of this server reports a list change.
     refresh: Notify,
+    /// Poked by an admin's restart: the discovery session is replaced at once (and a backoff
+    /// after a failure is cut short).
+    pub(crate) restart: Notify,
     /// Counters for `/metrics` (relaxed atomics: one increment per call).
     pub stats: ServerStats,
     /// Whether each user reaches this server with their own credential (`auth_broker`).
@@ -57,6 +60,9 @@ pub struct ServerEntry {
 /// Per-upstream counters exported at `/metrics`.
 #[derive(Default)]
 pub struct ServerStats {
+    /// Discovery sessions the gateway opened to this upstream (the first, reconnects after a
+    /// failure, an admin's restarts).
+    pub discovery_connects: std::sync::atomic::AtomicU64,
     /// Client requests routed to this upstream.
     pub calls: std::sync::atomic::AtomicU64,
     /// Of those, answered by the gateway because the upstream was unavailable or failed.
@@ -87,6 +93,7 @@ impl ServerEntry {
                 catalog: Arc::default(),
             }),
             refresh: Notify::new(),
+            restart: Notify::new(),
             stats: ServerStats::default(),
             brokered: config.auth_broker.is_some(),
             user_catalogs: RwLock::new(HashMap::default()),
@@ -895,6 +902,22 @@ impl Gateway {
         }
         let _ = writeln!(
             out,
+            "# HELP tessera_upstream_discovery_connects_total Discovery sessions opened to an upstream (reconnects and restarts included).\n# TYPE tessera_upstream_discovery_connects_total counter"
+        );
+        for s in self
+            .servers
+            .iter()
+            .filter(|s| s.config.enabled && !s.per_user())
+        {
+            let _ = writeln!(
+                out,
+                "tessera_upstream_discovery_connects_total{{server=\"{}\"}} {}",
+                s.config.name,
+                s.stats.discovery_connects.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
             "# HELP tessera_upstream_calls_total Client requests routed to an upstream.\n# TYPE tessera_upstream_calls_total counter"
         );
         for s in &self.servers {
@@ -1188,6 +1211,11 @@ async fn discovery_loop(gateway: Weak<Gateway>, entry: Arc<ServerEntry>) {
         match session {
             Ok(session) => {
                 failures = 0;
+                entry
+                    .stats
+                    .discovery_connects
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut restarting = false;
                 loop {
                     match refresh_catalog(&session, &entry, &gateway).await {
                         Ok(changed) => {
@@ -1215,10 +1243,21 @@ async fn discovery_loop(gateway: Weak<Gateway>, entry: Arc<ServerEntry>) {
                             return;
                         }
                         _ = entry.refresh.notified() => continue,
+                        _ = entry.restart.notified() => {
+                            restarting = true;
+                            break;
+                        }
                         _ = downstream.closed.notified() => break,
                     }
                 }
                 session.close("discovery session ended").await;
+                if restarting {
+                    // An admin's restart: connect again at once; the catalogue stays listed
+                    // until the new session's listing replaces it (clients are told if it
+                    // changed).
+                    tracing::info!(server = %name, "discovery session restarted by an admin");
+                    continue;
+                }
                 if entry.health().0 == Health::Ready {
                     entry.set_health(Health::Down, Some("upstream session ended".into()));
                 }
@@ -1240,6 +1279,7 @@ async fn discovery_loop(gateway: Weak<Gateway>, entry: Arc<ServerEntry>) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
+            _ = entry.restart.notified() => {}
         }
     }
 }

@@ -178,6 +178,35 @@ impl Gateway {
         sessions.into_iter().map(|(_, info)| info).collect()
     }
 
+    /// Restarts the upstream server `name` here: its discovery session (a shared server the
+    /// gateway discovers) is replaced at once, and every client's upstream session to it ends
+    /// (the next call opens a new one). Personal servers of one user are not restartable this
+    /// way. The number of client upstream sessions ended, or `None` for no such shared server.
+    pub async fn restart_server(&self, name: &str) -> Option<usize> {
+        let entry = self.server(name)?.clone();
+        if !entry.per_user() && entry.config.enabled {
+            entry.restart.notify_one();
+        }
+        let sessions: Vec<Arc<ClientSession>> = self
+            .sessions
+            .read()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default();
+        let mut ended = 0;
+        for session in sessions {
+            if session
+                .open_upstreams()
+                .iter()
+                .any(|u| u.server.name == name)
+            {
+                session.close_upstream(name).await;
+                ended += 1;
+            }
+        }
+        tracing::info!(server = %name, client_upstream_sessions = ended, "upstream server restarted by an admin");
+        Some(ended)
+    }
+
     /// Ends the session with this handle if it is open here (and its upstream sessions), and
     /// remembers the handle so that this replica does not resume the session from its sealed
     /// id. Whether the session was open here.

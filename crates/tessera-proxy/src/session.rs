@@ -390,7 +390,8 @@ impl ClientSession {
         Ok(session)
     }
 
-    /// Ends this client's session with `server` (its configuration went away or changed).
+    /// Ends this client's session with `server` (its configuration went away or changed, or an
+    /// admin restarted it); the next call opens a new one.
     pub async fn close_upstream(&self, server: &str) {
         let cell = self
             .upstreams

@@ -205,6 +205,9 @@ pub(crate) async fn follow_replicas(
                 (Change::McpSessionEnded { handle }, _) => {
                     gateway.end_session_by_handle(handle).await;
                 }
+                (Change::ServerRestarted { server }, _) => {
+                    gateway.restart_server(server).await;
+                }
                 (Change::Resync, broker) => {
                     // Messages were lost while the listener was away: drop every cache built
                     // from the store.

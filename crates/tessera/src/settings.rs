@@ -235,6 +235,23 @@ impl tessera_api::UserEvents for GatewayUserEvents {
             .collect()
     }
 
+    fn restart_server<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> tessera_api::events::EventFuture<'a, Option<usize>> {
+        Box::pin(async move {
+            let gateway = self.gateway.upgrade()?;
+            let ended = gateway.restart_server(name).await?;
+            let change = Change::ServerRestarted {
+                server: name.to_owned(),
+            };
+            if let Err(e) = self.store.publish(&change).await {
+                tracing::warn!(error = %e, "publishing a server restart to the other replicas failed");
+            }
+            Some(ended)
+        })
+    }
+
     fn end_mcp_session<'a>(
         &'a self,
         handle: &'a str,

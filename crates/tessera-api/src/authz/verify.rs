@@ -165,7 +165,9 @@ pub fn apply_change(state: &ApiState, change: &Change) {
         }
         Change::OauthRevokedUnknown | Change::Resync => server.verified.forget_all(),
         Change::UserChanged { user_id } => server.verified.forget_user(user_id),
-        Change::Credential { .. } | Change::McpSessionEnded { .. } => {}
+        Change::Credential { .. }
+        | Change::McpSessionEnded { .. }
+        | Change::ServerRestarted { .. } => {}
     }
 }
 

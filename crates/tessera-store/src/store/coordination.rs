@@ -162,6 +162,12 @@ pub enum Change {
         /// SHA-256 (lowercase hex) of the session id; never the id.
         handle: String,
     },
+    /// An admin restarted a shared upstream server: each replica replaces its discovery session
+    /// and ends its clients' upstream sessions to it.
+    ServerRestarted {
+        /// The server's name.
+        server: String,
+    },
     /// Never published: a subscriber's listener reconnected (or read a message it does not
     /// understand), so changes may have been missed. Drop every cache.
     Resync,

@@ -1,5 +1,5 @@
 //! `tessera admin users|disable|enable|sessions|revoke-session|mcp-sessions|end-mcp-session|
-//! dashboard`: a running gateway's admin routes (`/api/v1/admin/…`, admins only). Browser
+//! restart-server|dashboard`: a running gateway's admin routes (`/api/v1/admin/…`, admins only). Browser
 //! session ids are the gateway's stored ids (a hash of the cookie), never a cookie; MCP sessions
 //! are named by their handle (a hash of the session id), never the id.
 
@@ -43,6 +43,10 @@ pub(crate) enum AdminCommand {
     /// `mcp-sessions`). Its client's next request gets 404 and it starts a new session.
     #[command(after_help = super::EXIT_CODES)]
     EndMcpSession { handle: String },
+    /// Reconnect a shared upstream server on every replica: a new discovery session, and every
+    /// client's upstream session to it ended (the next call opens a new one).
+    #[command(after_help = super::EXIT_CODES)]
+    RestartServer { name: String },
     /// Figures of the last 24 hours and the upstreams' state.
     #[command(after_help = super::EXIT_CODES)]
     Dashboard,
@@ -310,6 +314,25 @@ pub(crate) async fn run(args: AdminArgs) -> Outcome {
                 print_json(&json!({ "message": body["message"] }));
             } else {
                 println!("{}", table::cell(&body["message"]));
+            }
+        }
+        AdminCommand::RestartServer { name } => {
+            let path = format!("/api/v1/admin/servers/{}/restart", segment(name));
+            let body = api
+                .json(api.request(reqwest::Method::POST, &path))
+                .await
+                .map_err(admin_only)?;
+            if json_out {
+                print_json(&pick(
+                    &body,
+                    &["server", "action", "success", "upstream_sessions_ended"],
+                ));
+            } else {
+                println!(
+                    "restarted {} ({} client upstream session(s) ended here)",
+                    table::cell(&body["server"]),
+                    table::cell(&body["upstream_sessions_ended"])
+                );
             }
         }
         AdminCommand::Dashboard => {
