@@ -163,7 +163,16 @@ mod tests {
         let me = std::process::id();
         assert!(children(me).unwrap().contains(&child.id()));
         family_cpu_micros(me).unwrap();
-        let found = find_process(|args| args.len() == 2 && args[1] == "30.123").unwrap();
+        // Polled with a deadline, not read once: one CI run read no match right after the
+        // spawn (a /proc scan racing other processes starting and ending on a busy machine).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let found = loop {
+            let found = find_process(|args| args.len() == 2 && args[1] == "30.123").unwrap();
+            if found.is_some() || std::time::Instant::now() > deadline {
+                break found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(found, Some(child.id()));
