@@ -237,7 +237,7 @@ pub(crate) async fn end_mcp_session(
         ));
     }
     let here = state.events().end_mcp_session(&handle).await;
-    tracing::info!(admin = %caller.user_id, session = %handle, here, "MCP session ended by an admin");
+    tracing::info!(admin = %caller.user_id, session = handle.get(..16).unwrap_or(&handle), here, "MCP session ended by an admin");
     if here {
         Ok((
             StatusCode::OK,

@@ -284,20 +284,7 @@ pub(crate) async fn create(
             "expires_in must be more than 0 and at most 366d",
         ));
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mut expires_at = i64::try_from(now.saturating_add(lifetime.as_secs())).unwrap_or(i64::MAX);
-    // A token cannot outlive the token that made it: a leaked short-lived token must not mint a
-    // long-lived one.
-    if let CallerKind::PersonalAccessToken {
-        expires_at: Some(parent),
-        ..
-    } = caller.kind
-    {
-        expires_at = expires_at.min(parent);
-    }
+    let expires_at = expiry(lifetime, &caller);
     let parent = match &caller.kind {
         CallerKind::PersonalAccessToken { agent, .. } => agent.clone(),
         CallerKind::Session => None,
@@ -316,14 +303,40 @@ pub(crate) async fn create(
         .await
         .map_err(|e| ApiError::internal("Failed to create token", &e))?;
     tracing::info!(user = %caller.user_id, pat = %created.pat.id, "personal access token created");
+    Ok(created_response(&created, None))
+}
+
+/// When a token made now to live `lifetime` expires. A token cannot outlive the token that
+/// made it: a leaked short-lived token must not mint (or regenerate) a long-lived one.
+fn expiry(lifetime: Duration, caller: &Caller) -> UnixTime {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let at = i64::try_from(now.saturating_add(lifetime.as_secs())).unwrap_or(i64::MAX);
+    match caller.kind {
+        CallerKind::PersonalAccessToken {
+            expires_at: Some(parent),
+            ..
+        } => at.min(parent),
+        _ => at,
+    }
+}
+
+/// 201 with a new token: the only answer that ever shows it (`no-store`); `replaces` names the
+/// token a regeneration revoked.
+fn created_response(created: &tessera_store::NewPat, replaces: Option<&str>) -> Response {
     let mut body = token_json(&created.pat);
     body["token"] = created.token.expose_secret().into();
+    if let Some(old) = replaces {
+        body["replaces"] = old.into();
+    }
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
     response.headers_mut().insert(
         http::header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),
     );
-    Ok(response)
+    response
 }
 
 /// The permissions of a new token: given (a subset of read, write, destructive that holds
@@ -429,13 +442,11 @@ pub(crate) async fn regenerate(
         .into_iter()
         .find(|p| p.id == id && p.revoked_at.is_none())
         .ok_or_else(not_found)?;
-    let (parent, parent_expiry) = match &caller.kind {
-        CallerKind::PersonalAccessToken {
-            agent, expires_at, ..
-        } => (agent.clone(), *expires_at),
-        CallerKind::Session => (None, None),
-    };
-    if let Some(parent) = parent.as_deref() {
+    if let CallerKind::PersonalAccessToken {
+        agent: Some(parent),
+        ..
+    } = &caller.kind
+    {
         let broader_permissions = old
             .permissions
             .iter()
@@ -458,14 +469,7 @@ pub(crate) async fn regenerate(
         .and_then(|secs| u64::try_from(secs).ok())
         .map_or(DEFAULT_EXPIRY, Duration::from_secs)
         .clamp(Duration::from_secs(1), MAX_EXPIRY);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mut expires_at = i64::try_from(now.saturating_add(lifetime.as_secs())).unwrap_or(i64::MAX);
-    if let Some(parent) = parent_expiry {
-        expires_at = expires_at.min(parent);
-    }
+    let expires_at = expiry(lifetime, &caller);
     let (created, old) = match state
         .store
         .regenerate_pat(&caller.user_id, &id, Some(expires_at))
@@ -477,15 +481,7 @@ pub(crate) async fn regenerate(
     };
     forget(&old.id);
     tracing::info!(user = %caller.user_id, old = %old.id, pat = %created.pat.id, "personal access token regenerated");
-    let mut body = token_json(&created.pat);
-    body["token"] = created.token.expose_secret().into();
-    body["replaces"] = old.id.into();
-    let mut response = (StatusCode::CREATED, Json(body)).into_response();
-    response.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
-    Ok(response)
+    Ok(created_response(&created, Some(&old.id)))
 }
 
 /// `GET /api/v1/user/tokens` → `{"tokens": [...]}` without the tokens themselves.

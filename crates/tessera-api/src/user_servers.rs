@@ -477,30 +477,47 @@ pub(crate) async fn list(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let shared = visible(&state, &caller).await?;
-    let prefs = state
-        .store
-        .server_preferences(&caller.user_id)
-        .await
-        .map_err(|e| ApiError::internal("Failed to read preferences", &e))?;
-    let shared: Vec<serde_json::Value> = shared
+    let mine = MyServers::load(&state, &caller).await?;
+    let shared: Vec<serde_json::Value> = mine
+        .shared
         .iter()
-        .map(|s| {
-            let on = switched_on(&prefs, &s.name);
-            shared_json(s, on)
-        })
+        .map(|(s, on)| shared_json(s, *on))
         .collect();
-    let personal: Vec<serde_json::Value> = state
-        .store
-        .list_user_servers(&caller.user_id)
-        .await
-        .map_err(|e| ApiError::internal("Failed to list servers", &e))?
-        .iter()
-        .map(personal_json)
-        .collect();
+    let personal: Vec<serde_json::Value> = mine.personal.iter().map(personal_json).collect();
     Ok(Json(
         serde_json::json!({ "shared": shared, "personal": personal }),
     ))
+}
+
+/// The servers a caller sees: the shared ones they may use with their own switch (on unless
+/// they switched it off), and their personal ones.
+struct MyServers {
+    shared: Vec<(ServerView, bool)>,
+    personal: Vec<UserServer>,
+}
+
+impl MyServers {
+    async fn load(state: &ApiState, caller: &Caller) -> Result<Self, ApiError> {
+        let prefs = state
+            .store
+            .server_preferences(&caller.user_id)
+            .await
+            .map_err(|e| ApiError::internal("Failed to read preferences", &e))?;
+        let shared = visible(state, caller)
+            .await?
+            .into_iter()
+            .map(|s| {
+                let on = switched_on(&prefs, &s.name);
+                (s, on)
+            })
+            .collect();
+        let personal = state
+            .store
+            .list_user_servers(&caller.user_id)
+            .await
+            .map_err(|e| ApiError::internal("Failed to list servers", &e))?;
+        Ok(MyServers { shared, personal })
+    }
 }
 
 /// `GET /api/v1/user/diagnostics` → `{"servers": [{name, ownership, enabled, protocol,
@@ -548,16 +565,11 @@ pub(crate) async fn diagnostics(
             "upstream_sessions": upstream_sessions,
         })
     };
-    let prefs = state
-        .store
-        .server_preferences(&caller.user_id)
-        .await
-        .map_err(|e| ApiError::internal("Failed to read preferences", &e))?;
-    let mut servers: Vec<serde_json::Value> = visible(&state, &caller)
-        .await?
+    let mine = MyServers::load(&state, &caller).await?;
+    let mut servers: Vec<serde_json::Value> = mine
+        .shared
         .iter()
-        .map(|s| {
-            let on = switched_on(&prefs, &s.name);
+        .map(|(s, on)| {
             let off = if !s.enabled {
                 Some("disabled")
             } else if !on {
@@ -568,18 +580,10 @@ pub(crate) async fn diagnostics(
             row(&s.name, "shared", off, s.transport, s.brokered.is_some())
         })
         .collect();
-    servers.extend(
-        state
-            .store
-            .list_user_servers(&caller.user_id)
-            .await
-            .map_err(|e| ApiError::internal("Failed to list servers", &e))?
-            .iter()
-            .map(|s| {
-                let off = (!s.enabled).then_some("disabled");
-                row(&s.name, "personal", off, &s.protocol, s.brokered)
-            }),
-    );
+    servers.extend(mine.personal.iter().map(|s| {
+        let off = (!s.enabled).then_some("disabled");
+        row(&s.name, "personal", off, &s.protocol, s.brokered)
+    }));
     Ok(Json(serde_json::json!({ "servers": servers })))
 }
 

@@ -79,27 +79,53 @@ impl UserServersConfig {
     /// Checks every address `host:port` resolves to; the error says which address is refused
     /// and how an admin allows it.
     pub async fn check_host(&self, host: &str, port: u16) -> Result<(), String> {
+        self.resolve_allowed(host, port)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The addresses `host:port` resolves to (a literal IP is itself), if the policy allows
+    /// every one of them. The one check behind the pre-connect check ([`Self::check_host`]) and
+    /// the resolvers of the clients that reach personal servers and their authorization
+    /// servers, which run it when a connection is made (so a DNS answer that changes after
+    /// the first check gets nowhere).
+    pub async fn resolve_allowed(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<std::net::SocketAddr>, HostRefused> {
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
+        let addrs: Vec<std::net::SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![std::net::SocketAddr::new(ip, port)],
             Err(_) => tokio::net::lookup_host((host, port))
                 .await
-                .map_err(|e| format!("cannot resolve {host}: {e}"))?
-                .map(|a| a.ip())
+                .map_err(|e| HostRefused::Unresolved(format!("cannot resolve {host}: {e}")))?
                 .collect(),
         };
         if addrs.is_empty() {
-            return Err(format!("{host} resolves to no address"));
+            return Err(HostRefused::Unresolved(format!(
+                "{host} resolves to no address"
+            )));
         }
-        for ip in addrs {
-            if !self.address_allowed(ip) {
-                return Err(format!(
-                    "{host} resolves to {ip}, a private, loopback, link-local or reserved address; personal servers may only reach public addresses (an admin can allow a network with user_server_allowed_networks)"
-                ));
-            }
+        if let Some(refused) = addrs.iter().find(|a| !self.address_allowed(a.ip())) {
+            return Err(HostRefused::Internal(format!(
+                "{host} resolves to {}, a private, loopback, link-local or reserved address; personal servers may only reach public addresses (they may not reach this one unless an admin allows its network with user_server_allowed_networks)",
+                refused.ip()
+            )));
         }
-        Ok(())
+        Ok(addrs)
     }
+}
+
+/// Why [`UserServersConfig::resolve_allowed`] gives no address (the message names the host,
+/// the refused address and how an admin allows its network).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostRefused {
+    #[error("{0}")]
+    Unresolved(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 #[cfg(test)]

@@ -1069,7 +1069,7 @@ async fn reap_idle_sessions(gateway: Weak<Gateway>) {
             })
             .unwrap_or_default();
         for id in stale {
-            tracing::info!(session = %id, "ending idle client session");
+            tracing::info!(session = %crate::live::LogId(&id), "ending idle client session");
             gw.end_session(&id).await;
         }
         // Per-user catalogues of brokered servers, and users' settings, live as long as their

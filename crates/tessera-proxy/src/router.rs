@@ -241,7 +241,7 @@ pub async fn message(
     env: Envelope,
 ) -> Option<Reply> {
     use tracing::Instrument;
-    let span = tracing::debug_span!("mcp", session = %session.id, caller = session.caller.label(), method = env.method.as_deref().unwrap_or("-"));
+    let span = tracing::debug_span!("mcp", session = %crate::live::LogId(&session.id), caller = session.caller.label(), method = env.method.as_deref().unwrap_or("-"));
     handle(gw, session, env).instrument(span).await
 }
 

@@ -211,21 +211,13 @@ impl ClientSession {
     /// Ends per-user upstream sessions (brokered and personal servers: each counts against the
     /// session caps) with no call for `idle` (HTTP DELETE at the upstream).
     pub async fn evict_idle_upstreams(&self, idle: std::time::Duration) {
-        let gateway = self.gateway();
-        // A personal server has no mark of its own in its configuration: ask which server the
-        // name means for this caller (before taking the map's lock).
-        let personal: crate::FastSet<String> = match (&gateway, self.caller.identity()) {
-            (Some(gw), Some(identity)) => gw
-                .user_view(&identity.user)
-                .map(|v| {
-                    v.personal_servers()
-                        .iter()
-                        .map(|e| e.config.name.clone())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            _ => crate::FastSet::default(),
+        // A personal server has no mark of its own in its configuration: the caller's view says
+        // which names are theirs (taken before the map's lock; no copy of the names).
+        let view = match (self.gateway(), self.caller.identity()) {
+            (Some(gw), Some(identity)) => gw.user_view(&identity.user),
+            _ => None,
         };
+        let personal = |name: &str| view.as_ref().is_some_and(|v| v.personal(name).is_some());
         let idle_sessions: Vec<Arc<UpstreamSession>> = {
             let Ok(mut map) = self.upstreams.lock() else {
                 return;
@@ -233,8 +225,7 @@ impl ClientSession {
             let mut out = Vec::new();
             map.retain(|name, cell| match cell.get() {
                 Some(s)
-                    if (s.server.auth_broker.is_some() || personal.contains(name))
-                        && s.idle_for(idle) =>
+                    if (s.server.auth_broker.is_some() || personal(name)) && s.idle_for(idle) =>
                 {
                     out.push(s.clone());
                     false
@@ -244,7 +235,7 @@ impl ClientSession {
             out
         };
         for s in idle_sessions {
-            tracing::info!(session = %self.id, server = %s.server.name, "ending idle per-user upstream session");
+            tracing::info!(session = %crate::live::LogId(&self.id), server = %s.server.name, "ending idle per-user upstream session");
             s.close("idle").await;
         }
     }
@@ -446,7 +437,7 @@ impl ClientSession {
             .ok()
             .and_then(|mut m| m.remove(&jsonrpc::id_key(id)));
         let Some(request) = entry else {
-            tracing::debug!(session = %self.id, "response to an unknown server request; dropped");
+            tracing::debug!(session = %crate::live::LogId(&self.id), "response to an unknown server request; dropped");
             return;
         };
         if let Some(upstream) = request.upstream.upgrade()
@@ -503,7 +494,7 @@ impl ClientSession {
         }
         if s.backlog.len() > BACKLOG {
             s.backlog.pop_front();
-            tracing::warn!(session = %self.id, "client has no stream open; oldest queued message dropped");
+            tracing::warn!(session = %crate::live::LogId(&self.id), "client has no stream open; oldest queued message dropped");
         }
     }
 
@@ -671,7 +662,7 @@ impl Downstream for ClientSession {
     }
 
     fn upstream_closed(&self, from: &Arc<UpstreamSession>, reason: &str) {
-        tracing::debug!(session = %self.id, server = %from.server.name, reason, "upstream session closed");
+        tracing::debug!(session = %crate::live::LogId(&self.id), server = %from.server.name, reason, "upstream session closed");
         if let Ok(mut map) = self.upstreams.lock() {
             let name = &from.server.name;
             if map

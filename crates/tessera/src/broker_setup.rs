@@ -240,15 +240,7 @@ impl reqwest::dns::Resolve for PersonalServerResolver {
         let host = name.as_str().to_owned();
         let policy = self.policy.clone();
         Box::pin(async move {
-            let addrs: Vec<std::net::SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some(refused) = addrs.iter().find(|a| !policy.address_allowed(a.ip())) {
-                return Err(format!(
-                    "{host} resolves to {}, an address personal servers may not reach",
-                    refused.ip()
-                )
-                .into());
-            }
+            let addrs = policy.resolve_allowed(&host, 0).await?;
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }

@@ -55,19 +55,19 @@ impl tower_service::Service<Name> for CheckedResolver {
         let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
-            if let Some(policy) = policy
-                && let Some(refused) = addrs.iter().find(|a| !policy.address_allowed(a.ip()))
-            {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    format!(
-                        "{host} resolves to {}, a private, loopback, link-local or reserved address; personal servers may only reach public addresses (an admin can allow a network with user_server_allowed_networks)",
-                        refused.ip()
-                    ),
-                ));
+            let Some(policy) = policy else {
+                return Ok(tokio::net::lookup_host((host, 0))
+                    .await?
+                    .collect::<Vec<_>>()
+                    .into_iter());
+            };
+            match policy.resolve_allowed(host, 0).await {
+                Ok(addrs) => Ok(addrs.into_iter()),
+                Err(e @ tessera_config::network::HostRefused::Internal(_)) => Err(
+                    std::io::Error::new(std::io::ErrorKind::PermissionDenied, e.to_string()),
+                ),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
             }
-            Ok(addrs.into_iter())
         })
     }
 }

@@ -108,9 +108,6 @@ pub(crate) fn sessions(body: &Value) -> Vec<Value> {
 }
 
 pub(crate) fn render_sessions(list: &[Value]) -> String {
-    if list.is_empty() {
-        return "No sessions.\n".to_owned();
-    }
     let columns = [
         col("ID", 64),
         col("USER", 32),
@@ -119,25 +116,21 @@ pub(crate) fn render_sessions(list: &[Value]) -> String {
         col("STATUS", 8),
         col("ADDRESS", 16),
     ];
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|s| {
-            vec![
-                table::cell(&s["id"]),
-                table::cell(user_of(s)),
-                table::cell(&s["created_at"]),
-                table::cell(&s["expires_at"]),
-                if s["expired"].as_bool() == Some(true) {
-                    "expired"
-                } else {
-                    "active"
-                }
-                .to_owned(),
-                table::cell(&s["ip"]),
-            ]
-        })
-        .collect();
-    table::render(&columns, &rows)
+    table::render_each(list, "No sessions.", &columns, |s| {
+        vec![
+            table::cell(&s["id"]),
+            table::cell(user_of(s)),
+            table::cell(&s["created_at"]),
+            table::cell(&s["expires_at"]),
+            if s["expired"].as_bool() == Some(true) {
+                "expired"
+            } else {
+                "active"
+            }
+            .to_owned(),
+            table::cell(&s["ip"]),
+        ]
+    })
 }
 
 pub(crate) fn mcp_sessions(body: &Value) -> Vec<Value> {
@@ -145,9 +138,6 @@ pub(crate) fn mcp_sessions(body: &Value) -> Vec<Value> {
 }
 
 pub(crate) fn render_mcp_sessions(list: &[Value]) -> String {
-    if list.is_empty() {
-        return "No MCP sessions on this replica.\n".to_owned();
-    }
     let columns = [
         col("HANDLE", 64),
         col("USER", 32),
@@ -156,35 +146,31 @@ pub(crate) fn render_mcp_sessions(list: &[Value]) -> String {
         col("LAST ACTIVE", 25),
         col("UPSTREAMS", 32),
     ];
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|s| {
-            let client = match (s["client_name"].as_str(), s["client_version"].as_str()) {
-                (Some(name), Some(version)) => format!("{name} {version}"),
-                (Some(name), None) => name.to_owned(),
-                _ => "-".to_owned(),
-            };
-            let upstreams: Vec<&str> = s["upstreams"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            vec![
-                table::cell(&s["handle"]),
-                table::cell(user_of(s)),
-                client,
-                table::cell(&s["via"]),
-                table::cell(&s["last_active_at"]),
-                if upstreams.is_empty() {
-                    "-".to_owned()
-                } else {
-                    upstreams.join(",")
-                },
-            ]
-        })
-        .collect();
-    table::render(&columns, &rows)
+    table::render_each(list, "No MCP sessions on this replica.", &columns, |s| {
+        let client = match (s["client_name"].as_str(), s["client_version"].as_str()) {
+            (Some(name), Some(version)) => format!("{name} {version}"),
+            (Some(name), None) => name.to_owned(),
+            _ => "-".to_owned(),
+        };
+        let upstreams: Vec<&str> = s["upstreams"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        vec![
+            table::cell(&s["handle"]),
+            table::cell(user_of(s)),
+            client,
+            table::cell(&s["via"]),
+            table::cell(&s["last_active_at"]),
+            if upstreams.is_empty() {
+                "-".to_owned()
+            } else {
+                upstreams.join(",")
+            },
+        ]
+    })
 }
 
 pub(crate) fn render_dashboard(d: &Value) -> String {

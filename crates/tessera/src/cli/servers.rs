@@ -139,9 +139,6 @@ pub(crate) fn status_rows(body: &Value) -> Vec<Value> {
 }
 
 pub(crate) fn render_status(list: &[Value]) -> String {
-    if list.is_empty() {
-        return "No servers.\n".to_owned();
-    }
     let columns = [
         col("NAME", 24),
         col("OWNER", 9),
@@ -150,20 +147,16 @@ pub(crate) fn render_status(list: &[Value]) -> String {
         col("SESSIONS", 8),
         col("ERROR", 48),
     ];
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|s| {
-            vec![
-                table::cell(&s["name"]),
-                table::cell(&s["ownership"]),
-                table::cell(&s["state"]),
-                table::cell(&s["tool_count"]),
-                table::cell(&s["upstream_sessions"]),
-                table::cell(&s["error"]),
-            ]
-        })
-        .collect();
-    table::render(&columns, &rows)
+    table::render_each(list, "No servers.", &columns, |s| {
+        vec![
+            table::cell(&s["name"]),
+            table::cell(&s["ownership"]),
+            table::cell(&s["state"]),
+            table::cell(&s["tool_count"]),
+            table::cell(&s["upstream_sessions"]),
+            table::cell(&s["error"]),
+        ]
+    })
 }
 
 const PATH: &str = "/api/v1/user/servers";

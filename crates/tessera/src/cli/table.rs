@@ -26,6 +26,20 @@ pub(crate) fn pick_each(
         .collect()
 }
 
+/// `list` as a table of `columns`, a row per item made by `row`; `empty` when there is none.
+pub(crate) fn render_each(
+    list: &[serde_json::Value],
+    empty: &str,
+    columns: &[Column],
+    row: impl Fn(&serde_json::Value) -> Vec<String>,
+) -> String {
+    if list.is_empty() {
+        return format!("{empty}\n");
+    }
+    let rows: Vec<Vec<String>> = list.iter().map(row).collect();
+    render(columns, &rows)
+}
+
 /// One column: its header and the widest a cell may be (the last column is never padded).
 pub(crate) struct Column {
     pub(crate) header: &'static str,
