@@ -44,6 +44,9 @@ What each test proves (users are split so that order does not change what a test
    once the change has travelled (UserChanged over LISTEN/NOTIFY; asserted < 5 s and printed),
    a new session on B is refused; enabled again on A, B serves him. Before that, a personal
    server frank adds on A is routed for him on B.
+7. bob, carol — an admin on A ends bob's MCP session living on B (202, gone on B, resumed on
+   neither), and restarts a server: carol's upstream session to it on B ends within the bound
+   and her next call on B opens a new one.
 5. erin — SIGKILL of A in the middle of a run of calls: the client that was using A continues on
    B with the same `Mcp-Session-Id` (B resumes A's session from the id's sealed state), every call
    completes (on A before the kill, or retried on B), B keeps serving, and the activity table in
@@ -616,6 +619,39 @@ async def test_an_admin_on_a_ends_an_mcp_session_that_lives_on_b(env: Env) -> No
             assert r.status_code == 404, f"A resumed the ended session: {r.status_code} {r.text[:200]}"
             r = await bob.post(env.b.base, sid, call)
             assert r.status_code == 404, f"B resumed the ended session: {r.status_code} {r.text[:200]}"
+        finally:
+            admin.close()
+
+
+async def test_an_admin_on_a_restarts_a_server_and_b_ends_its_upstream_sessions(env: Env) -> None:
+    """An admin's restart of a server on A reaches B: carol's upstream session to it on B ends
+    within the bound (B's own list shows it), and her next call on B opens a new one."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        carol = RawMcp(http, env.token("carol"))
+        sid = await carol.initialize(env.b.base)
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": f"{TX}{SEP}whoami", "arguments": {}}}
+        r = await carol.post(env.b.base, sid, call)
+        assert r.status_code == 200 and '"isError":true' not in r.text, r.text[:300]
+        handle = hashlib.sha256(sid.encode()).hexdigest()
+        admin = await anyio.to_thread.run_sync(sign_in_on, env, env.a, ADMIN)
+
+        def upstreams_on_b() -> list[str]:
+            listed = admin.get(f"{env.b.base}/api/v1/admin/mcp-sessions").json()["sessions"]
+            return next(s["upstreams"] for s in listed if s["handle"] == handle)
+
+        try:
+            assert upstreams_on_b() == [TX]
+            started = time.monotonic()
+            r = admin.post(f"{env.a.base}/api/v1/admin/servers/{TX}/restart", headers={"origin": env.front})
+            assert r.status_code == 200, r.text
+            assert r.json()["upstream_sessions_ended"] == 0, "A ended upstream sessions it does not hold"
+            wait_until(lambda: upstreams_on_b() == [], PROPAGATION_BOUND, "B to end carol's upstream session")
+            print(f"\nrestarted on A → carol's upstream session on B ended after {(time.monotonic() - started) * 1000:.0f} ms")
+            r = await carol.post(env.b.base, sid, {**call, "id": 2})
+            assert r.status_code == 200 and '"isError":true' not in r.text, r.text[:300]
+            seen = json.loads(RawMcp.answer(r, 2)["result"]["content"][0]["text"])
+            assert seen["sub"] == "carol", seen
+            assert upstreams_on_b() == [TX], "the next call did not open a new upstream session"
         finally:
             admin.close()
 
