@@ -1,6 +1,6 @@
 //! The streamable HTTP upstream transport against a scripted upstream: session ids, SSE
-//! responses, resumption of a broken response stream with `Last-Event-ID`, and an upstream that
-//! forgets the session (404).
+//! responses, resumption of a broken response stream with `Last-Event-ID`, an upstream that
+//! forgets the session (404), and the GET stream being open before the first request.
 
 use axum::Router;
 use axum::body::Body;
@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http::Request;
 use http_body_util::BodyExt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tessera_proxy::Gateway;
 use tessera_proxy::frontend::router;
@@ -26,6 +27,12 @@ struct Script {
     /// When set, every request with a session id gets 404 (the upstream restarted).
     forget_sessions: AtomicBool,
     sessions: AtomicUsize,
+    /// 0: no GET stream (405). Otherwise the GET stream is answered after this many ms.
+    stream_delay_ms: AtomicU64,
+    /// Sessions whose GET stream has been answered.
+    streams_open: Mutex<HashSet<String>>,
+    /// For each tools/call: whether its session's GET stream was open when it arrived.
+    call_found_stream: Mutex<Vec<bool>>,
 }
 
 fn sse(events: &str) -> Response {
@@ -61,6 +68,12 @@ async fn upstream_post(
                 call_id,
                 msg["params"]["name"].as_str().unwrap_or("").to_owned(),
             ));
+            let sid = headers
+                .get("mcp-session-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let found = script.streams_open.lock().unwrap().contains(sid);
+            script.call_found_stream.lock().unwrap().push(found);
             // Progress with an event id, then the stream breaks before the response.
             let token = msg["params"]["_meta"]["progressToken"].clone();
             let progress = serde_json::json!({"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":token,"progress":1,"total":2}});
@@ -72,7 +85,23 @@ async fn upstream_post(
 
 async fn upstream_get(State(script): State<Arc<Script>>, headers: HeaderMap) -> Response {
     let Some(last) = headers.get("last-event-id").and_then(|v| v.to_str().ok()) else {
-        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+        let delay = script.stream_delay_ms.load(Ordering::SeqCst);
+        if delay == 0 {
+            return StatusCode::METHOD_NOT_ALLOWED.into_response();
+        }
+        // A server slow to answer the GET stream; once answered it stays open, quiet.
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        let sid = headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        script.streams_open.lock().unwrap().insert(sid.to_owned());
+        let quiet = futures::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+        return (
+            [("content-type", "text/event-stream")],
+            Body::from_stream(quiet),
+        )
+            .into_response();
     };
     script.resumed_from.lock().unwrap().push(last.to_owned());
     // ev-<call id>-1 → replay the rest of that call's stream: its response.
@@ -211,4 +240,23 @@ async fn an_upstream_that_forgets_the_session_fails_the_call_and_the_next_call_r
         "the next call opens a new upstream session: {body}"
     );
     assert_eq!(script.sessions.load(Ordering::SeqCst), before + 1);
+}
+
+#[tokio::test]
+async fn the_first_request_waits_until_the_upstream_has_answered_the_get_stream() {
+    // What a server sends outside a request (tools/list_changed after a tool call) goes down
+    // the GET stream, and a server with no stream open yet drops it: the gateway's first
+    // request of a new upstream session must not overtake the stream.
+    let script = Arc::new(Script::default());
+    script.stream_delay_ms.store(300, Ordering::SeqCst);
+    let gw = gateway_for(&start_upstream(script.clone()).await).await;
+    let sid = client_session(&gw).await;
+    let call = serde_json::json!({"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"up__slow","arguments":{}}});
+    let (_, _, body) = rpc(&gw, Some(&sid), call).await;
+    assert!(body.contains("resumed"), "the call works: {body}");
+    assert_eq!(
+        *script.call_found_stream.lock().unwrap(),
+        vec![true],
+        "the tool call reached the upstream before its GET stream was open"
+    );
 }

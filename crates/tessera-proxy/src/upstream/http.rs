@@ -181,7 +181,7 @@ impl HttpTransport {
         }
         if !self.has_session()
             && let (Some(sid), Ok(mut h)) = (
-                response.headers().get(MCP_SESSION_ID).cloned(),
+                response.headers().get(MCP_SESSION_ID).map(detached),
                 self.headers.write(),
             )
         {
@@ -205,9 +205,17 @@ impl HttpTransport {
     }
 
     /// Opens the GET stream for server-initiated messages; a 405 means the server has none.
-    pub fn open_standalone_stream(self: &Arc<Self>, session: Weak<UpstreamSession>, name: String) {
+    /// The returned receiver resolves once the server has answered the first GET (whatever
+    /// the answer) or the stream task has ended.
+    pub fn open_standalone_stream(
+        self: &Arc<Self>,
+        session: Weak<UpstreamSession>,
+        name: String,
+    ) -> tokio::sync::oneshot::Receiver<()> {
+        let (answered_tx, answered) = tokio::sync::oneshot::channel();
         let me = self.clone();
         tokio::spawn(async move {
+            let mut answered_tx = Some(answered_tx);
             let mut last_id: Option<HeaderValue> = None;
             let mut failures = 0u32;
             while !me.stop.is_cancelled() {
@@ -219,6 +227,9 @@ impl HttpTransport {
                     _ = me.stop.cancelled() => return,
                     r = send => r,
                 };
+                if let Some(tx) = answered_tx.take() {
+                    let _ = tx.send(());
+                }
                 match response {
                     Ok(r) if r.status().is_success() => {
                         failures = 0;
@@ -253,6 +264,7 @@ impl HttpTransport {
                 }
             }
         });
+        answered
     }
 
     /// Ends the session at the server (DELETE, best effort) and stops the streams.
@@ -282,6 +294,15 @@ impl HttpTransport {
         .await
         .ok()
     }
+}
+
+/// A copy of `value` in its own allocation. hyper's header values are slices of the
+/// connection's read buffer: one kept for a session's lifetime (`.clone()` shares it) would keep
+/// that whole buffer — 8 KiB or more — alive per upstream session.
+fn detached(value: &HeaderValue) -> HeaderValue {
+    let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+    copy.set_sensitive(value.is_sensitive());
+    copy
 }
 
 pub fn is_event_stream<B>(response: &Response<B>) -> bool {
@@ -380,5 +401,27 @@ async fn resume_if_needed(
     }
     if let Some(s) = session.upgrade() {
         s.fail_call(call, "upstream closed the response stream before answering");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_header_value_does_not_share_the_read_buffer() {
+        let read_buffer = Bytes::from(vec![b'a'; 8192]);
+        let inside = read_buffer.as_ptr_range();
+        let parsed = HeaderValue::from_maybe_shared(read_buffer.slice(100..132)).unwrap();
+        assert!(
+            inside.contains(&parsed.as_bytes().as_ptr()),
+            "premise: a parsed header value is a slice of the buffer"
+        );
+        let kept = detached(&parsed);
+        assert_eq!(kept, parsed);
+        assert!(
+            !inside.contains(&kept.as_bytes().as_ptr()),
+            "the kept session id would hold the whole 8 KiB buffer"
+        );
     }
 }

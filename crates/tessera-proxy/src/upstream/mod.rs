@@ -20,6 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tessera_config::{HttpProtocol, ServerConfig, Transport as TransportConfig};
+
+/// How long a new upstream session waits for the server to answer its GET stream before the
+/// first request goes out anyway.
+const STANDALONE_STREAM_WAIT: Duration = Duration::from_secs(1);
 use tokio::sync::{mpsc, oneshot};
 
 /// Upstream sessions alive in this process (client and discovery sessions), for `/metrics`.
@@ -259,7 +263,18 @@ impl UpstreamSession {
         }
         self.notify("notifications/initialized", None).await?;
         if let Transport::Http(t) = &self.transport {
-            t.open_standalone_stream(Arc::downgrade(self), self.server.name.clone());
+            let answered = t.open_standalone_stream(Arc::downgrade(self), self.server.name.clone());
+            // A server sends what is unrelated to a request (tools/list_changed after a tool
+            // call, say) down the GET stream, and drops it while no stream is open (the Python
+            // SDK's server does). So the first request waits until the server has answered the
+            // GET — one round trip per upstream session, not per call — bounded for a server
+            // that holds its answer back until its first event.
+            if tokio::time::timeout(STANDALONE_STREAM_WAIT, answered)
+                .await
+                .is_err()
+            {
+                tracing::debug!(server = %self.server.name, "the upstream has not answered the GET stream yet; going on without it");
+            }
         }
         Ok(())
     }
