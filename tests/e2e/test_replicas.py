@@ -44,8 +44,9 @@ What each test proves (users are split so that order does not change what a test
    once the change has travelled (UserChanged over LISTEN/NOTIFY; asserted < 5 s and printed),
    a new session on B is refused; enabled again on A, B serves him. Before that, a personal
    server frank adds on A is routed for him on B.
-7. bob, carol — an admin on A ends bob's MCP session living on B (202, gone on B, resumed on
-   neither), and restarts a server: carol's upstream session to it on B ends within the bound
+7. bob, carol — A's admin list shows bob's MCP session living on B (from B's report, marked
+   with B's replica id); an admin on A ends it (202, gone on B, resumed on neither, then gone
+   from A's list), and restarts a server: carol's upstream session to it on B ends within the bound
    and her next call on B opens a new one.
 5. erin — SIGKILL of A in the middle of a run of calls: the client that was using A continues on
    B with the same `Mcp-Session-Id` (B resumes A's session from the id's sealed state), every call
@@ -124,6 +125,7 @@ ADMIN = "alice"  # auth.admin_emails: disables and enables frank in test 6
 SKEW = 60  # Tessera refreshes an upstream credential expiring within this many seconds
 DATABASE = "tessera"
 PROPAGATION_BOUND = 5.0  # seconds; LISTEN/NOTIFY should make it well under 2 s
+REPORT_BOUND = 15.0  # seconds; each replica reports its MCP sessions every 5 s
 MCP_VERSION = "2025-06-18"
 
 
@@ -593,8 +595,9 @@ async def test_user_changes_on_a_reach_b(env: Env) -> None:
 
 
 async def test_an_admin_on_a_ends_an_mcp_session_that_lives_on_b(env: Env) -> None:
-    """A lists only its own MCP sessions; ending one on A that lives on B (202) makes B drop it
-    within the bound, and neither replica resumes it from its sealed id."""
+    """A lists B's MCP sessions as B last reported them (marked with B's replica id); ending one
+    on A that lives on B (202) makes B drop it within the bound, neither replica resumes it from
+    its sealed id, and it leaves A's list with B's next report."""
     async with httpx.AsyncClient(timeout=30) as http:
         bob = RawMcp(http, env.token("bob"))
         sid = await bob.initialize(env.b.base)
@@ -603,10 +606,25 @@ async def test_an_admin_on_a_ends_an_mcp_session_that_lives_on_b(env: Env) -> No
         assert r.status_code == 200 and '"isError":true' not in r.text, r.text[:300]
         handle = hashlib.sha256(sid.encode()).hexdigest()
         admin = await anyio.to_thread.run_sync(sign_in_on, env, env.a, ADMIN)
+
+        def rows_on_a() -> dict[str, dict[str, Any]]:
+            return {s["handle"]: s for s in admin.get(f"{env.a.base}/api/v1/admin/mcp-sessions").json()["sessions"]}
+
         try:
+            on_b = admin.get(f"{env.b.base}/api/v1/admin/mcp-sessions").json()
+            assert on_b["replica"] and on_b["replicas"][0]["replica"] == on_b["replica"], on_b
+            mine = next(s for s in on_b["sessions"] if s["handle"] == handle)
+            assert mine["replica"] == on_b["replica"] and mine["user_id"], mine
+            listed_at = time.monotonic()
+            row = wait_until(lambda: rows_on_a().get(handle), REPORT_BOUND, "A to list the session that lives on B")
+            print(f"\nB's session listed on A after {(time.monotonic() - listed_at) * 1000:.0f} ms")
+            assert row["replica"] == on_b["replica"] and row["user_id"] == mine["user_id"], row
+            assert row["upstreams"] == [TX], row
             listed = admin.get(f"{env.a.base}/api/v1/admin/mcp-sessions").json()
-            assert listed["replica"], listed
-            assert handle not in {s["handle"] for s in listed["sessions"]}, "A listed a session that lives on B"
+            assert listed["replica"] != on_b["replica"], listed
+            assert on_b["replica"] in {r["replica"] for r in listed["replicas"]}, listed
+            dashboard = admin.get(f"{env.a.base}/api/v1/admin/dashboard").json()
+            assert dashboard["mcp_sessions"] >= 1, dashboard
             started = time.monotonic()
             r = admin.delete(f"{env.a.base}/api/v1/admin/mcp-sessions/{handle}", headers={"origin": env.front})
             assert r.status_code == 202, r.text
@@ -619,6 +637,7 @@ async def test_an_admin_on_a_ends_an_mcp_session_that_lives_on_b(env: Env) -> No
             assert r.status_code == 404, f"A resumed the ended session: {r.status_code} {r.text[:200]}"
             r = await bob.post(env.b.base, sid, call)
             assert r.status_code == 404, f"B resumed the ended session: {r.status_code} {r.text[:200]}"
+            wait_until(lambda: handle not in rows_on_a(), REPORT_BOUND, "the ended session to leave A's list")
         finally:
             admin.close()
 

@@ -9,9 +9,10 @@
 //! - `GET /api/v1/admin/sessions`, `DELETE /api/v1/admin/sessions/{id}`: every user's browser
 //!   sessions; `id` is the stored id (the cookie's SHA-256), never a cookie.
 //! - `GET /api/v1/admin/mcp-sessions`, `DELETE /api/v1/admin/mcp-sessions/{handle}`: the live MCP
-//!   client sessions of the replica that answers, and ending one (on every replica). A session
-//!   is named by its handle, the SHA-256 of its id: the id is what a client presents and is
-//!   never shown.
+//!   client sessions — the answering replica's as they are now, every other replica's as it last
+//!   reported them ([`crate::replicas`], at most a few seconds old) — and ending one (on every
+//!   replica). A session is named by its handle, the SHA-256 of its id: the id is what a client
+//!   presents and is never shown.
 //! - `POST /api/v1/admin/servers/{name}/restart`: a shared upstream server reconnected (its
 //!   discovery session and every client's upstream session to it), on every replica.
 //! - `GET /api/v1/admin/dashboard`: figures from the store (last 24 hours) and the gateway.
@@ -166,17 +167,46 @@ pub(crate) async fn revoke_session(
     Ok(Json(serde_json::json!({ "message": "Session revoked" })))
 }
 
-/// `GET /api/v1/admin/mcp-sessions` → `{"replica": id or null, "sessions": [{handle, user_id,
-/// user_email, display_name, via, agent, client_id, client_name, client_version,
-/// protocol_version, front_end, routing, opened_at, last_active_at, upstreams,
-/// calls_in_flight}…]}`: this replica's sessions, most recently active first. `user_id` is the
-/// store's id of the session's user (`null` for an anonymous session or a user not in the store).
+/// `GET /api/v1/admin/mcp-sessions` → `{"replica": id or null, "replicas": [{replica,
+/// reported_at, sessions}…], "sessions": [{handle, replica, user_id, user_email, display_name,
+/// via, agent, client_id, client_name, client_version, protocol_version, front_end, routing,
+/// opened_at, last_active_at, upstreams, calls_in_flight}…]}`: this replica's sessions as they
+/// are and the other replicas' as last reported (several replicas on PostgreSQL), most recently
+/// active first. `user_id` is the store's id of the session's user (`null` for an anonymous
+/// session or a user not in the store).
 pub(crate) async fn mcp_sessions(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&caller)?;
-    let live = state.events().mcp_sessions();
+    let me = state.store.replica_id();
+    let mut live = state.events().mcp_sessions();
+    for row in &mut live {
+        if let Some(o) = row.as_object_mut() {
+            o.insert("replica".into(), me.into());
+        }
+    }
+    let mut replicas = vec![serde_json::json!({
+        "replica": me,
+        "reported_at": rfc3339(Some(now_unix())),
+        "sessions": live.len(),
+    })];
+    let others = crate::replicas::others(&state)
+        .await
+        .map_err(|e| ApiError::internal("Failed to read the other replicas' sessions", &e))?;
+    for (replica, seen_at, rows) in others {
+        replicas.push(serde_json::json!({
+            "replica": replica,
+            "reported_at": rfc3339(Some(seen_at)),
+            "sessions": rows.len(),
+        }));
+        live.extend(rows);
+    }
+    // Most recently active first, across replicas (RFC 3339 in UTC sorts as text).
+    live.sort_by(|a, b| {
+        let at = |v: &serde_json::Value| v["last_active_at"].as_str().unwrap_or("").to_owned();
+        at(b).cmp(&at(a))
+    });
     let users = state
         .store
         .list_users()
@@ -211,7 +241,8 @@ pub(crate) async fn mcp_sessions(
         })
         .collect();
     Ok(Json(serde_json::json!({
-        "replica": state.store.replica_id(),
+        "replica": me,
+        "replicas": replicas,
         "sessions": sessions,
     })))
 }
@@ -321,12 +352,30 @@ pub(crate) async fn dashboard(
         rate
     };
     let gateway = state.events().gateway_status();
+    // Every replica's sessions: this one's live count, the others' as last reported.
+    let mcp_sessions = match gateway
+        .get("mcp_sessions")
+        .and_then(serde_json::Value::as_u64)
+    {
+        Some(here) => {
+            let others = crate::replicas::others(&state).await.map_err(|e| {
+                ApiError::internal("Failed to read the other replicas' sessions", &e)
+            })?;
+            serde_json::Value::from(
+                here + others
+                    .iter()
+                    .map(|(_, _, rows)| rows.len() as u64)
+                    .sum::<u64>(),
+            )
+        }
+        None => serde_json::Value::Null,
+    };
     Ok(Json(serde_json::json!({
         "total_users": counts.total_users,
         "active_users_24h": counts.active_users,
         "disabled_users": counts.disabled_users,
         "active_sessions": counts.active_sessions,
-        "mcp_sessions": gateway.get("mcp_sessions").cloned().unwrap_or(serde_json::Value::Null),
+        "mcp_sessions": mcp_sessions,
         "tool_calls_24h": counts.tool_calls,
         "error_rate_24h": error_rate,
         "upstreams": gateway.get("upstreams").cloned().unwrap_or_else(|| serde_json::json!([])),

@@ -54,6 +54,7 @@ pub mod openapi;
 pub mod pat;
 pub mod peer;
 mod pending;
+pub mod replicas;
 pub mod return_to;
 mod sealed_state;
 pub mod servers;
@@ -291,13 +292,16 @@ pub async fn purge_once(state: &ApiState) -> (u64, usize) {
         tracing::debug!(sessions, logins, "purged expired sessions and sign-ins");
     }
     activity::purge(state).await;
+    replicas::purge(state).await;
     (sessions, logins)
 }
 
 /// The sign-in routes and the REST API, to be merged beside the MCP front ends. Also starts
-/// the periodic purge ([`spawn_purge`], every [`PURGE_INTERVAL`]).
+/// the periodic purge ([`spawn_purge`], every [`PURGE_INTERVAL`]) and, with several replicas,
+/// this replica's session reports ([`replicas::spawn_reports`]).
 pub fn router(state: Arc<ApiState>) -> Router {
     spawn_purge(&state, PURGE_INTERVAL);
+    replicas::spawn_reports(&state, replicas::REPORT_INTERVAL);
     Router::new()
         .route("/auth/login", get(oidc::login))
         .route("/auth/callback", get(oidc::callback))

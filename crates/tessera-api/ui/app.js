@@ -651,6 +651,7 @@
         el("td", {}, time(x.opened_at)),
         el("td", {}, time(x.last_active_at)),
         el("td", {}, Array.isArray(x.upstreams) && x.upstreams.length ? x.upstreams.join(", ") : "—"),
+        el("td", { title: x.replica || "" }, x.replica ? x.replica.slice(0, 8) : "—", x.replica && mcp && x.replica === mcp.replica ? " (this one)" : null),
         el("td", { class: "actions" }, el("button", {
           type: "button", class: "danger", "aria-label": `End MCP session of ${who} (${client})`,
           onclick: () => endMcpSession(x, who),

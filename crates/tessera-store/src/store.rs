@@ -24,6 +24,7 @@ mod credentials;
 mod idp;
 mod oauth;
 mod pats;
+mod replicas;
 mod reseal;
 mod sessions;
 mod user_servers;
@@ -48,6 +49,7 @@ pub use oauth::{
     TokenGrant, VerifiedAccessToken,
 };
 pub use pats::{ALL_PERMISSIONS, NewPat, PAT_PREFIX, PersonalAccessToken, VerifiedPat};
+pub use replicas::ReplicaSessions;
 pub use reseal::{ResealReport, UnreadableRow};
 pub use sessions::{NewSession, Session, SessionInfo};
 pub use user_servers::{NewUserServer, OpenedUserServer, UserServer, UserServerUpdate};
@@ -85,6 +87,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "user_servers",
         include_str!("../migrations/0006_user_servers.sql"),
+    ),
+    (
+        7,
+        "replica_sessions",
+        include_str!("../migrations/0007_replica_sessions.sql"),
     ),
 ];
 

@@ -95,7 +95,11 @@ pub(crate) async fn run(config_path: PathBuf, listen: Option<String>) -> anyhow:
             api.close_streams();
         }
     };
+    let api_at_exit = api.clone();
     tessera_proxy::serve(gateway, listener, extra, shutdown).await?;
+    if let Some(api) = api_at_exit {
+        tessera_api::replicas::forget_report(&api).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -20,11 +20,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tessera_config::{HttpProtocol, ServerConfig, Transport as TransportConfig};
+use tokio::sync::{mpsc, oneshot};
 
 /// How long a new upstream session waits for the server to answer its GET stream before the
 /// first request goes out anyway.
 const STANDALONE_STREAM_WAIT: Duration = Duration::from_secs(1);
-use tokio::sync::{mpsc, oneshot};
 
 /// Upstream sessions alive in this process (client and discovery sessions), for `/metrics`.
 pub static LIVE_SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

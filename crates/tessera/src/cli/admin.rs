@@ -54,6 +54,7 @@ pub(crate) enum AdminCommand {
 
 const MCP_SESSION_FIELDS: &[&str] = &[
     "handle",
+    "replica",
     "user_id",
     "user_email",
     "display_name",
@@ -145,8 +146,9 @@ pub(crate) fn render_mcp_sessions(list: &[Value]) -> String {
         col("VIA", 22),
         col("LAST ACTIVE", 25),
         col("UPSTREAMS", 32),
+        col("REPLICA", 8),
     ];
-    table::render_each(list, "No MCP sessions on this replica.", &columns, |s| {
+    table::render_each(list, "No MCP sessions.", &columns, |s| {
         let client = match (s["client_name"].as_str(), s["client_version"].as_str()) {
             (Some(name), Some(version)) => format!("{name} {version}"),
             (Some(name), None) => name.to_owned(),
@@ -169,6 +171,10 @@ pub(crate) fn render_mcp_sessions(list: &[Value]) -> String {
             } else {
                 upstreams.join(",")
             },
+            // A prefix tells replicas apart; --output json has the whole id.
+            s["replica"]
+                .as_str()
+                .map_or_else(|| "-".to_owned(), |r| r.chars().take(8).collect()),
         ]
     })
 }
@@ -364,7 +370,8 @@ mod tests {
         let body = json!({"replica": null, "sessions": [{"handle": "ab12", "user_id": "u1",
             "user_email": "a@example.com", "client_name": "claude-code", "client_version": "2.1",
             "via": "oauth_access_token", "last_active_at": "2025-01-01T00:00:00Z",
-            "upstreams": ["github", "slack"], "id": "SESSION-ID"}]});
+            "upstreams": ["github", "slack"], "id": "SESSION-ID",
+            "replica": "0123456789abcdef"}]});
         let list = mcp_sessions(&body);
         assert!(!serde_json::to_string(&list).unwrap().contains("SESSION-ID"));
         let text = render_mcp_sessions(&list);
@@ -378,13 +385,12 @@ mod tests {
                 "2.1",
                 "oauth_access_token",
                 "2025-01-01T00:00:00Z",
-                "github,slack"
+                "github,slack",
+                "01234567"
             ]
         );
-        assert_eq!(
-            render_mcp_sessions(&[]),
-            "No MCP sessions on this replica.\n"
-        );
+        assert_eq!(list[0]["replica"], "0123456789abcdef");
+        assert_eq!(render_mcp_sessions(&[]), "No MCP sessions.\n");
         let dash = json!({"total_users": 3, "error_rate_24h": 0.25, "tool_calls_24h": 8,
             "upstreams": [{"name": "github", "state": "ready", "tools": 12, "error": null}]});
         let text = render_dashboard(&pick(&dash, DASHBOARD_FIELDS));
