@@ -45,7 +45,7 @@ What each test proves (users are split so that order does not change what a test
    a new session on B is refused; enabled again on A, B serves him. Before that, a personal
    server frank adds on A is routed for him on B.
 7. bob, carol — A's admin list shows bob's MCP session living on B (from B's report, marked
-   with B's replica id); an admin on A ends it (202, gone on B, resumed on neither, then gone
+   with B's replica id), and A's dashboard B's upstreams as B sees them; an admin on A ends it (202, gone on B, resumed on neither, then gone
    from A's list), and restarts a server: carol's upstream session to it on B ends within the bound
    and her next call on B opens a new one.
 5. erin — SIGKILL of A in the middle of a run of calls: the client that was using A continues on
@@ -625,6 +625,12 @@ async def test_an_admin_on_a_ends_an_mcp_session_that_lives_on_b(env: Env) -> No
             assert on_b["replica"] in {r["replica"] for r in listed["replicas"]}, listed
             dashboard = admin.get(f"{env.a.base}/api/v1/admin/dashboard").json()
             assert dashboard["mcp_sessions"] >= 1, dashboard
+            assert dashboard["replicas"][0]["replica"] == listed["replica"], dashboard["replicas"]
+            b_seen_from_a = next(r for r in dashboard["replicas"] if r["replica"] == on_b["replica"])
+            b_itself = admin.get(f"{env.b.base}/api/v1/admin/dashboard").json()["upstreams"]
+            assert {u["name"]: u["state"] for u in b_seen_from_a["upstreams"]} == \
+                {u["name"]: u["state"] for u in b_itself}, (b_seen_from_a, b_itself)
+            assert TX in {u["name"] for u in b_itself}, b_itself
             started = time.monotonic()
             r = admin.delete(f"{env.a.base}/api/v1/admin/mcp-sessions/{handle}", headers={"origin": env.front})
             assert r.status_code == 202, r.text

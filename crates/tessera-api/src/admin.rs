@@ -15,7 +15,8 @@
 //!   presents and is never shown.
 //! - `POST /api/v1/admin/servers/{name}/restart`: a shared upstream server reconnected (its
 //!   discovery session and every client's upstream session to it), on every replica.
-//! - `GET /api/v1/admin/dashboard`: figures from the store (last 24 hours) and the gateway.
+//! - `GET /api/v1/admin/dashboard`: figures from the store (last 24 hours) and the gateway (every
+//!   replica's, the others' as last reported).
 
 use std::sync::Arc;
 
@@ -194,13 +195,13 @@ pub(crate) async fn mcp_sessions(
     let others = crate::replicas::others(&state)
         .await
         .map_err(|e| ApiError::internal("Failed to read the other replicas' sessions", &e))?;
-    for (replica, seen_at, rows) in others {
+    for other in others {
         replicas.push(serde_json::json!({
-            "replica": replica,
-            "reported_at": rfc3339(Some(seen_at)),
-            "sessions": rows.len(),
+            "replica": other.replica,
+            "reported_at": rfc3339(Some(other.reported_at)),
+            "sessions": other.sessions.len(),
         }));
-        live.extend(rows);
+        live.extend(other.sessions);
     }
     // Most recently active first, across replicas (RFC 3339 in UTC sorts as text).
     live.sort_by(|a, b| {
@@ -315,7 +316,10 @@ pub(crate) async fn restart_server(
 }
 
 /// `GET /api/v1/admin/dashboard` → `{total_users, active_users_24h, disabled_users,
-/// active_sessions, mcp_sessions, tool_calls_24h, error_rate_24h, upstreams, recent_users}`.
+/// active_sessions, mcp_sessions, tool_calls_24h, error_rate_24h, upstreams, replicas,
+/// recent_users}`. `upstreams` is this replica's view; `replicas` has this one first, then every
+/// other replica as it last reported (`{replica, reported_at, mcp_sessions, upstreams}`), and
+/// `mcp_sessions` counts them all.
 pub(crate) async fn dashboard(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -352,24 +356,32 @@ pub(crate) async fn dashboard(
         rate
     };
     let gateway = state.events().gateway_status();
+    let upstreams = gateway
+        .get("upstreams")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!([]));
+    let others = crate::replicas::others(&state)
+        .await
+        .map_err(|e| ApiError::internal("Failed to read the other replicas' reports", &e))?;
     // Every replica's sessions: this one's live count, the others' as last reported.
-    let mcp_sessions = match gateway
+    let mcp_sessions = gateway
         .get("mcp_sessions")
         .and_then(serde_json::Value::as_u64)
-    {
-        Some(here) => {
-            let others = crate::replicas::others(&state).await.map_err(|e| {
-                ApiError::internal("Failed to read the other replicas' sessions", &e)
-            })?;
-            serde_json::Value::from(
-                here + others
-                    .iter()
-                    .map(|(_, _, rows)| rows.len() as u64)
-                    .sum::<u64>(),
-            )
-        }
-        None => serde_json::Value::Null,
-    };
+        .map(|here| here + others.iter().map(|o| o.sessions.len() as u64).sum::<u64>());
+    let mut replicas = vec![serde_json::json!({
+        "replica": state.store.replica_id(),
+        "reported_at": rfc3339(Some(now_unix())),
+        "mcp_sessions": gateway.get("mcp_sessions"),
+        "upstreams": upstreams,
+    })];
+    replicas.extend(others.into_iter().map(|o| {
+        serde_json::json!({
+            "replica": o.replica,
+            "reported_at": rfc3339(Some(o.reported_at)),
+            "mcp_sessions": o.sessions.len(),
+            "upstreams": o.upstreams,
+        })
+    }));
     Ok(Json(serde_json::json!({
         "total_users": counts.total_users,
         "active_users_24h": counts.active_users,
@@ -378,7 +390,8 @@ pub(crate) async fn dashboard(
         "mcp_sessions": mcp_sessions,
         "tool_calls_24h": counts.tool_calls,
         "error_rate_24h": error_rate,
-        "upstreams": gateway.get("upstreams").cloned().unwrap_or_else(|| serde_json::json!([])),
+        "upstreams": upstreams,
+        "replicas": replicas,
         "recent_users": recent,
     })))
 }

@@ -298,7 +298,7 @@ pub async fn purge_once(state: &ApiState) -> (u64, usize) {
 
 /// The sign-in routes and the REST API, to be merged beside the MCP front ends. Also starts
 /// the periodic purge ([`spawn_purge`], every [`PURGE_INTERVAL`]) and, with several replicas,
-/// this replica's session reports ([`replicas::spawn_reports`]).
+/// this replica's reports ([`replicas::spawn_reports`]).
 pub fn router(state: Arc<ApiState>) -> Router {
     spawn_purge(&state, PURGE_INTERVAL);
     replicas::spawn_reports(&state, replicas::REPORT_INTERVAL);

@@ -1,15 +1,15 @@
-//! Several replicas on one PostgreSQL database: each reports its live MCP client sessions to
-//! the store every [`REPORT_INTERVAL`], so that an admin's list (and the dashboard's count) on
-//! any replica shows every replica's sessions — the others' as of their last report.
+//! Several replicas on one PostgreSQL database: each reports its live MCP client sessions and
+//! its upstreams' state to the store every [`REPORT_INTERVAL`], so that an admin's session list
+//! and dashboard on any replica cover every replica — the others as of their last report.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_store::now_unix;
+use tessera_store::{UnixTime, now_unix};
 
 use crate::ApiState;
 
-/// How often a replica reports its sessions.
+/// How often a replica reports.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A report older than this is left out (its replica stopped, or cannot reach the store).
@@ -18,8 +18,18 @@ const FRESH_FOR_SECS: i64 = 3 * REPORT_INTERVAL.as_secs() as i64;
 /// A report older than this is deleted by the periodic purge.
 const PURGE_AFTER_SECS: i64 = 3600;
 
-/// Reports this replica's sessions every `every` until the state is dropped; nothing is started
-/// on a single replica (SQLite) or without a Tokio runtime.
+/// Another replica as it last reported.
+pub(crate) struct OtherReplica {
+    pub replica: String,
+    pub reported_at: UnixTime,
+    /// The admin list's rows, each with `replica` set.
+    pub sessions: Vec<serde_json::Value>,
+    /// `{name, state, error, tools}` per upstream.
+    pub upstreams: Vec<serde_json::Value>,
+}
+
+/// Reports this replica every `every` until the state is dropped; nothing is started on a
+/// single replica (SQLite) or without a Tokio runtime.
 pub fn spawn_reports(
     state: &Arc<ApiState>,
     every: Duration,
@@ -33,13 +43,20 @@ pub fn spawn_reports(
         loop {
             tick.tick().await;
             let Some(state) = weak.upgrade() else { break };
-            let sessions = serde_json::Value::Array(state.events().mcp_sessions()).to_string();
+            let events = state.events();
+            let sessions = serde_json::Value::Array(events.mcp_sessions()).to_string();
+            let upstreams = events
+                .gateway_status()
+                .get("upstreams")
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!([]))
+                .to_string();
             if let Err(e) = state
                 .store
-                .report_replica_sessions(&replica, &sessions)
+                .report_replica(&replica, &sessions, &upstreams)
                 .await
             {
-                tracing::warn!(error = %e, "reporting this replica's MCP sessions failed");
+                tracing::warn!(error = %e, "reporting this replica's sessions and upstreams failed");
             }
         }
     }))
@@ -50,8 +67,8 @@ pub async fn forget_report(state: &ApiState) {
     let Some(replica) = state.store.replica_id() else {
         return;
     };
-    if let Err(e) = state.store.forget_replica_sessions(replica).await {
-        tracing::warn!(error = %e, "removing this replica's MCP session report failed");
+    if let Err(e) = state.store.forget_replica_report(replica).await {
+        tracing::warn!(error = %e, "removing this replica's report failed");
     }
 }
 
@@ -62,41 +79,48 @@ pub(crate) async fn purge(state: &ApiState) {
     }
     if let Err(e) = state
         .store
-        .purge_replica_sessions(now_unix() - PURGE_AFTER_SECS)
+        .purge_replica_reports(now_unix() - PURGE_AFTER_SECS)
         .await
     {
-        tracing::warn!(error = %e, "purging old replica session reports failed");
+        tracing::warn!(error = %e, "purging old replica reports failed");
     }
 }
 
-/// The other replicas' fresh reports: (replica, when it reported, its session rows, each with
-/// `replica` set). Empty on a single replica. A report that does not parse is skipped.
+/// The other replicas' fresh reports, by replica id. Empty on a single replica. A report that
+/// does not parse is skipped (logged).
 pub(crate) async fn others(
     state: &ApiState,
-) -> Result<Vec<(String, i64, Vec<serde_json::Value>)>, tessera_store::StoreError> {
+) -> Result<Vec<OtherReplica>, tessera_store::StoreError> {
     let Some(me) = state.store.replica_id() else {
         return Ok(Vec::new());
     };
     let reports = state
         .store
-        .replica_sessions(me, now_unix() - FRESH_FOR_SECS)
+        .replica_reports(me, now_unix() - FRESH_FOR_SECS)
         .await?;
     Ok(reports
         .into_iter()
         .filter_map(|r| {
-            let mut rows: Vec<serde_json::Value> = match serde_json::from_str(&r.sessions) {
-                Ok(rows) => rows,
+            let parsed = serde_json::from_str::<Vec<serde_json::Value>>(&r.sessions)
+                .and_then(|s| Ok((s, serde_json::from_str::<Vec<serde_json::Value>>(&r.upstreams)?)));
+            let (mut sessions, upstreams) = match parsed {
+                Ok(parsed) => parsed,
                 Err(e) => {
-                    tracing::warn!(replica = %r.replica, error = %e, "a replica's session report does not parse");
+                    tracing::warn!(replica = %r.replica, error = %e, "a replica's report does not parse");
                     return None;
                 }
             };
-            for row in &mut rows {
+            for row in &mut sessions {
                 if let Some(o) = row.as_object_mut() {
                     o.insert("replica".into(), r.replica.clone().into());
                 }
             }
-            Some((r.replica, r.seen_at, rows))
+            Some(OtherReplica {
+                replica: r.replica,
+                reported_at: r.reported_at,
+                sessions,
+                upstreams,
+            })
         })
         .collect())
 }

@@ -616,11 +616,17 @@
     ];
     $("dashboard").replaceChildren(...figures.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))));
     const ups = Array.isArray(dash.upstreams) ? dash.upstreams : [];
+    // The other gateway instances' view of each upstream, as they last reported it.
+    const others = Array.isArray(dash.replicas) ? dash.replicas.slice(1) : [];
+    const elsewhere = (name) => others.flatMap((r) => (Array.isArray(r.upstreams) ? r.upstreams : [])
+      .filter((o) => o.name === name)
+      .map((o) => `${String(r.replica || "").slice(0, 8)}: ${o.state || "?"}${o.error ? ` (${o.error})` : ""}`));
     $("upstreams-table").querySelector("tbody").replaceChildren(...ups.map((u) => el("tr", { "data-server": u.name },
       el("th", { scope: "row" }, u.name || "—"),
       el("td", {}, u.state ? badge(String(u.state)) : "—"),
       el("td", {}, num(u.tools)),
       el("td", {}, u.error || "—"),
+      el("td", {}, elsewhere(u.name).join(", ") || "—"),
       el("td", { class: "actions" }, el("button", {
         type: "button", "aria-label": `Restart ${u.name}`, onclick: () => restartServer(u.name),
       }, "Restart")))));

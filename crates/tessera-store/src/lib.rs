@@ -37,7 +37,7 @@ pub use store::{
     LISTENER_BACKOFF_MAX, LISTENER_BACKOFF_MIN, LockGuard, MAX_PENDING_CONNECT_FLOWS,
     MAX_REASON_LEN, NewConnectFlow, NewOauthClient, NewPat, NewSession, NewUserServer, OauthClient,
     OauthClientSource, OauthTokenRejection, OpenedCredential, OpenedUserServer, PAT_PREFIX,
-    PersonalAccessToken, REFRESH_TOKEN_PREFIX, RefreshLock, RefreshRefused, ReplicaSessions,
+    PersonalAccessToken, REFRESH_TOKEN_PREFIX, RefreshLock, RefreshRefused, ReplicaReport,
     ResealReport, Role, RotatedGrant, SUBSCRIBER_QUEUE, Session, SessionInfo, Store,
     StoredIdpTokens, TokenGrant, UnixTime, UnreadableRow, User, UserLogin, UserServer,
     UserServerUpdate, VerifiedAccessToken, VerifiedPat, now_unix, parse_url, redact, server_key,

@@ -24,7 +24,7 @@ mod credentials;
 mod idp;
 mod oauth;
 mod pats;
-mod replicas;
+mod replica_reports;
 mod reseal;
 mod sessions;
 mod user_servers;
@@ -49,7 +49,7 @@ pub use oauth::{
     TokenGrant, VerifiedAccessToken,
 };
 pub use pats::{ALL_PERMISSIONS, NewPat, PAT_PREFIX, PersonalAccessToken, VerifiedPat};
-pub use replicas::ReplicaSessions;
+pub use replica_reports::ReplicaReport;
 pub use reseal::{ResealReport, UnreadableRow};
 pub use sessions::{NewSession, Session, SessionInfo};
 pub use user_servers::{NewUserServer, OpenedUserServer, UserServer, UserServerUpdate};
@@ -90,8 +90,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         7,
-        "replica_sessions",
-        include_str!("../migrations/0007_replica_sessions.sql"),
+        "replica_reports",
+        include_str!("../migrations/0007_replica_reports.sql"),
     ),
 ];
 

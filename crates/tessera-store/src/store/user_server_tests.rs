@@ -1,5 +1,5 @@
 //! Personal servers, shared-server preferences, agent tokens, the admin's session list, the
-//! dashboard counts and the replicas' session reports — on both backends.
+//! dashboard counts and the replicas' reports — on both backends.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -760,20 +760,24 @@ async fn regenerating_a_pat_revokes_it_and_keeps_its_limits(db: TestDb) {
     assert_eq!(store.list_pats(&alice.id).await.unwrap().len(), 2);
 }
 
-async fn replicas_report_their_sessions_and_read_the_others(db: TestDb) {
+async fn replicas_report_and_read_the_others(db: TestDb) {
     let store = open_store(&db).await;
-    assert!(store.replica_sessions("a", 0).await.unwrap().is_empty());
+    assert!(store.replica_reports("a", 0).await.unwrap().is_empty());
     store
-        .report_replica_sessions("a", r#"[{"handle":"h1"}]"#)
+        .report_replica("a", r#"[{"handle":"h1"}]"#, "[]")
         .await
         .unwrap();
-    store.report_replica_sessions("b", "[]").await.unwrap();
+    store.report_replica("b", "[]", "[]").await.unwrap();
     store
-        .report_replica_sessions("b", r#"[{"handle":"h2"}]"#)
+        .report_replica(
+            "b",
+            r#"[{"handle":"h2"}]"#,
+            r#"[{"name":"up","state":"ready"}]"#,
+        )
         .await
         .unwrap();
     let now = now_unix();
-    let seen_by_a = store.replica_sessions("a", now - 15).await.unwrap();
+    let seen_by_a = store.replica_reports("a", now - 15).await.unwrap();
     assert_eq!(
         seen_by_a.len(),
         1,
@@ -784,30 +788,31 @@ async fn replicas_report_their_sessions_and_read_the_others(db: TestDb) {
         seen_by_a[0].sessions, r#"[{"handle":"h2"}]"#,
         "the latest report"
     );
-    assert!(seen_by_a[0].seen_at >= now - 1);
+    assert_eq!(seen_by_a[0].upstreams, r#"[{"name":"up","state":"ready"}]"#);
+    assert!(seen_by_a[0].reported_at >= now - 1);
     assert_eq!(
-        store.replica_sessions("b", now - 15).await.unwrap()[0].replica,
+        store.replica_reports("b", now - 15).await.unwrap()[0].replica,
         "a"
     );
     assert!(
         store
-            .replica_sessions("a", now + 60)
+            .replica_reports("a", now + 60)
             .await
             .unwrap()
             .is_empty(),
         "a report older than the bound is not read"
     );
     // "a" shuts down; then "b" is purged as stopped.
-    assert!(store.forget_replica_sessions("a").await.unwrap());
-    assert!(!store.forget_replica_sessions("a").await.unwrap());
-    assert_eq!(store.purge_replica_sessions(now - 3600).await.unwrap(), 0);
-    assert_eq!(store.replica_sessions("c", 0).await.unwrap().len(), 1);
-    assert_eq!(store.purge_replica_sessions(now + 60).await.unwrap(), 1);
-    assert!(store.replica_sessions("c", 0).await.unwrap().is_empty());
+    assert!(store.forget_replica_report("a").await.unwrap());
+    assert!(!store.forget_replica_report("a").await.unwrap());
+    assert_eq!(store.purge_replica_reports(now - 3600).await.unwrap(), 0);
+    assert_eq!(store.replica_reports("c", 0).await.unwrap().len(), 1);
+    assert_eq!(store.purge_replica_reports(now + 60).await.unwrap(), 1);
+    assert!(store.replica_reports("c", 0).await.unwrap().is_empty());
 }
 
 both_backends!(
-    replicas_report_their_sessions_and_read_the_others,
+    replicas_report_and_read_the_others,
     regenerating_a_pat_revokes_it_and_keeps_its_limits,
     enabled_user_servers_open_in_one_query,
     user_servers_crud,

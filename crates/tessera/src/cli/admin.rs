@@ -92,6 +92,7 @@ const DASHBOARD_FIELDS: &[&str] = &[
     "tool_calls_24h",
     "error_rate_24h",
     "upstreams",
+    "replicas",
     "recent_users",
 ];
 
@@ -194,6 +195,11 @@ pub(crate) fn render_dashboard(d: &Value) -> String {
         ("error rate (24 h)", rate),
     ] {
         out.push_str(&format!("{label:<22}{value}\n"));
+    }
+    // Several replicas: the upstream table below is the answering one's view; --output json
+    // has every replica's.
+    if let Some(replicas) = d["replicas"].as_array().filter(|r| r.len() > 1) {
+        out.push_str(&format!("{:<22}{}\n", "replicas reporting", replicas.len()));
     }
     let upstreams: Vec<Vec<String>> = d["upstreams"]
         .as_array()
@@ -396,5 +402,11 @@ mod tests {
         let text = render_dashboard(&pick(&dash, DASHBOARD_FIELDS));
         assert!(text.contains("25.0 %"), "{text}");
         assert!(text.contains("github"), "{text}");
+        assert!(!text.contains("replicas reporting"), "one replica: {text}");
+        let dash = json!({"replicas": [{"replica": "a"}, {"replica": "b", "upstreams": []}]});
+        let picked = pick(&dash, DASHBOARD_FIELDS);
+        assert_eq!(picked["replicas"][1]["replica"], "b");
+        let text = render_dashboard(&picked);
+        assert!(text.contains("replicas reporting    2"), "{text}");
     }
 }
