@@ -372,3 +372,34 @@ async fn metrics_count_sessions_routed_calls_and_auth_rejections() {
     );
     assert!(body.contains("# TYPE tessera_upstream_calls_total counter"));
 }
+
+#[tokio::test]
+async fn a_refusal_reads_the_body_first_or_says_the_connection_closes() {
+    // hyper keeps a connection after an answer only if the request's body was read; a refusal
+    // given before reading it must either read it or say `Connection: close`, or a client
+    // reusing the connection sees it drop without an answer.
+    let gw = gateway(r#"{"public_url":"https://mcp.example.com"}"#);
+    let refused = || post().header("origin", "https://evil.example.net");
+
+    let (status, headers, _) = send(&gw, refused().body(Body::from(INIT)).unwrap()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        headers.get("connection").is_none(),
+        "a body that arrives is read and the connection kept: {headers:?}"
+    );
+
+    // A body that never finishes: the refusal comes (after the bounded wait) and says close.
+    let stalled = futures::StreamExt::chain(
+        futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+            b"{\"jsonrpc\"",
+        ))]),
+        futures::stream::pending(),
+    );
+    let (status, headers, _) = send(&gw, refused().body(Body::from_stream(stalled)).unwrap()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        headers.get("connection").map(|v| v.to_str().unwrap()),
+        Some("close"),
+        "{headers:?}"
+    );
+}

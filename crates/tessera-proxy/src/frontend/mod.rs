@@ -182,6 +182,31 @@ pub(crate) fn accepts(headers: &HeaderMap, mime: &str) -> bool {
 /// DNS-rebinding defence: a browser page may only reach the gateway from an allowed origin —
 /// loopback origins, the origin of `public_url`, and `allowed_origins`. Requests without an
 /// Origin header (non-browser clients) pass.
+/// A refusal answered before the request's body was read. hyper keeps the connection open only
+/// if the unread body is already in its buffer; otherwise it closes the connection after the
+/// answer without saying so, and a client that reuses the connection at that moment sees it
+/// drop with no answer at all (httpx: "Server disconnected without sending a response"). So the
+/// body is read first — at most [`REFUSAL_DRAIN_BYTES`] within [`REFUSAL_DRAIN_TIME`] — and when
+/// it cannot be, the answer says `Connection: close`.
+pub(crate) async fn refuse_unread(body: axum::body::Body, mut refusal: Response) -> Response {
+    let drained = tokio::time::timeout(
+        REFUSAL_DRAIN_TIME,
+        axum::body::to_bytes(body, REFUSAL_DRAIN_BYTES),
+    )
+    .await;
+    if !matches!(drained, Ok(Ok(_))) {
+        refusal
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    refusal
+}
+
+/// How much of a refused request's body is read so that its connection can be kept.
+const REFUSAL_DRAIN_BYTES: usize = 64 * 1024;
+/// How long a refused request's body may take to arrive before its connection is closed.
+const REFUSAL_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(crate) fn check_origin(gw: &Gateway, headers: &HeaderMap) -> Result<(), Response> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(());

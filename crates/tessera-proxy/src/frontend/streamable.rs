@@ -6,7 +6,9 @@
 //! made lazily, before any header is written. GET opens the session's server-to-client stream;
 //! DELETE ends the session.
 
-use super::{accepts, authenticate, check_origin, json_response, rpc_error_response};
+use super::{
+    accepts, authenticate, check_origin, json_response, refuse_unread, rpc_error_response,
+};
 use crate::caller::Caller;
 use crate::gateway::Gateway;
 use crate::jsonrpc::{self, Envelope, Kind};
@@ -50,11 +52,11 @@ pub async fn post(
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     if let Err(r) = check_origin(&gw, &headers) {
-        return r;
+        return refuse_unread(body, r).await;
     }
     let caller = match authenticate(&gw, &headers).await {
         Ok(caller) => caller,
-        Err(r) => return r,
+        Err(r) => return refuse_unread(body, r).await,
     };
     let body: Bytes = match axum::body::to_bytes(body, MAX_MESSAGE_BYTES).await {
         Ok(b) => b,
