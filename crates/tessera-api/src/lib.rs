@@ -260,19 +260,35 @@ impl ApiState {
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Purges expired sessions (store) and expired sign-ins in progress (memory) every `every`,
-/// until the state is dropped (it holds only a weak reference) or the runtime shuts down.
-/// Without a Tokio runtime nothing is started.
+/// until the state is dropped or the runtime shuts down ([`spawn_every`]).
 pub fn spawn_purge(state: &Arc<ApiState>, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+    spawn_every(state, every, |state| async move {
+        purge_once(&state).await;
+    })
+}
+
+/// Runs `job` every `every`, the first time one period after the start, until the state is
+/// dropped (the task holds only a weak reference) or the runtime shuts down. Without a Tokio
+/// runtime nothing is started.
+pub(crate) fn spawn_every<F, Fut>(
+    state: &Arc<ApiState>,
+    every: Duration,
+    job: F,
+) -> Option<tokio::task::JoinHandle<()>>
+where
+    F: Fn(Arc<ApiState>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let handle = tokio::runtime::Handle::try_current().ok()?;
     let weak = Arc::downgrade(state);
     Some(handle.spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await; // the first tick is immediate: start-up has nothing to purge yet
+        tick.tick().await; // the first tick is immediate
         loop {
             tick.tick().await;
             let Some(state) = weak.upgrade() else { break };
-            purge_once(&state).await;
+            job(state).await;
         }
     }))
 }

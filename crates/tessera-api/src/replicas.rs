@@ -28,21 +28,16 @@ pub(crate) struct OtherReplica {
     pub upstreams: Vec<serde_json::Value>,
 }
 
-/// Reports this replica every `every` until the state is dropped; nothing is started on a
-/// single replica (SQLite) or without a Tokio runtime.
+/// Reports this replica every `every` ([`crate::spawn_every`]); nothing is started on a single
+/// replica (SQLite) or without a Tokio runtime.
 pub fn spawn_reports(
     state: &Arc<ApiState>,
     every: Duration,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let replica = state.store.replica_id()?.to_owned();
-    let handle = tokio::runtime::Handle::try_current().ok()?;
-    let weak = Arc::downgrade(state);
-    Some(handle.spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(state) = weak.upgrade() else { break };
+    let replica: Arc<str> = state.store.replica_id()?.into();
+    crate::spawn_every(state, every, move |state| {
+        let replica = replica.clone();
+        async move {
             let events = state.events();
             let sessions = serde_json::Value::Array(events.mcp_sessions()).to_string();
             let upstreams = events
@@ -59,7 +54,7 @@ pub fn spawn_reports(
                 tracing::warn!(error = %e, "reporting this replica's sessions and upstreams failed");
             }
         }
-    }))
+    })
 }
 
 /// Removes this replica's report (it is shutting down); failures are logged.

@@ -162,13 +162,10 @@ impl Gateway {
             }
         }
         let view = self.user_view(user);
-        let personal = view
-            .as_ref()
-            .map(|v| v.personal_servers().to_vec())
-            .unwrap_or_default();
+        let personal = view.as_deref().map_or(&[][..], |v| v.personal_servers());
         self.servers
             .iter()
-            .chain(personal.iter())
+            .chain(personal)
             .map(|entry| diagnose(entry, user, &open))
             .collect()
     }
@@ -205,12 +202,7 @@ impl Gateway {
             .unwrap_or_default();
         let mut ended = 0;
         for session in sessions {
-            if session
-                .open_upstreams()
-                .iter()
-                .any(|u| u.server.name == name)
-            {
-                session.close_upstream(name).await;
+            if session.close_upstream(name).await {
                 ended += 1;
             }
         }

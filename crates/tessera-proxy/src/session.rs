@@ -382,15 +382,19 @@ impl ClientSession {
     }
 
     /// Ends this client's session with `server` (its configuration went away or changed, or an
-    /// admin restarted it); the next call opens a new one.
-    pub async fn close_upstream(&self, server: &str) {
+    /// admin restarted it); the next call opens a new one. Whether one was open.
+    pub async fn close_upstream(&self, server: &str) -> bool {
         let cell = self
             .upstreams
             .lock()
             .ok()
             .and_then(|mut m| m.remove(server));
-        if let Some(session) = cell.as_ref().and_then(|c| c.get()) {
-            session.close("server removed or changed").await;
+        match cell.as_ref().and_then(|c| c.get()) {
+            Some(session) => {
+                session.close("server removed or changed").await;
+                true
+            }
+            None => false,
         }
     }
 

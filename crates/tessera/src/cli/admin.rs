@@ -155,23 +155,13 @@ pub(crate) fn render_mcp_sessions(list: &[Value]) -> String {
             (Some(name), None) => name.to_owned(),
             _ => "-".to_owned(),
         };
-        let upstreams: Vec<&str> = s["upstreams"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
         vec![
             table::cell(&s["handle"]),
             table::cell(user_of(s)),
             client,
             table::cell(&s["via"]),
             table::cell(&s["last_active_at"]),
-            if upstreams.is_empty() {
-                "-".to_owned()
-            } else {
-                upstreams.join(",")
-            },
+            table::list(&s["upstreams"]),
             // A prefix tells replicas apart; --output json has the whole id.
             s["replica"]
                 .as_str()

@@ -267,22 +267,12 @@ pub(crate) fn render(list: &[Value]) -> String {
             } else {
                 &s["protocol"]
             };
-            let headers: Vec<&str> = s["header_names"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
             vec![
                 table::cell(&s["name"]),
                 table::cell(&s["ownership"]),
                 table::cell(protocol),
                 table::cell(url),
-                if headers.is_empty() {
-                    "-".to_owned()
-                } else {
-                    headers.join(",")
-                },
+                table::list(&s["header_names"]),
                 if on { "on" } else { "off" }.to_owned(),
             ]
         })

@@ -110,6 +110,22 @@ pub(crate) fn render(columns: &[Column], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A JSON array of strings as one cell, comma-joined (no spaces: a row stays splittable on
+/// whitespace); empty or missing `-`.
+pub(crate) fn list(v: &serde_json::Value) -> String {
+    let items: Vec<&str> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(",")
+    }
+}
+
 /// A JSON value as a cell: strings as they are, numbers and booleans printed, missing `-`.
 pub(crate) fn cell(v: &serde_json::Value) -> String {
     match v {
